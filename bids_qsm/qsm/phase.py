@@ -63,3 +63,29 @@ def wrap_to_pi(phase: np.ndarray) -> np.ndarray:
     return (
         np.mod(np.asarray(phase, dtype=np.float32) + np.float32(np.pi), two_pi) - np.float32(np.pi)
     ).astype(np.float32)
+
+
+def apply_phase_sign(phase: np.ndarray, sign: int = 1) -> np.ndarray:
+    """Phase (rad) with the vendor sign convention applied, re-wrapped to [-pi, pi).
+
+    bids-qsm expects phase that decreases over echo time in paramagnetic tissue (the Siemens /
+    Philips convention), so that susceptibility comes out paramagnetic-positive. Vendors whose
+    phase runs the other way (GE) need ``sign=-1``; check that veins and the globus pallidus are
+    positive on the Chimap.
+    """
+    if sign not in (1, -1):
+        raise ValueError(f"phase sign must be +1 or -1, got {sign}")
+    phase = np.asarray(phase, dtype=np.float32)
+    return phase.copy() if sign == 1 else wrap_to_pi(-phase)
+
+
+def combine_magnitude(mag: np.ndarray) -> np.ndarray:
+    """SNR-optimal combination of multi-echo magnitude, ``sqrt(sum_k mag_k^2)`` (float32).
+
+    Weighting each echo by its own signal (matched filter) maximises SNR for equal noise per
+    echo; the result equals the root-sum-of-squares. ``mag`` is (X, Y, Z, E) or (X, Y, Z).
+    """
+    mag = np.asarray(mag, dtype=np.float32)
+    if mag.ndim == 3:
+        return mag.copy()
+    return np.sqrt(np.einsum("...k,...k->...", mag, mag, dtype=np.float32))

@@ -1,1 +1,41 @@
-"""bids_qsm.swi"""
+"""bids_qsm.swi: SWI, minIP, high-pass filtered phase and SWI-phase iron measures.
+
+Pure numpy/scipy (no Nipype, no file I/O). Sign conventions: ``docs/methods_swi.md``.
+"""
+
+from bids_qsm.swi.highpass import (
+    field_from_phase,
+    gaussian_highpass,
+    homodyne_highpass,
+    laplacian_unwrap,
+)
+from bids_qsm.swi.minip import minip, slab_voxels
+from bids_qsm.swi.phase_iron import (
+    MEASURE_COLUMNS,
+    abnormal_phase_measures,
+    phase_iron_threshold,
+    pooled_threshold,
+    regional_phase_measures,
+)
+from bids_qsm.swi.pipeline import SWIOptions, SWIResult, compute_swi
+from bids_qsm.swi.swi import combine_magnitude, phase_mask, swi_image
+
+__all__ = [
+    "MEASURE_COLUMNS",
+    "SWIOptions",
+    "SWIResult",
+    "abnormal_phase_measures",
+    "combine_magnitude",
+    "compute_swi",
+    "field_from_phase",
+    "gaussian_highpass",
+    "homodyne_highpass",
+    "laplacian_unwrap",
+    "minip",
+    "phase_iron_threshold",
+    "phase_mask",
+    "pooled_threshold",
+    "regional_phase_measures",
+    "slab_voxels",
+    "swi_image",
+]

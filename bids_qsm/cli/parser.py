@@ -1,0 +1,592 @@
+"""The ``bids-qsm`` argument parser (BIDS Apps contract, NiPreps-style options).
+
+Every option writes to a destination named ``<section>.<field>`` of :class:`bids_qsm.config.Config`
+and has no argparse default (``SUPPRESS``), so :func:`parse_args` knows exactly which options the
+user gave: those override a ``--config-file``, which overrides the built-in defaults.
+Any argparse error is turned into :class:`bids_qsm.errors.UsageError` (exit 64, not argparse's 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bids_qsm import __version__
+from bids_qsm.config import (
+    BG_REMOVAL_METHODS,
+    INVERSION_METHODS,
+    REFERENCE_REGIONS,
+    SWI_HIGHPASS_METHODS,
+    UNWRAPPING_METHODS,
+    Config,
+    GroupConfig,
+    WorkflowConfig,
+    load_toml,
+)
+from bids_qsm.errors import InputMissingError, UsageError
+
+_WF = WorkflowConfig()
+_GROUP = GroupConfig()
+
+DESCRIPTION = (
+    "bids-qsm: quantitative susceptibility mapping (QSM), R2*/T2*, SWI and regional brain iron "
+    "from multi-echo gradient-echo (GRE) MRI in a BIDS dataset. The participant level processes each "
+    "subject (run it as many parallel jobs into the same OUTPUT_DIR); the group level compares "
+    "groups and correlates iron with clinical scores over what the participant level wrote."
+)
+
+EPILOG = """exit codes:
+  0   success                           18  labels or filters matched no data
+  1   processing failure                64  usage error (bad option or value)
+  16  BIDS validation failed            65  bad or inconsistent input data
+  17  unknown analysis level            66  input missing (BIDS_DIR or a given file)
+                                        73  OUTPUT_DIR or work dir cannot be created
+Full documentation: docs/usage.md"""
+
+
+class BidsQsmArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors raise :class:`UsageError` (exit 64) instead of exiting 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage line, then raise a one-line usage error."""
+        self.print_usage()
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _phase_sign(text: str) -> int:
+    if text.strip() not in ("1", "-1", "+1"):
+        raise argparse.ArgumentTypeError(f"expected 1 or -1, got {text!r}")
+    return int(text)
+
+
+def _label(prefix: str):
+    def convert(text: str) -> str:
+        label = text.strip()
+        if label.startswith(prefix):
+            label = label[len(prefix) :]
+        if not label or not label.isalnum():
+            raise argparse.ArgumentTypeError(
+                f"invalid label {text!r} (letters and digits, optionally prefixed {prefix!r})"
+            )
+        return label
+
+    convert.__name__ = f"{prefix.rstrip('-')} label"
+    return convert
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def build_parser() -> BidsQsmArgumentParser:
+    """The complete command-line parser of ``bids-qsm``."""
+    parser = BidsQsmArgumentParser(
+        prog="bids-qsm",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "bids_dir",
+        metavar="BIDS_DIR",
+        type=_path,
+        help="root folder of the input BIDS dataset (contains dataset_description.json and sub-*)",
+    )
+    parser.add_argument(
+        "output_dir",
+        metavar="OUTPUT_DIR",
+        type=_path,
+        help="folder of the output BIDS derivatives (created if missing; shared by parallel jobs)",
+    )
+    parser.add_argument(
+        "analysis_level",
+        metavar="{participant,group}",
+        help="'participant': process subjects (map step); 'group': statistics over the "
+        "participant outputs in OUTPUT_DIR (reduce step)",
+    )
+    parser.add_argument("--version", action="version", version=f"bids-qsm {__version__}")
+
+    # ------------------------------------------------------------------ BIDS filtering
+    g = parser.add_argument_group("Options for filtering the BIDS queries")
+    g.add_argument(
+        "--participant-label",
+        "--participant_label",
+        dest="execution.participant_label",
+        metavar="LABEL",
+        nargs="+",
+        type=_label("sub-"),
+        help="subjects to process, with or without 'sub-' (e.g. 01 sub-02); default: all",
+    )
+    g.add_argument(
+        "--session-label",
+        "--session_label",
+        dest="execution.session_label",
+        metavar="LABEL",
+        nargs="+",
+        type=_label("ses-"),
+        help="sessions to process, with or without 'ses-'; default: all",
+    )
+    g.add_argument(
+        "--bids-filter-file",
+        dest="execution.bids_filter_file",
+        metavar="FILE",
+        type=_path,
+        help="JSON file of pybids queries refining the input selection, keyed by input type: "
+        '"megre", "t2starw", "t1w" (e.g. {"megre": {"acquisition": "wb"}}); null matches files '
+        'without the entity, "*" any value; unknown keys are ignored with a warning',
+    )
+    g.add_argument(
+        "--bids-database-dir",
+        dest="execution.bids_database_dir",
+        metavar="DIR",
+        type=_path,
+        help="pybids index folder: created if missing, reused if present, so that many parallel "
+        "jobs index the dataset only once (delete it after the dataset changes)",
+    )
+    g.add_argument(
+        "--skip-bids-validation",
+        "--skip_bids_validation",
+        dest="execution.skip_bids_validation",
+        action="store_true",
+        help="do not run bids-validator-deno on the selected subjects before processing",
+    )
+    g.add_argument(
+        "--lesion-masks",
+        dest="execution.lesion_masks",
+        metavar="DIR",
+        type=_path,
+        help="derivatives folder of lesion masks named sub-<l>[_ses-<l>]_..._label-<name>"
+        "_mask.nii[.gz] (e.g. label-T2lesion, label-T1lesion); iron is reported per lesion label",
+    )
+    g.add_argument(
+        "--brain-mask-source",
+        dest="execution.brain_mask_source",
+        metavar="DIR",
+        type=_path,
+        help="optional derivatives folder of brain masks in GRE space named "
+        "sub-<l>[_ses-<l>]_..._desc-brain_mask.nii[.gz], used instead of the automatic mask",
+    )
+    g.add_argument(
+        "--b0-tesla",
+        dest="execution.b0_tesla",
+        metavar="T",
+        type=_positive_float,
+        help="main field strength in tesla; overrides and replaces a missing "
+        "MagneticFieldStrength in the sidecars",
+    )
+
+    # ------------------------------------------------------------------ performance
+    g = parser.add_argument_group("Options to handle performance")
+    g.add_argument(
+        "--nprocs",
+        "--nthreads",
+        "--n-cpus",
+        dest="nipype.nprocs",
+        metavar="N",
+        type=_positive_int,
+        help="maximum number of processes run in parallel (default: all available CPUs)",
+    )
+    g.add_argument(
+        "--omp-nthreads",
+        dest="nipype.omp_nthreads",
+        metavar="N",
+        type=_positive_int,
+        help="maximum threads per process (FFT, ANTs); default: min(8, nprocs)",
+    )
+    g.add_argument(
+        "--mem-mb",
+        "--mem_mb",
+        dest="nipype.mem_mb",
+        metavar="MB",
+        type=_positive_int,
+        help="upper bound of memory use in MB (the scheduler keeps the jobs under it)",
+    )
+    g.add_argument(
+        "--use-plugin",
+        dest="nipype.use_plugin",
+        metavar="FILE",
+        type=_path,
+        help="Nipype plugin YAML file, e.g. 'plugin: SLURMGraph' with 'plugin_args: "
+        "{sbatch_args: ...}' (default: MultiProc on this machine)",
+    )
+    g.add_argument(
+        "--stop-on-first-crash",
+        dest="nipype.stop_on_first_crash",
+        action="store_true",
+        help="stop at the first failing step instead of finishing the independent ones",
+    )
+
+    # ------------------------------------------------------------------ workflow
+    g = parser.add_argument_group("Workflow configuration (QSM)")
+    g.add_argument(
+        "--unwrapping",
+        dest="workflow.unwrapping",
+        choices=UNWRAPPING_METHODS,
+        help="phase unwrapping: 'quality' = exact quality-guided region growing (consensus "
+        "recommendation), 'laplacian' = fast but inexact "
+        f"(default: {_WF.unwrapping})",
+    )
+    g.add_argument(
+        "--bg-removal",
+        dest="workflow.bg_removal",
+        choices=BG_REMOVAL_METHODS,
+        help=f"background field removal: V-SHARP or PDF (default: {_WF.bg_removal})",
+    )
+    g.add_argument(
+        "--inversion",
+        dest="workflow.inversion",
+        choices=INVERSION_METHODS,
+        help="dipole inversion: 'rts' rapid two-step, 'tikhonov' iterative Tikhonov, 'tv' "
+        f"TV-ADMM, 'tkd' truncated k-space division (quick look only) (default: {_WF.inversion})",
+    )
+    g.add_argument(
+        "--reference",
+        dest="workflow.reference",
+        choices=REFERENCE_REGIONS,
+        help="susceptibility reference: mean of the whole 'brain' mask, of 'csf', or 'none' "
+        f"(default: {_WF.reference}); always reported in the sidecar",
+    )
+    g.add_argument(
+        "--phase-sign",
+        dest="workflow.phase_sign",
+        metavar="{1,-1}",
+        type=_phase_sign,
+        help="multiply the phase by this sign before processing; use -1 for vendors whose "
+        "phase runs the other way (e.g. GE), so that veins and the globus pallidus come out "
+        f"paramagnetic (positive) (default: {_WF.phase_sign})",
+    )
+    g.add_argument(
+        "--vsharp-radius",
+        dest="workflow.vsharp_radius_mm",
+        metavar="MM",
+        type=_positive_float,
+        help=f"largest V-SHARP sphere radius in mm (default: {_WF.vsharp_radius_mm:g})",
+    )
+    g.add_argument(
+        "--random-seed",
+        dest="execution.random_seed",
+        metavar="N",
+        type=_nonnegative_int,
+        help="seed of every random step (registration sampling, permutations) for "
+        "reproducible results",
+    )
+
+    g = parser.add_argument_group("Workflow configuration (SWI and phase iron)")
+    g.add_argument(
+        "--swi-highpass",
+        dest="workflow.swi_highpass",
+        choices=SWI_HIGHPASS_METHODS,
+        help="phase high-pass filter: 'gaussian' (CLEAR-SWI style, on the unwrapped field) or "
+        f"'homodyne' (Haacke, per slice) (default: {_WF.swi_highpass})",
+    )
+    g.add_argument(
+        "--swi-mask-power",
+        dest="workflow.swi_mask_power",
+        metavar="N",
+        type=_positive_int,
+        help=f"power of the SWI phase mask (default: {_WF.swi_mask_power})",
+    )
+    g.add_argument(
+        "--minip-thickness",
+        dest="workflow.minip_thickness_mm",
+        metavar="MM",
+        type=_positive_float,
+        help="slab thickness of the minimum-intensity projection in mm "
+        f"(default: {_WF.minip_thickness_mm:g})",
+    )
+    g.add_argument(
+        "--apt-threshold",
+        dest="workflow.apt_threshold_rad",
+        metavar="RAD",
+        type=float,
+        help="abnormal-phase threshold in rad for the phase-iron volume (MP-APT); default: "
+        "derived per structure from the healthy controls (mean - 2 SD) at the group level",
+    )
+
+    g = parser.add_argument_group("Atlas and registration")
+    g.add_argument(
+        "--atlas",
+        dest="workflow.atlas",
+        metavar="NAME",
+        help=f"built-in atlas of the deep gray matter structures (default: {_WF.atlas})",
+    )
+    g.add_argument(
+        "--atlas-labels",
+        dest="workflow.atlas_labels",
+        metavar="NIFTI",
+        type=_path,
+        help="custom atlas: label image (integers); needs --atlas-table, --atlas-template and "
+        "--atlas-name too",
+    )
+    g.add_argument(
+        "--atlas-table",
+        dest="workflow.atlas_table",
+        metavar="TSV",
+        type=_path,
+        help="custom atlas: TSV with columns 'index' and 'name'",
+    )
+    g.add_argument(
+        "--atlas-template",
+        dest="workflow.atlas_template",
+        metavar="NIFTI",
+        type=_path,
+        help="custom atlas: T1-weighted template in the space of the label image",
+    )
+    g.add_argument(
+        "--atlas-name",
+        dest="workflow.atlas_name",
+        metavar="NAME",
+        help="custom atlas: name used in the output file names (seg-<NAME>)",
+    )
+    g.add_argument(
+        "--skip-registration",
+        dest="workflow.skip_registration",
+        action="store_true",
+        help="do not register the atlas (no regional tables); QSM, R2* and SWI maps only",
+    )
+
+    # ------------------------------------------------------------------ group level
+    g = parser.add_argument_group("Group level")
+    g.add_argument(
+        "--covariates",
+        dest="group.covariates",
+        metavar="COLUMN",
+        nargs="*",
+        help="participants.tsv columns adjusted for in every model "
+        f"(default: {' '.join(_GROUP.covariates)}); structure volume is added for iron measures",
+    )
+    g.add_argument(
+        "--clinical-columns",
+        dest="group.clinical_columns",
+        metavar="COLUMN",
+        nargs="*",
+        help="participants.tsv columns to correlate with iron (e.g. EDSS disease_duration)",
+    )
+    g.add_argument(
+        "--group-column",
+        dest="group.group_column",
+        metavar="COLUMN",
+        help=f"participants.tsv column holding the group (default: {_GROUP.group_column})",
+    )
+    g.add_argument(
+        "--control-label",
+        dest="group.control_label",
+        metavar="VALUE",
+        help="value of the group column marking healthy controls "
+        f"(default: {_GROUP.control_label})",
+    )
+    g.add_argument(
+        "--voxelwise",
+        dest="group.voxelwise",
+        action=argparse.BooleanOptionalAction,
+        help="voxel-wise group comparison in template space (default: on)",
+    )
+    g.add_argument(
+        "--n-permutations",
+        dest="group.n_permutations",
+        metavar="N",
+        type=_nonnegative_int,
+        help="permutations of the voxel-wise test (default: "
+        f"{_GROUP.n_permutations}; 0 = parametric only)",
+    )
+
+    # ------------------------------------------------------------------ other
+    g = parser.add_argument_group("Other options")
+    g.add_argument(
+        "-w",
+        "--work-dir",
+        dest="execution.work_dir",
+        metavar="DIR",
+        type=_path,
+        help="folder for intermediate results (default: a temporary folder); must not be inside "
+        "BIDS_DIR; keep it to resume an interrupted run",
+    )
+    g.add_argument(
+        "--config-file",
+        dest="execution.config_file",
+        metavar="FILE",
+        type=_path,
+        help="TOML settings file with sections [execution], [nipype], [workflow], [group] "
+        "(as saved in each run's log folder); command-line options win",
+    )
+    g.add_argument(
+        "--boilerplate-only",
+        "--boilerplate_only",
+        dest="execution.boilerplate_only",
+        action="store_true",
+        help="only write the methods boilerplate (logs/CITATION.md) and exit",
+    )
+    g.add_argument(
+        "--reports-only",
+        dest="execution.reports_only",
+        action="store_true",
+        help="only (re)build the HTML reports from existing outputs in OUTPUT_DIR",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        dest="execution.verbosity",
+        action="count",
+        help="more terminal output: -v debug messages, -vv also Python tracebacks",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    """Parse the command line into a :class:`Config` (defaults < --config-file < options).
+
+    Raises :class:`UsageError` (64) for bad options, :class:`InputMissingError` (66) for a
+    missing option file. The analysis level is checked by the caller (unknown level -> 17).
+    """
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    given: dict[str, Any] = vars(namespace)
+
+    config = Config()
+    config_file = given.get("execution.config_file")
+    if config_file is not None:
+        config.update(load_toml(config_file), source=str(config_file))
+
+    sections: dict[str, dict[str, Any]] = {"execution": {}}
+    for key, value in given.items():
+        if key in ("bids_dir", "output_dir", "analysis_level"):
+            sections["execution"][key] = value
+            continue
+        section, name = key.split(".", 1)
+        sections.setdefault(section, {})[name] = value
+    config.update(sections, source="command line")
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    """Cross-option checks and loading of option files (filter file, plugin YAML)."""
+    wf = config.workflow
+    for name in ("unwrapping", "bg_removal", "inversion", "reference", "swi_highpass"):
+        allowed = {
+            "unwrapping": UNWRAPPING_METHODS,
+            "bg_removal": BG_REMOVAL_METHODS,
+            "inversion": INVERSION_METHODS,
+            "reference": REFERENCE_REGIONS,
+            "swi_highpass": SWI_HIGHPASS_METHODS,
+        }[name]
+        if getattr(wf, name) not in allowed:
+            raise UsageError(
+                f"workflow.{name} = {getattr(wf, name)!r} is not one of {', '.join(allowed)}"
+            )
+    if wf.phase_sign not in (1, -1):
+        raise UsageError(f"workflow.phase_sign must be 1 or -1, got {wf.phase_sign}")
+
+    custom = {
+        "--atlas-labels": wf.atlas_labels,
+        "--atlas-table": wf.atlas_table,
+        "--atlas-template": wf.atlas_template,
+        "--atlas-name": wf.atlas_name,
+    }
+    given = [k for k, v in custom.items() if v is not None]
+    if given and len(given) != len(custom):
+        missing = [k for k, v in custom.items() if v is None]
+        raise UsageError(
+            f"a custom atlas needs all of --atlas-labels, --atlas-table, --atlas-template and "
+            f"--atlas-name; missing {', '.join(missing)}"
+        )
+    if given:
+        for option in ("--atlas-labels", "--atlas-table", "--atlas-template"):
+            if not Path(custom[option]).is_file():
+                raise InputMissingError(f"{option} file not found", custom[option])
+        if not str(wf.atlas_name).isalnum():
+            raise UsageError(f"--atlas-name must be letters and digits only, got {wf.atlas_name!r}")
+        wf.atlas = str(wf.atlas_name)
+
+    ex = config.execution
+    for option, path in (
+        ("--lesion-masks", ex.lesion_masks),
+        ("--brain-mask-source", ex.brain_mask_source),
+    ):
+        if path is not None and not Path(path).is_dir():
+            raise InputMissingError(f"{option} folder not found", path)
+
+    if ex.bids_filter_file is not None:
+        ex.bids_filters = load_bids_filters(ex.bids_filter_file)
+
+    nip = config.nipype
+    if nip.use_plugin is not None:
+        plugin, plugin_args = load_plugin_file(nip.use_plugin)
+        nip.plugin = plugin
+        nip.plugin_args = plugin_args
+    if nip.omp_nthreads is not None and nip.nprocs is not None and nip.omp_nthreads > nip.nprocs:
+        raise UsageError(
+            f"--omp-nthreads ({nip.omp_nthreads}) cannot exceed --nprocs ({nip.nprocs})"
+        )
+
+
+def load_bids_filters(path: Path) -> dict[str, dict[str, Any]]:
+    """Read a ``--bids-filter-file`` (missing -> 66; not a JSON object of objects -> 64)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputMissingError("BIDS filter file not found", path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"invalid JSON in BIDS filter file: {exc}", path) from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UsageError(
+            'BIDS filter file must be a JSON object of objects, e.g. {"megre": {"acquisition": '
+            '"wb"}}',
+            path,
+        )
+    return data
+
+
+def load_plugin_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """Read a Nipype plugin YAML (``plugin:`` name and optional ``plugin_args:``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputMissingError("Nipype plugin file not found", path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"invalid YAML in plugin file: {exc}", path) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("plugin"), str):
+        raise UsageError("plugin file must contain 'plugin: <Nipype plugin name>'", path)
+    args = data.get("plugin_args") or {}
+    if not isinstance(args, dict):
+        raise UsageError("'plugin_args' must be a mapping", path)
+    return data["plugin"], args

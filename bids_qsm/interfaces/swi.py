@@ -1,0 +1,71 @@
+"""Nipype interface around :func:`bids_qsm.swi.pipeline.compute_swi`."""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from bids_qsm.interfaces.nifti_io import load_array, load_json, save_array, save_json
+
+
+class _SWIInputSpec(BaseInterfaceInputSpec):
+    mag_file = File(exists=True, mandatory=True, desc="4D magnitude")
+    phase_file = File(exists=True, mandatory=True, desc="4D phase (rad)")
+    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
+    field_hz_file = File(exists=True, mandatory=True, desc="unwrapped combined field (Hz)")
+    mask_file = File(exists=True, mandatory=True, desc="brain mask")
+    options = traits.Dict(desc="SWIOptions fields")
+
+
+class _SWIOutputSpec(TraitedSpec):
+    swi_file = File(exists=True, desc="susceptibility-weighted image")
+    minip_file = File(exists=True, desc="minimum-intensity projection of the SWI")
+    hpphase_file = File(exists=True, desc="high-pass filtered phase (rad, paramagnetic negative)")
+    phaseiron_file = File(exists=True, desc="phase-iron map (rad, iron positive)")
+    params_file = File(exists=True, desc="JSON: parameters and timings")
+
+
+class ComputeSWI(SimpleInterface):
+    """High-pass filtered phase, SWI, minIP and the phase-iron map."""
+
+    input_spec = _SWIInputSpec
+    output_spec = _SWIOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_qsm.swi.pipeline import SWIOptions, compute_swi
+
+        mag, affine = load_array(self.inputs.mag_file)
+        phase, _ = load_array(self.inputs.phase_file)
+        field_hz, _ = load_array(self.inputs.field_hz_file)
+        mask, _ = load_array(self.inputs.mask_file, bool)
+        meta = load_json(self.inputs.meta_file)
+        res = compute_swi(
+            mag,
+            phase,
+            meta["echo_times_s"],
+            meta["voxel_size_mm"],
+            mask,
+            field_hz=field_hz,
+            options=SWIOptions(**(self.inputs.options or {})),
+        )
+        cwd = runtime.cwd
+        self._results.update(
+            swi_file=save_array(res.swi, affine, os.path.join(cwd, "swi.nii")),
+            minip_file=save_array(res.minip, affine, os.path.join(cwd, "minip.nii")),
+            hpphase_file=save_array(res.hp_phase_rad, affine, os.path.join(cwd, "hpphase.nii")),
+            phaseiron_file=save_array(
+                res.phase_iron_rad, affine, os.path.join(cwd, "phaseiron.nii")
+            ),
+            params_file=save_json(
+                {"parameters": res.parameters, "timings_s": res.timings_s},
+                os.path.join(cwd, "swi_params.json"),
+            ),
+        )
+        return runtime

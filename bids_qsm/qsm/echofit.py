@@ -1,0 +1,204 @@
+"""Multi-echo phase: MCPC-3D-S offset removal, temporal unwrapping and the field fit over TE.
+
+Model: after removing the echo-independent phase offset ``po`` (coil / transmit phase), the
+phase of echo k is ``phi_k = 2 pi f TE_k`` with ``f`` the total field (Hz).
+
+1. MCPC-3D-S (Eckstein 2018): ``dphi = angle(S_2 conj(S_1))`` has no offset; unwrap it
+   spatially once (exact), giving ``2 pi f (TE_2 - TE_1)``; ``po = phi_1 - TE_1/dTE * dphi_u``,
+   smoothed as a complex image (Gaussian, sigma in voxels) and divided out of every echo.
+2. Temporal unwrapping: echo k takes the 2 pi multiple closest to the prediction of the field
+   fitted on the echoes before it (starting from ``dphi_u``), so only one spatial unwrap is done.
+3. Weighted least squares through the origin, ``f = sum w TE phi / (2 pi sum w TE^2)`` with
+   ``w_k = mag_k^2`` (SNR weighting), and its relative residual
+   ``sqrt(sum w |exp(i phi_k) - exp(i 2 pi f TE_k)|^2 / sum w)`` (0 = perfect fit, about 1.4
+   for pure noise), which serves as a phase-quality map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .grid import irfft3, rfft3
+from .phase import wrap_to_pi
+from .unwrap import unwrap_quality
+
+TWO_PI = np.float32(2 * np.pi)
+
+Unwrapper = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class FieldFit:
+    """Result of :func:`fit_field`."""
+
+    field_hz: np.ndarray  # total field (Hz), float32, 0 outside the mask
+    residual: np.ndarray  # relative echo-fit residual (dimensionless)
+    phase_offset: np.ndarray  # removed phase offset po (rad), 0 for single echo
+    unwrapped: np.ndarray  # (X, Y, Z, E) offset-free unwrapped phase (rad)
+
+
+def gaussian_smooth_fft(
+    x: np.ndarray, sigma_vox: Sequence[float], weight: np.ndarray | None = None, threads: int = 2
+) -> np.ndarray:
+    """Normalised Gaussian smoothing by FFT (sigma in voxels), for real or complex ``x``.
+
+    With ``weight``: ``G*(w x) / G*w`` (normalised convolution), so voxels of zero weight (outside
+    the mask, padding) do not pull the result towards 0. Zero padding of 2 sigma avoids wrap-around.
+    """
+    from .grid import pad_to_fast
+
+    sig = np.asarray(sigma_vox, dtype=float)
+    pad = tuple(int(np.ceil(2 * s)) + 1 for s in sig)
+    w = np.ones(x.shape, np.float32) if weight is None else np.asarray(weight, np.float32)
+    parts = [x.real * w, x.imag * w, w] if np.iscomplexobj(x) else [x * w, w]
+    padded = [pad_to_fast(p, pad) for p in parts]
+    region = padded[0][1]
+    shape = padded[0][0].shape
+    g = None
+    for ax, n in enumerate(shape):
+        f = np.fft.rfftfreq(n) if ax == 2 else np.fft.fftfreq(n)
+        e = np.exp(-2.0 * (np.pi * sig[ax] * f) ** 2).astype(np.float32)
+        e = e.reshape([-1 if a == ax else 1 for a in range(3)])
+        g = e if g is None else g * e
+    sm = [irfft3(rfft3(p, threads) * g, shape, threads)[region] for p, _ in padded]
+    den = np.maximum(sm[-1], np.float32(1e-6) * max(float(sm[-1].max()), 1e-30))
+    if np.iscomplexobj(x):
+        return ((sm[0] + 1j * sm[1]) / den).astype(np.complex64)
+    return (sm[0] / den).astype(np.float32)
+
+
+def mcpc3ds(
+    mag: np.ndarray,
+    phase: np.ndarray,
+    te_s: Sequence[float],
+    mask: np.ndarray,
+    *,
+    sigma_vox: Sequence[float] = (10.0, 10.0, 5.0),
+    unwrapper: Unwrapper = unwrap_quality,
+    threads: int = 2,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MCPC-3D-S phase-offset removal (needs 2 or more echoes).
+
+    Returns ``(phase_corrected, offset, dphi_unwrapped)``: the offset-free wrapped phase
+    (X, Y, Z, E) in rad, the smoothed offset ``po`` (rad) and the spatially unwrapped phase
+    difference of echoes 2 and 1 (rad, equal to ``2 pi f (TE_2 - TE_1)``).
+    """
+    te = np.asarray(te_s, dtype=np.float64)
+    if phase.shape[-1] < 2:
+        raise ValueError("MCPC-3D-S needs at least two echoes")
+    dphi = wrap_to_pi(phase[..., 1] - phase[..., 0])
+    dphi_u = unwrapper(dphi, mask)
+    ratio = np.float32(te[0] / (te[1] - te[0]))
+    po = phase[..., 0] - ratio * dphi_u
+    w = np.where(mask, mag[..., 0], np.float32(0))
+    po_c = gaussian_smooth_fft(np.exp(1j * po).astype(np.complex64), sigma_vox, w, threads)
+    po_s = np.angle(po_c).astype(np.float32)
+    corrected = wrap_to_pi(phase - po_s[..., None])
+    return corrected, po_s, dphi_u
+
+
+def temporal_unwrap(
+    phase: np.ndarray, mag: np.ndarray, te_s: Sequence[float], field0_hz: np.ndarray
+) -> np.ndarray:
+    """Unwrap offset-free phases (rad) over echoes against a running field estimate (Hz).
+
+    Echo k gets ``phi_k + 2 pi round((2 pi f TE_k - phi_k) / 2 pi)`` where ``f`` is the weighted
+    fit of the echoes already unwrapped (``field0_hz`` before the first). Exact as long as the
+    prediction error stays below pi.
+    """
+    te = np.asarray(te_s, dtype=np.float32)
+    out = np.empty_like(phase, dtype=np.float32)
+    f = field0_hz.astype(np.float32)
+    num = np.zeros(f.shape, np.float32)
+    den = np.zeros(f.shape, np.float32)
+    for k in range(phase.shape[-1]):
+        pred = TWO_PI * f * te[k]
+        out[..., k] = phase[..., k] + TWO_PI * np.rint((pred - phase[..., k]) / TWO_PI)
+        w = mag[..., k] * mag[..., k]
+        num += w * te[k] * out[..., k]
+        den += w * te[k] * te[k]
+        f = np.where(den > 0, num / np.maximum(den, 1e-30) / TWO_PI, f)
+    return out
+
+
+def weighted_field_fit(
+    unwrapped: np.ndarray, mag: np.ndarray, te_s: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted LS field (Hz) through the origin and its relative complex residual.
+
+    ``unwrapped`` (X, Y, Z, E) offset-free phase (rad); weights ``mag_k^2``.
+    """
+    te = np.asarray(te_s, dtype=np.float32)
+    w = mag * mag
+    num = np.einsum("...k,k->...", w * unwrapped, te, dtype=np.float32)
+    den = np.einsum("...k,k->...", w, te * te, dtype=np.float32)
+    f = np.where(den > 0, num / np.maximum(den, 1e-30), 0).astype(np.float32) / TWO_PI
+    res = np.zeros(f.shape, np.float32)
+    wsum = np.zeros(f.shape, np.float32)
+    for k in range(unwrapped.shape[-1]):
+        d = unwrapped[..., k] - TWO_PI * f * te[k]
+        s = np.sin(np.float32(0.5) * d)
+        res += w[..., k] * 4 * s * s
+        wsum += w[..., k]
+    res = np.sqrt(res / np.maximum(wsum, 1e-30)).astype(np.float32)
+    return f, res
+
+
+def fit_field(
+    mag: np.ndarray,
+    phase: np.ndarray,
+    te_s: Sequence[float],
+    mask: np.ndarray,
+    voxel_size: np.ndarray,
+    *,
+    unwrapping: str = "quality",
+    mcpc_sigma_vox: Sequence[float] = (10.0, 10.0, 5.0),
+    threads: int = 2,
+) -> FieldFit:
+    """Total field (Hz) from multi-echo (or single-echo) magnitude and phase (rad).
+
+    ``mag`` and ``phase`` are (X, Y, Z, E); ``unwrapping`` is "quality" (exact, one spatial
+    unwrap then temporal unwrapping) or "laplacian" (every echo Laplacian-unwrapped, inexact).
+    Single echo: the phase is unwrapped spatially and divided by ``2 pi TE`` (no offset removal
+    is possible; a smooth offset is removed later with the background field).
+    """
+    from .unwrap import unwrap_laplacian
+
+    te = [float(t) for t in te_s]
+    mag = np.asarray(mag, np.float32)
+    phase = np.asarray(phase, np.float32)
+    if mag.ndim == 3:
+        mag, phase = mag[..., None], phase[..., None]
+    mask = np.asarray(mask, bool)
+    n_echo = phase.shape[-1]
+    if len(te) != n_echo:
+        raise ValueError(f"{len(te)} echo times for {n_echo} echoes")
+    if unwrapping == "quality":
+        unwrapper: Unwrapper = unwrap_quality
+    elif unwrapping == "laplacian":
+
+        def unwrapper(p: np.ndarray, m: np.ndarray) -> np.ndarray:
+            return unwrap_laplacian(p, voxel_size, m, threads)
+
+    else:
+        raise ValueError(f"unknown unwrapping method {unwrapping!r}")
+    if n_echo == 1:
+        un = unwrapper(phase[..., 0], mask)[..., None]
+        f = un[..., 0] / (TWO_PI * np.float32(te[0]))
+        zeros = np.zeros(mask.shape, np.float32)
+        return FieldFit(np.where(mask, f, 0).astype(np.float32), zeros, zeros, un)
+    corrected, po, dphi_u = mcpc3ds(
+        mag, phase, te, mask, sigma_vox=mcpc_sigma_vox, unwrapper=unwrapper, threads=threads
+    )
+    if unwrapping == "quality":
+        f0 = dphi_u / (TWO_PI * np.float32(te[1] - te[0]))
+        un = temporal_unwrap(corrected, mag, te, f0)
+    else:
+        un = np.stack([unwrapper(corrected[..., k], mask) for k in range(n_echo)], axis=-1)
+    f, res = weighted_field_fit(un, mag, te)
+    f = np.where(mask, f, np.float32(0))
+    res = np.where(mask, res, np.float32(0))
+    return FieldFit(f, res, np.where(mask, po, np.float32(0)), un * mask[..., None])

@@ -1,0 +1,66 @@
+"""Grid helpers: bounding-box cropping, zero padding and threaded real FFTs (float32).
+
+The reconstruction works on the bounding box of the brain mask plus a margin, zero padded
+to a fast FFT length: on a whole-head 1 mm acquisition this is 2-4x fewer voxels than the
+full field of view, and every FFT and element-wise operation scales with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+
+from .geometry import fast_padded_shape
+
+
+def bounding_box(mask: np.ndarray, margin: int | tuple[int, ...] = 0) -> tuple[slice, ...]:
+    """Slices of the smallest box holding ``mask``, grown by ``margin`` voxels (clipped)."""
+    if not mask.any():
+        raise ValueError("mask is empty: nothing to reconstruct")
+    margins = (margin,) * mask.ndim if np.isscalar(margin) else tuple(margin)
+    out = []
+    for ax in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != ax)
+        idx = np.flatnonzero(mask.any(axis=other))
+        lo = max(int(idx[0]) - margins[ax], 0)
+        hi = min(int(idx[-1]) + 1 + margins[ax], mask.shape[ax])
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
+def pad_to_fast(x: np.ndarray, pad: int | tuple[int, ...]) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Zero pad ``x`` by at least ``pad`` voxels per side up to a fast FFT shape.
+
+    Returns the padded float32 array and the slices that recover the original region.
+    """
+    shape = fast_padded_shape(x.shape, pad)
+    out = np.zeros(shape, dtype=np.float32)
+    lo = [(s - n) // 2 for s, n in zip(shape, x.shape, strict=True)]
+    region = tuple(slice(a, a + n) for a, n in zip(lo, x.shape, strict=True))
+    out[region] = x
+    return out, region
+
+
+def rfft3(x: np.ndarray, threads: int = 2) -> np.ndarray:
+    """Real 3D FFT (complex64 for float32 input)."""
+    return sfft.rfftn(x, workers=threads)
+
+
+def irfft3(x: np.ndarray, shape: tuple[int, ...], threads: int = 2) -> np.ndarray:
+    """Inverse of :func:`rfft3` onto ``shape`` (float32 for complex64 input)."""
+    return sfft.irfftn(x, s=shape, workers=threads)
+
+
+def laplacian_eigenvalues(shape: tuple[int, int, int], voxel_size: np.ndarray) -> np.ndarray:
+    """``|E(k)|^2 = sum_i 4 sin^2(pi k_i d_i) / d_i^2`` (mm^-2), rfft layout.
+
+    The Fourier symbol of minus the 7-point periodic Laplacian, i.e. of ``grad^T grad`` with
+    forward differences; it is 0 only at k = 0.
+    """
+    out = None
+    for ax, (n, d) in enumerate(zip(shape, voxel_size, strict=True)):
+        f = sfft.rfftfreq(n) if ax == 2 else sfft.fftfreq(n)
+        e = (4.0 * np.sin(np.pi * f) ** 2 / float(d) ** 2).astype(np.float32)
+        e = e.reshape([-1 if a == ax else 1 for a in range(3)])
+        out = e if out is None else out + e
+    return out

@@ -1,0 +1,84 @@
+"""Accuracy metrics against a ground-truth susceptibility map (QSM challenge 2.0 definitions).
+
+* NRMSE (%): ``100 ||(x - mean x) - (t - mean t)|| / ||t - mean t||`` inside the mask.
+* HFEN (%): NRMSE of Laplacian-of-Gaussian (sigma 1.5 voxels) filtered images in the mask.
+* XSIM: SSIM with K1 = 0.01, K2 = 0.001, L = 1, 5x5x5 box windows, averaged over the mask.
+* Regional slope: least-squares slope of regional means (recon vs truth) and the mean
+  absolute regional error (ppb).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from scipy.ndimage import gaussian_laplace, uniform_filter
+
+
+def nrmse(recon: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """Demeaned NRMSE (%) inside ``mask``."""
+    m = np.asarray(mask, bool)
+    x = recon[m].astype(np.float64)
+    t = truth[m].astype(np.float64)
+    x -= x.mean()
+    t -= t.mean()
+    return float(100 * np.linalg.norm(x - t) / np.linalg.norm(t))
+
+
+def hfen(recon: np.ndarray, truth: np.ndarray, mask: np.ndarray, sigma: float = 1.5) -> float:
+    """High-frequency error norm (%): NRMSE of LoG-filtered images (sigma in voxels)."""
+    m = np.asarray(mask, bool)
+    a = gaussian_laplace(np.where(m, recon, 0).astype(np.float64), sigma)[m]
+    b = gaussian_laplace(np.where(m, truth, 0).astype(np.float64), sigma)[m]
+    return float(100 * np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def xsim(recon: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """XSIM: SSIM for susceptibility maps (K1 0.01, K2 0.001, L 1), mean over ``mask``."""
+    m = np.asarray(mask, bool)
+    a = np.where(m, recon, 0).astype(np.float64)
+    b = np.where(m, truth, 0).astype(np.float64)
+    c1, c2 = (0.01 * 1.0) ** 2, (0.001 * 1.0) ** 2
+    mu_a, mu_b = uniform_filter(a, 5), uniform_filter(b, 5)
+    saa = uniform_filter(a * a, 5) - mu_a**2
+    sbb = uniform_filter(b * b, 5) - mu_b**2
+    sab = uniform_filter(a * b, 5) - mu_a * mu_b
+    ssim = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
+    return float(ssim[m].mean())
+
+
+def regional_means(
+    chi: np.ndarray, labels: np.ndarray, mask: np.ndarray, ids: Iterable[int]
+) -> dict[int, float]:
+    """Mean (ppm) per label id over the voxels inside ``mask`` (ids with no voxel skipped)."""
+    m = np.asarray(mask, bool)
+    out = {}
+    for i in ids:
+        sel = (labels == i) & m
+        if sel.any():
+            out[int(i)] = float(chi[sel].mean(dtype=np.float64))
+    return out
+
+
+def regional_agreement(
+    recon: np.ndarray, truth: np.ndarray, labels: np.ndarray, mask: np.ndarray, ids: Iterable[int]
+) -> dict[str, float]:
+    """Slope, intercept (ppm) and mean absolute error (ppb) of regional means vs truth.
+
+    Regional truth is the mean of ``truth`` over the same voxels as the reconstruction.
+    """
+    ids = list(ids)
+    r = regional_means(recon, labels, mask, ids)
+    t = regional_means(truth, labels, mask, ids)
+    keys = sorted(set(r) & set(t))
+    if len(keys) < 2:
+        raise ValueError("need at least two regions inside the mask")
+    x = np.array([t[k] for k in keys])
+    y = np.array([r[k] for k in keys])
+    slope, intercept = np.polyfit(x, y, 1)
+    return {
+        "slope": float(slope),
+        "intercept_ppm": float(intercept),
+        "mae_ppb": float(1000 * np.mean(np.abs(y - x))),
+        "n_regions": float(len(keys)),
+    }

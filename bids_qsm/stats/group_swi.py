@@ -1,0 +1,168 @@
+"""Group level, SWI part: abnormal-phase thresholds from the controls and MP-APT recomputed.
+
+Buffalo SWI-phase iron (Hagemeier 2012, Habib 2012): within each structure, abnormal-phase
+tissue is the voxels whose phase iron (iron positive, rad) exceeds the healthy-control
+``mean + 2 SD`` of that structure (the "control mean - 2 SD" of the SWI filtered phase, whose
+sign is opposite). The threshold pools the voxels of the structure (per hemisphere, and L+R for
+the bilateral rows) over all controls; MP-APT (mean phase of abnormal-phase tissue) and the
+abnormal-phase volume are then recomputed for every participant from the participant's
+``<src>_desc-phaseiron_T2starw.nii.gz`` and ``<src>_seg-<atlas>_dseg.nii.gz`` (GRE space),
+restricted to ``<src>_desc-brain_mask.nii.gz`` when present. The per-voxel work is done by
+:func:`bids_qsm.swi.phase_iron.regional_phase_measures`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_qsm.atlas.structures import StructureDef
+from bids_qsm.swi.phase_iron import pooled_threshold, regional_phase_measures
+
+LOGGER = logging.getLogger("bids_qsm.group")
+
+#: Columns of ``group/seg-<atlas>_desc-aptthresholds_stats.tsv``.
+THRESHOLD_COLUMNS: dict[str, dict[str, str]] = {
+    "structure": {"Description": "Structure (or whole_brain: the brain mask)."},
+    "hemisphere": {"Description": "L, R or bilateral."},
+    "threshold_rad": {"Description": "Abnormal-phase threshold: control mean + 2 SD of the "
+                                     "pooled control phase-iron voxels.", "Units": "rad"},
+    "control_mean_rad": {"Description": "Mean phase iron of the pooled control voxels.",
+                         "Units": "rad"},
+    "control_sd_rad": {"Description": "SD (ddof=0) of the pooled control voxels.",
+                       "Units": "rad"},
+    "n_control": {"Description": "Controls contributing voxels."},
+    "n_voxels": {"Description": "Pooled control voxels."},
+}
+
+
+@dataclass(frozen=True)
+class SwiInputs:
+    """GRE-space images of one acquisition needed to recompute MP-APT."""
+
+    phase_iron: Path
+    dseg: Path
+    mask: Path | None
+
+
+def source_prefix(stats_path: Path, atlas: str) -> str:
+    """``<src>`` of ``<src>_seg-<atlas>_stats.tsv`` (full path without the suffix)."""
+    name = str(stats_path)
+    suffix = f"_seg-{atlas}_stats.tsv"
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
+def find_swi_inputs(stats_path: Path, atlas: str) -> SwiInputs | None:
+    """The phase-iron map, label image and brain mask beside a stats table, or None."""
+    src = source_prefix(stats_path, atlas)
+    phase = Path(f"{src}_desc-phaseiron_T2starw.nii.gz")
+    if not phase.is_file():
+        alts = sorted(Path(src).parent.glob(f"{Path(src).name}_desc-phaseiron*.nii*"))
+        phase = alts[0] if alts else phase
+    dseg = Path(f"{src}_seg-{atlas}_dseg.nii.gz")
+    mask = Path(f"{src}_desc-brain_mask.nii.gz")
+    if not (phase.is_file() and dseg.is_file()):
+        return None
+    return SwiInputs(phase, dseg, mask if mask.is_file() else None)
+
+
+def regions_with_bilateral(structures: Sequence[StructureDef]) -> list[StructureDef]:
+    """L/R structures plus one ``bilateral`` StructureDef per name (union of its labels)."""
+    out: list[StructureDef] = []
+    union: dict[str, set[int]] = {}
+    for s in structures:
+        out.append(s)
+        union.setdefault(s.name, set()).update(s.labels)
+    out += [StructureDef(name, "bilateral", tuple(sorted(labs))) for name, labs in union.items()]
+    return out
+
+
+def _measures(inputs: SwiInputs, regions: list[StructureDef],
+              threshold: float | Mapping[str, float]) -> pd.DataFrame:
+    """Regional phase measures (structures and whole brain) on the label bounding box."""
+    pimg = nib.load(inputs.phase_iron)
+    voxvol = float(np.prod(pimg.header.get_zooms()[:3]))
+    phase = np.asarray(pimg.dataobj, dtype=np.float32)
+    labels = np.asarray(nib.load(inputs.dseg).dataobj).astype(np.int32)
+    mask = (np.asarray(nib.load(inputs.mask).dataobj) > 0) if inputs.mask else np.isfinite(phase)
+    wanted = np.isin(labels, sorted({v for r in regions for v in r.labels}))
+    idx = np.nonzero(wanted)
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx) if idx[0].size else None
+    if box is None:
+        table = regional_phase_measures(phase[:1, :1, :1], labels[:1, :1, :1] * 0, regions,
+                                        threshold, voxvol)
+    else:
+        table = regional_phase_measures(phase[box], labels[box], regions, threshold, voxvol,
+                                        mask=mask[box])
+    wb_thr = threshold.get("whole_brain_bilateral", np.inf) if isinstance(threshold, Mapping) \
+        else threshold
+    whole = regional_phase_measures(phase, mask.astype(np.int8),
+                                    {"whole_brain_bilateral": [1]}, wb_thr, voxvol)
+    whole["structure"], whole["hemisphere"] = "whole_brain", "bilateral"
+    return pd.concat([table, whole], ignore_index=True)
+
+
+def control_thresholds(
+    control_inputs: Sequence[SwiInputs], structures: Sequence[StructureDef], n_sd: float = 2.0
+) -> pd.DataFrame:
+    """Per structure/hemisphere threshold = mean + ``n_sd`` SD of the pooled control voxels."""
+    regions = regions_with_bilateral(structures)
+    parts = [_measures(inp, regions, np.inf) for inp in control_inputs]
+    if not parts:
+        return pd.DataFrame(columns=list(THRESHOLD_COLUMNS))
+    allc = pd.concat(parts, ignore_index=True)
+    rows = []
+    for (structure, hemi), g in allc.groupby(["structure", "hemisphere"], sort=False):
+        g = g[g["nvox"] > 0]
+        if g["nvox"].sum() < 2:
+            continue
+        thr = pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], n_sd)
+        mean = pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], 0.0)
+        rows.append({"structure": structure, "hemisphere": hemi, "threshold_rad": thr,
+                     "control_mean_rad": mean, "control_sd_rad": (thr - mean) / n_sd,
+                     "n_control": int(len(g)), "n_voxels": int(g["nvox"].sum())})
+    return pd.DataFrame(rows, columns=list(THRESHOLD_COLUMNS))
+
+
+def recompute_mpapt(
+    long: pd.DataFrame,
+    inputs: Mapping[tuple[str, str, str, str], SwiInputs],
+    thresholds: pd.DataFrame,
+    structures: Sequence[StructureDef],
+) -> pd.DataFrame:
+    """Replace ``mpapt_rad``, ``apt_volume_mm3`` and ``apt_threshold_rad`` in ``long``.
+
+    ``inputs`` maps (participant_id, session_id, acq, run) to the acquisition's images.
+    Acquisitions without images and regions without a control threshold get n/a (logged),
+    so that every MP-APT value in the group tables uses the control-derived threshold.
+    """
+    thr = {f"{r.structure}_{r.hemisphere}": float(r.threshold_rad)
+           for r in thresholds.itertuples()}
+    regions = [r for r in regions_with_bilateral(structures) if f"{r.name}_{r.hemisphere}" in thr]
+    out = long.copy()
+    for col in ("mpapt_rad", "apt_volume_mm3", "apt_threshold_rad"):
+        out[col] = np.nan
+    keys = list(zip(out["participant_id"], out["session_id"], out["acq"], out["run"],
+                    strict=True))
+    missing = sorted({k[0] for k in keys if k not in inputs})
+    if missing:
+        LOGGER.warning("no phase-iron map / dseg for %s: MP-APT left n/a", ", ".join(missing))
+    index = pd.Series(range(len(out)), index=pd.MultiIndex.from_tuples(
+        [(*k, s, h) for k, s, h in zip(keys, out["structure"], out["hemisphere"], strict=True)]))
+    for key, inp in inputs.items():
+        table = _measures(inp, regions, {**thr, "whole_brain_bilateral": thr.get(
+            "whole_brain_bilateral", np.inf)})
+        for r in table.itertuples():
+            pos = index.get((*key, r.structure, r.hemisphere))
+            if pos is None or f"{r.structure}_{r.hemisphere}" not in thr:
+                continue
+            out.iloc[pos, out.columns.get_loc("mpapt_rad")] = r.mpapt_rad
+            out.iloc[pos, out.columns.get_loc("apt_volume_mm3")] = r.apt_volume_mm3
+            out.iloc[pos, out.columns.get_loc("apt_threshold_rad")] = r.apt_threshold_rad
+    return out

@@ -1,0 +1,325 @@
+"""Participant level: Nipype workflows from GRE magnitude + phase to BIDS derivatives.
+
+Graph of one acquisition (``init_gre_wf``)::
+
+    load ──> qsm_wf ──> swi_wf ──────────────┐
+      │        ├──────> atlas_wf ──> stats_wf ┼──> ds (derivatives) ──> report (per subject)
+      │        └──────────────────> lesion ───┘
+
+Every box is a thin interface (``bids_qsm.interfaces``) around the pure numerical libraries
+(``bids_qsm.qsm``, ``bids_qsm.swi``, ``bids_qsm.atlas``, ``bids_qsm.stats``). Nodes run with
+MultiProc by default (``--nprocs``, ``--omp-nthreads``, ``--mem-mb``) or any Nipype plugin
+(``--use-plugin``); the work directory caches finished nodes, so a re-run only redoes what
+changed. Subjects run one after the other: a failing subject is logged (crash files in its log
+folder) and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from nipype import config as nipype_config
+from nipype.interfaces.utility import IdentityInterface
+from nipype.pipeline import engine as pe
+
+from bids_qsm.interfaces.atlas import RegisterAtlas
+from bids_qsm.interfaces.gre import LoadGRE
+from bids_qsm.interfaces.outputs import WriteDerivatives
+from bids_qsm.interfaces.qsm import ReconstructQSM
+from bids_qsm.interfaces.stats import LesionStats, RegionalStats
+from bids_qsm.interfaces.swi import ComputeSWI
+from bids_qsm.workflows.specs import acquisition_to_dict, atlas_spec_from_config
+
+LOGGER = logging.getLogger("bids_qsm.participant")
+
+_QSM_OUTPUTS = (
+    "chi_file",
+    "mask_file",
+    "brain_mask_file",
+    "field_hz_file",
+    "local_field_file",
+    "residual_file",
+    "combined_mag_file",
+    "r2star_file",
+    "t2star_file",
+    "params_file",
+)
+
+
+def qsm_options(config: Any) -> dict[str, Any]:
+    """QSMOptions fields chosen on the command line."""
+    wf = config.workflow
+    return {
+        "unwrapping": wf.unwrapping,
+        "bg_removal": wf.bg_removal,
+        "inversion": wf.inversion,
+        "reference": wf.reference,
+        "phase_sign": int(wf.phase_sign),
+        "vsharp_max_radius_mm": float(wf.vsharp_radius_mm),
+    }
+
+
+def swi_options(config: Any) -> dict[str, Any]:
+    """SWIOptions fields chosen on the command line."""
+    wf = config.workflow
+    opts: dict[str, Any] = {
+        "highpass": wf.swi_highpass,
+        "mask_power": int(wf.swi_mask_power),
+        "minip_thickness_mm": float(wf.minip_thickness_mm),
+    }
+    if wf.apt_threshold_rad is not None:
+        opts["apt_threshold_rad"] = float(wf.apt_threshold_rad)
+    return opts
+
+
+def apt_threshold(config: Any) -> float:
+    """Participant-level abnormal-phase threshold (rad): the option, else the SWI default."""
+    from bids_qsm.swi.pipeline import SWIOptions
+
+    if config.workflow.apt_threshold_rad is not None:
+        return float(config.workflow.apt_threshold_rad)
+    return float(SWIOptions().apt_threshold_rad)
+
+
+def omp_threads(config: Any) -> int:
+    """Threads per node: ``--omp-nthreads``, else all of ``--nprocs`` (default: CPU count)."""
+    n = config.nipype.omp_nthreads or config.nipype.nprocs or os.cpu_count() or 1
+    return max(1, int(n))
+
+
+def init_qsm_wf(*, options: dict[str, Any], threads: int, name: str = "qsm_wf") -> pe.Workflow:
+    """QSM reconstruction: brain mask, exact unwrapping, echo fit, V-SHARP/PDF, inversion, R2*.
+
+    Inputs: ``mag_file``, ``phase_file`` (rad), ``meta_file``. Outputs: the susceptibility map
+    (ppm) and every intermediate the later stages need (see ``ReconstructQSM``).
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(["mag_file", "phase_file", "meta_file"]), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(list(_QSM_OUTPUTS)), name="outputnode")
+    qsm = pe.Node(
+        ReconstructQSM(options=options, threads=threads), name="qsm", n_procs=threads, mem_gb=3.5
+    )
+    wf.connect([
+        (inputnode, qsm, [("mag_file", "mag_file"), ("phase_file", "phase_file"),
+                          ("meta_file", "meta_file")]),
+        (qsm, outputnode, [(o, o) for o in _QSM_OUTPUTS]),
+    ])  # fmt: skip
+    return wf
+
+
+def init_swi_wf(*, options: dict[str, Any], name: str = "swi_wf") -> pe.Workflow:
+    """SWI, minIP, high-pass filtered phase and phase-iron map from the QSM field estimate."""
+    wf = pe.Workflow(name=name)
+    fields = ["mag_file", "phase_file", "meta_file", "field_hz_file", "mask_file"]
+    inputnode = pe.Node(IdentityInterface(fields), name="inputnode")
+    outs = ["swi_file", "minip_file", "hpphase_file", "phaseiron_file", "params_file"]
+    outputnode = pe.Node(IdentityInterface(outs), name="outputnode")
+    swi = pe.Node(ComputeSWI(options=options), name="swi", mem_gb=2.0)
+    wf.connect([
+        (inputnode, swi, [(f, f) for f in fields]),
+        (swi, outputnode, [(o, o) for o in outs]),
+    ])  # fmt: skip
+    return wf
+
+
+def init_atlas_wf(
+    *, atlas: dict[str, str], prefix: str, threads: int, seed: int, skip: bool,
+    name: str = "atlas_wf",
+) -> pe.Workflow:
+    """Template-to-subject registration (antspyx affine + SyN) and atlas labels in GRE space."""
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(["mag_file", "mask_file", "t1w_file"]), name="inputnode")
+    outs = ["dseg_file", "transforms", "figure_file", "params_file"]
+    outputnode = pe.Node(IdentityInterface(outs), name="outputnode")
+    reg = pe.Node(
+        RegisterAtlas(atlas=atlas, prefix=prefix, threads=threads, seed=seed, skip=skip),
+        name="register",
+        n_procs=threads,
+        mem_gb=2.5,
+    )
+    wf.connect([
+        (inputnode, reg, [("mag_file", "mag_file"), ("mask_file", "mask_file")]),
+        (reg, outputnode, [(o, o) for o in outs]),
+    ])  # fmt: skip
+    return wf
+
+
+def init_gre_wf(*, acquisition: Any, config: Any, name: str) -> pe.Workflow:
+    """Everything for one GRE acquisition, from raw files to written derivatives."""
+    acq = acquisition_to_dict(acquisition)
+    threads = omp_threads(config)
+    atlas = atlas_spec_from_config(config.workflow)
+    entities = {
+        "participant_id": f"sub-{acquisition.subject}",
+        "session_id": f"ses-{acquisition.session}" if acquisition.session else None,
+        "acq": acquisition.acq,
+        "run": acquisition.run,
+    }
+    apt = apt_threshold(config)
+
+    wf = pe.Workflow(name=name)
+    load = pe.Node(
+        LoadGRE(acquisition=acq, b0_tesla=config.execution.b0_tesla), name="load", mem_gb=1.5
+    )
+    qsm_wf = init_qsm_wf(options=qsm_options(config), threads=threads)
+    swi_wf = init_swi_wf(options=swi_options(config))
+    atlas_wf = init_atlas_wf(
+        atlas=atlas,
+        prefix=acq["source_prefix"],
+        threads=threads,
+        seed=int(config.execution.random_seed or 0),
+        skip=bool(config.workflow.skip_registration),
+    )
+    if acquisition.t1w:
+        atlas_wf.get_node("register").inputs.t1w_file = str(acquisition.t1w)
+    regional = pe.Node(
+        RegionalStats(atlas=atlas, entities=entities, apt_threshold_rad=apt), name="regional_stats"
+    )
+    ds = pe.Node(
+        WriteDerivatives(
+            output_dir=str(config.execution.output_dir),
+            bids_dir=str(config.execution.bids_dir),
+            acquisition=acq,
+            atlas=atlas,
+        ),
+        name="ds",
+        mem_gb=1.5,
+    )
+    wf.connect([
+        (load, qsm_wf, [("mag_file", "inputnode.mag_file"), ("phase_file", "inputnode.phase_file"),
+                        ("meta_file", "inputnode.meta_file")]),
+        (load, swi_wf, [("mag_file", "inputnode.mag_file"), ("phase_file", "inputnode.phase_file"),
+                        ("meta_file", "inputnode.meta_file")]),
+        (qsm_wf, swi_wf, [("outputnode.field_hz_file", "inputnode.field_hz_file"),
+                          ("outputnode.brain_mask_file", "inputnode.mask_file")]),
+        (qsm_wf, atlas_wf, [("outputnode.combined_mag_file", "inputnode.mag_file"),
+                            ("outputnode.brain_mask_file", "inputnode.mask_file")]),
+        (qsm_wf, regional, [("outputnode.chi_file", "chi_file"),
+                            ("outputnode.mask_file", "mask_file"),
+                            ("outputnode.params_file", "qsm_params_file"),
+                            ("outputnode.r2star_file", "r2star_file")]),
+        (swi_wf, regional, [("outputnode.hpphase_file", "hpphase_file"),
+                            ("outputnode.phaseiron_file", "phaseiron_file")]),
+        (atlas_wf, regional, [("outputnode.dseg_file", "dseg_file")]),
+        (load, ds, [("meta_file", "meta_file")]),
+        (qsm_wf, ds, [("outputnode.params_file", "qsm_params_file"),
+                      ("outputnode.chi_file", "chi"), ("outputnode.mask_file", "mask"),
+                      ("outputnode.combined_mag_file", "mag"),
+                      ("outputnode.r2star_file", "r2star"), ("outputnode.t2star_file", "t2star")]),
+        (swi_wf, ds, [("outputnode.params_file", "swi_params_file"),
+                      ("outputnode.swi_file", "swi"), ("outputnode.minip_file", "minip"),
+                      ("outputnode.hpphase_file", "hpphase"),
+                      ("outputnode.phaseiron_file", "phaseiron")]),
+        (atlas_wf, ds, [("outputnode.dseg_file", "dseg"), ("outputnode.transforms", "transforms"),
+                        ("outputnode.figure_file", "registration_figure"),
+                        ("outputnode.params_file", "registration_params_file")]),
+        (regional, ds, [("stats_file", "regional_tsv")]),
+    ])  # fmt: skip
+    if acquisition.lesion_masks:
+        lesions = pe.Node(
+            LesionStats(
+                lesion_masks={k: str(v) for k, v in acquisition.lesion_masks.items()},
+                entities=entities,
+                apt_threshold_rad=apt,
+            ),
+            name="lesion_stats",
+        )
+        wf.connect([
+            (qsm_wf, lesions, [("outputnode.chi_file", "chi_file"),
+                               ("outputnode.mask_file", "mask_file")]),
+            (swi_wf, lesions, [("outputnode.phaseiron_file", "phaseiron_file")]),
+            (lesions, ds, [("stats_file", "lesion_tsv")]),
+        ])  # fmt: skip
+    return wf
+
+
+def _wf_name(acquisition: Any) -> str:
+    parts = [acquisition.session, acquisition.acq, acquisition.run]
+    label = "_".join(p for p in parts if p) or "gre"
+    return "gre_" + "".join(c if c.isalnum() else "_" for c in label) + "_wf"
+
+
+def init_participant_wf(*, subject: str, acquisitions: list[Any], config: Any) -> pe.Workflow:
+    """One subject's workflow: one :func:`init_gre_wf` per acquisition."""
+    wf = pe.Workflow(name=f"sub_{subject}_wf")
+    for acq in acquisitions:
+        wf.add_nodes([init_gre_wf(acquisition=acq, config=config, name=_wf_name(acq))])
+    return wf
+
+
+def _configure_nipype(crash_dir: Path, config: Any) -> None:
+    nipype_config.update_config(
+        {
+            "execution": {
+                "crashdump_dir": str(crash_dir),
+                "crashfile_format": "txt",
+                "stop_on_first_crash": bool(config.nipype.stop_on_first_crash),
+                "remove_unnecessary_outputs": False,
+                "create_report": False,
+                "parameterize_dirs": False,
+            },
+            "monitoring": {"enabled": False},
+        }
+    )
+    nipype_config.set("logging", "workflow_level", "INFO")
+
+
+def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
+    """Run the participant level for the selected acquisitions; return the exit code."""
+    from bids_qsm.bids.writers import update_bidsignore, write_dataset_description
+    from bids_qsm.workflows.reporting import write_citation, write_subject_report
+
+    out_dir = Path(config.execution.output_dir)
+    write_dataset_description(out_dir, config.execution.bids_dir)
+    update_bidsignore(out_dir)
+    by_subject: dict[str, list[Any]] = defaultdict(list)
+    for acq in acquisitions:
+        by_subject[acq.subject].append(acq)
+
+    if config.execution.boilerplate_only:
+        path = write_citation(config, out_dir)
+        LOGGER.info("Methods boilerplate written to %s", path)
+        return 0
+
+    work_dir = Path(config.execution.work_dir or out_dir.parent / "work" / out_dir.name)
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(omp_threads(config)))
+    failed: list[str] = []
+    n = len(by_subject)
+    for i, (subject, acqs) in enumerate(sorted(by_subject.items()), start=1):
+        t0 = time.monotonic()
+        log_dir = out_dir / f"sub-{subject}" / "log" / config.execution.run_id
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if not config.execution.reports_only:
+            LOGGER.info("[%d/%d] sub-%s: %d acquisition(s)", i, n, subject, len(acqs))
+            _configure_nipype(log_dir, config)
+            wf = init_participant_wf(subject=subject, acquisitions=acqs, config=config)
+            wf.base_dir = str(work_dir)
+            try:
+                wf.run(**config.nipype.get_plugin())
+            except Exception as exc:  # a failing subject must not stop the others
+                failed.append(subject)
+                LOGGER.error(
+                    "sub-%s failed: %s (crash files in %s)", subject, str(exc).splitlines()[0]
+                    if str(exc) else type(exc).__name__, log_dir,
+                )
+                LOGGER.debug("sub-%s traceback", subject, exc_info=True)
+                if config.nipype.stop_on_first_crash:
+                    break
+                continue
+        try:
+            report = write_subject_report(config, subject, acqs, out_dir)
+            LOGGER.info("sub-%s done in %.1f s; report: %s", subject, time.monotonic() - t0, report)
+        except Exception as exc:
+            failed.append(subject)
+            LOGGER.error("sub-%s: report failed: %s", subject, exc)
+            LOGGER.debug("report traceback", exc_info=True)
+    write_citation(config, out_dir)
+    if failed:
+        LOGGER.error("%d of %d subject(s) failed: %s", len(failed), n, ", ".join(sorted(set(failed))))
+        return 1
+    return 0

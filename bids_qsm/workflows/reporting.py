@@ -1,0 +1,157 @@
+"""Per-subject HTML report and methods boilerplate, built from the derivatives on disk.
+
+Reading back the written derivatives (rather than node outputs) means ``--reports-only``
+regenerates exactly the same report without re-running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_qsm import __version__
+from bids_qsm.bids.writers import derivative_path
+
+LOGGER = logging.getLogger("bids_qsm.report")
+
+
+def _read(path: Path) -> np.ndarray | None:
+    return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32) if path.is_file() else None
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    side = path.with_name(path.name.replace(".nii.gz", ".json"))
+    return json.loads(side.read_text()) if side.is_file() else {}
+
+
+def _atlas_name(config: Any) -> str:
+    wf = config.workflow
+    return str(wf.atlas_name if wf.custom_atlas else wf.atlas)
+
+
+def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The nested parameters dict of the methods boilerplate (from a run, else the config)."""
+    from bids_qsm.qsm.pipeline import QSMOptions
+    from bids_qsm.swi.pipeline import SWIOptions
+    from bids_qsm.workflows.outputs import _software_versions
+    from bids_qsm.workflows.participant import qsm_options, swi_options
+
+    side = chi_sidecar or {}
+    qsm = dict(side.get("QSMPipeline") or QSMOptions(**qsm_options(config)).to_dict())
+    if "ReferenceValue" in side:
+        qsm["reference_value_ppm"] = side["ReferenceValue"]
+    reg = side.get("AtlasRegistration") or {}
+    atlas = {
+        "name": _atlas_name(config),
+        "template": reg.get("template", "MNI152NLin6Asym"),
+        "skipped": bool(reg.get("skipped", config.workflow.skip_registration)),
+        **(reg.get("parameters") or {}),
+    }
+    return {
+        "qsm": qsm,
+        "swi": SWIOptions(**swi_options(config)).to_dict(),
+        "atlas": atlas,
+        "software": side.get("SoftwareVersions") or _software_versions(),
+    }
+
+
+def write_citation(config: Any, out_dir: Path) -> Path:
+    """``OUTPUT_DIR/logs/CITATION.md`` from the parameters actually used (or configured)."""
+    from bids_qsm.reports.boilerplate import write_citation_files
+
+    chi_side: dict[str, Any] | None = None
+    for chi in sorted(Path(out_dir).glob("sub-*/**/anat/*_Chimap.json")):
+        chi_side = json.loads(chi.read_text())
+        break
+    return write_citation_files(pipeline_parameters(config, chi_side), __version__, out_dir / "logs")
+
+
+def acquisition_figures(
+    config: Any, acq: Any, out_dir: Path
+) -> tuple[dict[str, Path], dict[str, Any], list[str], pd.DataFrame | None, pd.DataFrame | None]:
+    """Figures, QC values, warnings and tables of one acquisition's derivatives."""
+    from bids_qsm.reports import figures as F
+
+    src = acq.source_prefix
+    atlas = _atlas_name(config)
+
+    def dpath(suffix: str, ext: str = ".nii.gz", **ents: str) -> Path:
+        return derivative_path(out_dir, src, suffix, ext, **ents)
+
+    chi_path = dpath("Chimap")
+    if not chi_path.is_file():
+        raise FileNotFoundError(f"{chi_path}: no susceptibility map to report on")
+    chi_img = nib.load(str(chi_path))
+    affine, vs = chi_img.affine, chi_img.header.get_zooms()[:3]
+    chi = np.asarray(chi_img.dataobj, dtype=np.float32)
+    mask = _read(dpath("mask", desc="brain"))
+    mask = mask > 0 if mask is not None else chi != 0
+    labels = _read(dpath("dseg", seg=atlas))
+    labels = labels.astype(np.int32) if labels is not None else None
+    side = _sidecar(chi_path)
+
+    fig_dir = Path(out_dir) / f"sub-{acq.subject}" / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figs: dict[str, Path] = {}
+    common = {"affine": affine}
+    figs["chimap"] = F.chimap_mosaic(
+        chi, mask, vs, fig_dir / f"{src}_desc-chimap_mosaic.png", labels=labels, **common
+    )
+    mag = _read(dpath("T2starw", desc="mag"))
+    if mag is not None:
+        figs["mask"] = F.mask_outline(mag, mask, vs, fig_dir / f"{src}_desc-mask_outline.png", **common)
+    if labels is not None:
+        names = None
+        tsv = dpath("dseg", ".tsv", seg=atlas)
+        if tsv.is_file():
+            t = pd.read_csv(tsv, sep="\t")
+            names = dict(zip(t["index"].astype(int), t["name"].astype(str), strict=False))
+        figs["atlas"] = F.atlas_overlay(
+            chi, labels, vs, fig_dir / f"{src}_desc-atlas_overlay.png", names, mask=mask, **common
+        )
+    reg_fig = fig_dir / f"{src}_desc-registration_qc.png"
+    if reg_fig.is_file():
+        figs["registration"] = reg_fig
+    minip = _read(dpath("T2starw", desc="minip"))
+    if minip is not None:
+        figs["minip"] = F.minip_figure(minip, vs, fig_dir / f"{src}_desc-minip.png", mask=mask, **common)
+    r2s = _read(dpath("R2starmap"))
+    if r2s is not None:
+        figs["r2star"] = F.r2star_figure(
+            r2s, mask, vs, fig_dir / f"{src}_desc-r2star.png", labels=labels, **common
+        )
+    piron = _read(dpath("T2starw", desc="phaseiron"))
+    if piron is not None:
+        figs["phaseiron"] = F.phase_iron_figure(
+            piron, mask, vs, fig_dir / f"{src}_desc-phaseiron.png", labels=labels, **common
+        )
+
+    reg = side.get("AtlasRegistration") or {}
+    warnings: list[str] = []
+    if reg.get("skipped"):
+        warnings.append(f"Atlas registration skipped: {reg.get('reason', 'no reason recorded')}.")
+    in_mask = chi[mask]
+    qc: dict[str, Any] = {
+        "mask_volume_ml": float(mask.sum() * float(np.prod(vs)) / 1000.0),
+        "reference_region": side.get("ReferenceRegion", "n/a"),
+        "reference_value_ppm": side.get("ReferenceValue", float("nan")),
+        "frac_abs_chi_gt_0p5": float(np.mean(np.abs(in_mask) > 0.5)) if in_mask.size else 0.0,
+        "registration_brain_dice": reg.get("brain_dice", float("nan")),
+        "n_echoes": len(side.get("EchoTime", [])),
+        "te_ms": ", ".join(f"{1000 * t:.2f}" for t in side.get("EchoTime", [])),
+        "b0_tesla": side.get("MagneticFieldStrength", float("nan")),
+        "voxel_size_mm": " x ".join(f"{v:.2f}" for v in vs),
+        "b0_dir": ", ".join(f"{v:.3f}" for v in side.get("B0DirectionVoxelAxes", [])),
+        "phase_units": side.get("PhaseUnitsDetected", "n/a"),
+    }
+    stats_tsv = dpath("stats", ".tsv", seg=atlas)
+    regional = pd.read_csv(stats_tsv, sep="\t") if stats_tsv.is_file() else None
+    lesion_tsv = dpath("stats", ".tsv", desc="lesions")
+    lesions = pd.read_csv(lesion_tsv, sep="\t") if lesion_tsv.is_file() else None
+    return figs, qc, warnings, regional, lesions
