@@ -161,6 +161,8 @@ def teardown_logging() -> None:
     for handler in {id(h): h for _, h in _state.installed}.values():
         handler.close()
     logging.captureWarnings(False)
+    for name in _FILE_LOGGERS:
+        logging.getLogger(name).propagate = True
     _state = _State()
 
 

@@ -197,7 +197,7 @@ build_image() {
         log "pip in the build trusts the host CA bundle $ca (bind-mounted, not baked in)"
     fi
     log "building $IMAGE from $REPO/Dockerfile (version $version, ref $vcs_ref)"
-    "${PODMAN[@]}" build --network host --pull=never --layers \
+    "${PODMAN[@]}" build --format docker --network host --pull=never --layers \
         "${extra[@]}" \
         --build-arg "VERSION=$version" --build-arg "VCS_REF=$vcs_ref" \
         --build-arg "BUILD_DATE=$build_date" \

@@ -216,6 +216,8 @@ def test_options_validation_and_serialisation():
         {"magnitude_weighting": "max"},
         {"slice_axis": 3},
         {"reference_te_s": -0.01},
+        {"gaussian_sigma_vox": (4.0, 4.0)},
+        {"gaussian_sigma_mm": (4.0, -1.0, 0.0)},
     ):
         with pytest.raises(UsageError):
             SWIOptions(**bad)

@@ -300,9 +300,7 @@ def register_atlas(
             "--random-seed", str(int(seed)),
         ]  # fmt: skip
         args += _stage("Rigid[0.1]", mi, p.rigid_iterations, p.linear_shrink, p.linear_smooth_vox)
-        args += _stage(
-            "Affine[0.1]", mi, p.affine_iterations, p.linear_shrink, p.linear_smooth_vox
-        )
+        args += _stage("Affine[0.1]", mi, p.affine_iterations, p.linear_shrink, p.linear_smooth_vox)
         syn = f"SyN[{p.syn_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
         args += _stage(syn, syn_m, p.syn_iterations, p.syn_shrink, p.syn_smooth_vox, masks)
         _run_ants(args, threads)
@@ -455,9 +453,7 @@ def _t1w_to_gre_world(
             interpolator="linear",
         )
     vox = float(np.sqrt((t1.affine[:3, :3] ** 2).sum(axis=0)).mean())
-    m_arr = ndimage.binary_dilation(
-        m_t1.numpy() > 0.5, iterations=max(1, int(round(3.0 / vox)))
-    )
+    m_arr = ndimage.binary_dilation(m_t1.numpy() > 0.5, iterations=max(1, int(round(3.0 / vox))))
     brain = nib.Nifti1Image(t1_world.get_fdata(dtype=np.float32) * m_arr, t1_world.affine)
     moving_path = _save(brain, tmp / "t1w_brain_greworld.nii.gz")
     timings["rigid_GRE_to_T1w"] = time.perf_counter() - t0
@@ -530,9 +526,7 @@ def labels_from_template(
         path = Path(transforms)
     if not path.is_file():
         raise InputDataError("transform file not found", path=path)
-    ref = nib_to_ants(
-        nib.Nifti1Image(np.zeros(reference.shape[:3], np.float32), reference.affine)
-    )
+    ref = nib_to_ants(nib.Nifti1Image(np.zeros(reference.shape[:3], np.float32), reference.affine))
     lab = ants.apply_transforms(
         fixed=ref,
         moving=nib_to_ants(atlas.labels_img),

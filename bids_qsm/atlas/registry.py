@@ -168,9 +168,13 @@ def resample_labels_to_grid(labels_img: nib.Nifti1Image, ref: nib.Nifti1Image) -
 # --------------------------------------------------------------------------- tables
 def _hemisphere_from_name(name: str) -> str:
     n = name.strip()
-    if re.search(r"([_\s.-]L|[_\s.-]lh|[_\s-]left)$", n, re.I) or re.match(r"^(left|lh)[_\s-]", n, re.I):
+    if re.search(r"([_\s.-]L|[_\s.-]lh|[_\s-]left)$", n, re.I) or re.match(
+        r"^(left|lh)[_\s-]", n, re.I
+    ):
         return "L"
-    if re.search(r"([_\s.-]R|[_\s.-]rh|[_\s-]right)$", n, re.I) or re.match(r"^(right|rh)[_\s-]", n, re.I):
+    if re.search(r"([_\s.-]R|[_\s.-]rh|[_\s-]right)$", n, re.I) or re.match(
+        r"^(right|rh)[_\s-]", n, re.I
+    ):
         return "R"
     return "bilateral"
 
@@ -365,7 +369,9 @@ def load_custom_atlas(
         )
     absent = sorted(in_table - in_image)
     if absent:
-        LOGGER.warning("%s: %d table entries have no voxels (e.g. %s)", table, len(absent), absent[0])
+        LOGGER.warning(
+            "%s: %d table entries have no voxels (e.g. %s)", table, len(absent), absent[0]
+        )
     same_grid = lab_img.shape[:3] == tpl_img.shape[:3] and np.allclose(
         lab_img.affine, tpl_img.affine, atol=1e-3
     )

@@ -210,7 +210,9 @@ def _check_echo_numbers(acq: GreAcquisition, part: str) -> None:
     for number, path in zip(numbers, files, strict=True):
         if number in seen:
             what = f"echo-{number}" if number is not None else "file without echo-"
-            raise InputDataError(f"duplicate {what} for part-{part} (also {seen[number].name})", path)
+            raise InputDataError(
+                f"duplicate {what} for part-{part} (also {seen[number].name})", path
+            )
         if None in seen or (number is None and seen):
             other = next(iter(seen.values()))
             raise InputDataError(

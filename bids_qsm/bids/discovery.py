@@ -37,13 +37,25 @@ NIFTI_EXTENSIONS: list[str] = [".nii", ".nii.gz"]
 
 #: Entities that name an acquisition (everything but echo and part), in BIDS order.
 ACQ_ENTITIES: tuple[str, ...] = (
-    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "flip", "inv", "mt", "chunk"
+    "sub",
+    "ses",
+    "task",
+    "acq",
+    "ce",
+    "rec",
+    "dir",
+    "run",
+    "flip",
+    "inv",
+    "mt",
+    "chunk",
 )
 
 #: Keys accepted in a --bids-filter-file and the suffix each one queries.
 FILTER_KEYS: dict[str, str] = {"megre": "MEGRE", "t2starw": "T2starw", "t1w": "T1w"}
 
 _PARTS = ("mag", "phase", "real", "imag")
+_DERIVATIVE_ENTITIES = {"space", "desc", "label", "seg", "res", "den"}
 
 
 @dataclass
@@ -110,8 +122,13 @@ class GreAcquisition:
 
 
 # ---------------------------------------------------------------------- layout / database
-def get_layout(bids_dir: Path, database_dir: Path | None = None) -> Any:
+def get_layout(
+    bids_dir: Path, database_dir: Path | None = None, exclude: Iterable[Path | None] = ()
+) -> Any:
     """A pybids ``BIDSLayout`` of ``bids_dir`` (no pybids validation; we run the validator).
+
+    ``exclude`` lists folders not to index when they lie inside ``bids_dir`` (OUTPUT_DIR or the
+    work dir placed in the dataset: their outputs must never be taken as inputs).
 
     With ``database_dir`` the index is stored there and reused by later runs and by parallel
     jobs: the first job builds it in a temporary sibling folder and renames it into place, so
@@ -119,8 +136,8 @@ def get_layout(bids_dir: Path, database_dir: Path | None = None) -> Any:
     """
     from bids import BIDSLayout, BIDSLayoutIndexer
 
-    indexer = BIDSLayoutIndexer(validate=False, ignore=_ignore_patterns())
     root = Path(bids_dir).resolve()
+    indexer = BIDSLayoutIndexer(validate=False, ignore=_ignore_patterns(root, exclude))
     if database_dir is None:
         return BIDSLayout(root, validate=False, indexer=indexer)
 
@@ -147,11 +164,21 @@ def get_layout(bids_dir: Path, database_dir: Path | None = None) -> Any:
     return BIDSLayout(root, validate=False, database_path=database_dir, indexer=indexer)
 
 
-def _ignore_patterns() -> list[Any]:
-    return [
+def _ignore_patterns(root: Path, exclude: Iterable[Path | None] = ()) -> list[Any]:
+    patterns: list[Any] = [
         re.compile(r"^/(code|models|sourcedata|stimuli|derivatives)(/|$)"),
         re.compile(r"/\."),
     ]
+    for folder in exclude:
+        if folder is None:
+            continue
+        try:
+            rel = Path(folder).resolve().relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts:
+            patterns.append(re.compile("^/" + re.escape(rel.as_posix()) + "(/|$)"))
+    return patterns
 
 
 # ---------------------------------------------------------------------- discovery
@@ -176,7 +203,9 @@ def discover(config: Config, layout: Any | None = None) -> list[GreAcquisition]:
     if ex.bids_dir is None:
         raise ValueError("config.execution.bids_dir is not set")
     if layout is None:
-        layout = get_layout(ex.bids_dir, ex.bids_database_dir)
+        layout = get_layout(
+            ex.bids_dir, ex.bids_database_dir, exclude=(ex.output_dir, ex.work_dir)
+        )
 
     subjects = sorted(layout.get_subjects())
     if ex.participant_label:
@@ -274,6 +303,10 @@ def _group(files: Iterable[Any]) -> list[GreAcquisition]:
     for bids_file in files:
         path = Path(bids_file.path)
         ents = _file_entities(path)
+        derived = sorted(set(ents) & _DERIVATIVE_ENTITIES)
+        if derived:
+            LOGGER.warning("Ignoring %s: derivative entities %s in raw data", path, derived)
+            continue
         key_ents = tuple((k, ents[k]) for k in ACQ_ENTITIES if k in ents)
         groups[(key_ents, ents["suffix"])].append((path, ents, dict(bids_file.get_metadata())))
 
@@ -364,9 +397,7 @@ def _find_t1w(layout: Any, acq: GreAcquisition, query: dict[str, Any]) -> Path |
 _MASK_RE = re.compile(r"^sub-[A-Za-z0-9]+(_[a-z]+-[A-Za-z0-9]+)*_mask\.nii(\.gz)?$")
 
 
-def find_lesion_masks(
-    masks_dir: Path, subject: str, session: str | None
-) -> dict[str, Path]:
+def find_lesion_masks(masks_dir: Path, subject: str, session: str | None) -> dict[str, Path]:
     """Lesion masks of one subject/session: ``label -> path``.
 
     Matches ``sub-<subject>[_ses-<session>]_..._label-<name>_mask.nii[.gz]`` anywhere below

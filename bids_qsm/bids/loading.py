@@ -130,8 +130,7 @@ def load_gre(acq: GreAcquisition, b0_tesla_override: float | None = None) -> Gre
     acq.metadata["PhaseUnits"] = units
     acq.metadata["B0Direction"] = [float(v) for v in b0_dir]
     LOGGER.debug(
-        "Loaded %s: %s voxels x %d echoes, voxel %s mm, B0 %.3g T along %s (voxel axes), "
-        "phase %s",
+        "Loaded %s: %s voxels x %d echoes, voxel %s mm, B0 %.3g T along %s (voxel axes), phase %s",
         acq.source_prefix,
         mag.shape[:3],
         mag.shape[3],

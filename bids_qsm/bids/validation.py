@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from bids_qsm.errors import BidsQsmError, BidsValidationError
@@ -37,9 +38,15 @@ def find_validator() -> str | None:
     return shutil.which(VALIDATOR)
 
 
-def build_subset_tree(bids_dir: Path, subjects: list[str], dest: Path) -> Path:
-    """Link the top-level files and the ``sub-<label>`` folders of ``subjects`` into ``dest``."""
+def build_subset_tree(
+    bids_dir: Path, subjects: list[str], dest: Path, exclude: Iterable[Path | None] = ()
+) -> Path:
+    """Link the top-level files and the ``sub-<label>`` folders of ``subjects`` into ``dest``.
+
+    Top-level entries listed in ``exclude`` (e.g. OUTPUT_DIR inside the dataset) are left out.
+    """
     bids_dir = Path(bids_dir).resolve()
+    skip = {Path(p).resolve() for p in exclude if p is not None}
     dest.mkdir(parents=True, exist_ok=True)
     wanted = {f"sub-{s}" for s in subjects}
     for entry in bids_dir.iterdir():
@@ -47,6 +54,8 @@ def build_subset_tree(bids_dir: Path, subjects: list[str], dest: Path) -> Path:
         if name.startswith("sub-") and name not in wanted:
             continue
         if name in ("derivatives", "sourcedata") or name.startswith(".git"):
+            continue
+        if entry.resolve() in skip:
             continue
         if name == "participants.tsv" and entry.is_file():
             _filtered_participants(entry, wanted, dest / name)
@@ -71,14 +80,13 @@ def _filtered_participants(src: Path, wanted: set[str], dst: Path) -> None:
     dst.write_text("\n".join(keep) + "\n", encoding="utf-8")
 
 
-def validate_bids(
-    bids_dir: Path, subjects: list[str], report_dir: Path | None = None
-) -> list[str]:
+def validate_bids(bids_dir: Path, subjects: list[str], report_dir: Path | None = None) -> list[str]:
     """Validate ``bids_dir`` restricted to ``subjects``; return the warning codes.
 
     Raises :class:`BidsValidationError` (exit 16) listing the first errors, or a
     :class:`BidsQsmError` (exit 1) when the validator cannot be run. With ``report_dir`` the
-    validator's JSON output is saved there as ``bids_validator.json``.
+    validator's JSON output is saved there as ``bids_validator.json``. ``exclude``: top-level
+    folders left out (OUTPUT_DIR or the work dir inside the dataset).
     """
     exe = find_validator()
     if exe is None:
@@ -87,7 +95,7 @@ def validate_bids(
             "--skip-bids-validation)"
         )
     with tempfile.TemporaryDirectory(prefix="bids_qsm_validate_") as tmp:
-        tree = build_subset_tree(Path(bids_dir), subjects, Path(tmp) / "bids")
+        tree = build_subset_tree(Path(bids_dir), subjects, Path(tmp) / "bids", exclude)
         cmd = [exe, str(tree), "--format", "json", "--no-color"]
         LOGGER.debug("Running %s", " ".join(cmd))
         env = {**os.environ, "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}

@@ -65,7 +65,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as exc:
         raise OutputError(f"cannot create folder: {exc.strerror or exc}", path.parent) from exc
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

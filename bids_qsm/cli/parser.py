@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,10 +33,11 @@ _WF = WorkflowConfig()
 _GROUP = GroupConfig()
 
 DESCRIPTION = (
-    "bids-qsm: quantitative susceptibility mapping (QSM), R2*/T2*, SWI and regional brain iron "
-    "from multi-echo gradient-echo (GRE) MRI in a BIDS dataset. The participant level processes each "
-    "subject (run it as many parallel jobs into the same OUTPUT_DIR); the group level compares "
-    "groups and correlates iron with clinical scores over what the participant level wrote."
+    "bids-qsm: quantitative susceptibility mapping (QSM), R2*/T2*, SWI and regional brain "
+    "iron from multi-echo gradient-echo (GRE) MRI in a BIDS dataset. The participant level "
+    "processes each subject (run it as many parallel jobs into the same OUTPUT_DIR); the "
+    "group level compares groups and correlates iron with clinical scores over what the "
+    "participant level wrote."
 )
 
 EPILOG = """exit codes:
@@ -115,7 +117,7 @@ def build_parser() -> BidsQsmArgumentParser:
     """The complete command-line parser of ``bids-qsm``."""
     parser = BidsQsmArgumentParser(
         prog="bids-qsm",
-        description=DESCRIPTION,
+        description=textwrap.fill(DESCRIPTION, width=92),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,

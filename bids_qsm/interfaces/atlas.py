@@ -34,9 +34,9 @@ def registration_feasible(mask, voxel_size) -> tuple[bool, str]:
     volume_ml = float(mask.sum() * np.prod(voxel_size)) / 1000.0
     if extent.min() < MIN_EXTENT_MM or volume_ml < MIN_BRAIN_ML:
         return False, (
-            f"field of view too small for atlas registration (brain mask extent "
-            f"{extent[0]:.0f}x{extent[1]:.0f}x{extent[2]:.0f} mm, {volume_ml:.0f} ml; need at least "
-            f"{MIN_EXTENT_MM:.0f} mm per axis and {MIN_BRAIN_ML:.0f} ml)"
+            "field of view too small for atlas registration (brain mask extent "
+            f"{extent[0]:.0f}x{extent[1]:.0f}x{extent[2]:.0f} mm, {volume_ml:.0f} ml; need at "
+            f"least {MIN_EXTENT_MM:.0f} mm per axis and {MIN_BRAIN_ML:.0f} ml)"
         )
     return True, ""
 
@@ -83,7 +83,9 @@ class RegisterAtlas(SimpleInterface):
         else:
             ok, reason = registration_feasible(mask, mask_img.header.get_zooms()[:3])
         if not ok:
-            LOGGER.warning("Atlas registration skipped: %s; regional tables hold the whole brain only.", reason)
+            LOGGER.warning(
+                "Atlas registration skipped: %s; regional tables hold the whole brain only.", reason
+            )
             self._results["params_file"] = save_json(
                 {"skipped": True, "reason": reason}, os.path.join(cwd, "registration.json")
             )

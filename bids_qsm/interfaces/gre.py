@@ -16,14 +16,20 @@ from bids_qsm.interfaces.nifti_io import save_array, save_json
 
 
 class _LoadGREInputSpec(BaseInterfaceInputSpec):
-    acquisition = traits.Dict(mandatory=True, desc="GreAcquisition as a dict (see acquisition_to_dict)")
-    b0_tesla = traits.Either(None, traits.Float, default=None, usedefault=True, desc="B0 override (T)")
+    acquisition = traits.Dict(
+        mandatory=True, desc="GreAcquisition as a dict (see acquisition_to_dict)"
+    )
+    b0_tesla = traits.Either(
+        None, traits.Float, default=None, usedefault=True, desc="B0 override (T)"
+    )
 
 
 class _LoadGREOutputSpec(TraitedSpec):
     mag_file = File(exists=True, desc="4D magnitude (X,Y,Z,echo), float32")
     phase_file = File(exists=True, desc="4D phase in rad [-pi, pi), float32")
-    meta_file = File(exists=True, desc="JSON: echo times (s), B0 (T), voxel size (mm), B0 direction")
+    meta_file = File(
+        exists=True, desc="JSON: echo times (s), B0 (T), voxel size (mm), B0 direction"
+    )
 
 
 class LoadGRE(SimpleInterface):

@@ -65,7 +65,9 @@ class WriteDerivatives(SimpleInterface):
         raw += [*acq.get("real_files", []), *acq.get("imag_files", [])]
         keys = ("chi", "mask", "mag", "r2star", "t2star", "swi", "minip", "hpphase", "phaseiron")
         files = {k: opt(k) for k in (*keys, "dseg", "registration_figure")}
-        reg = load_json(opt("registration_params_file")) if opt("registration_params_file") else None
+        reg = (
+            load_json(opt("registration_params_file")) if opt("registration_params_file") else None
+        )
         atlas_table = None
         atlas_name = self.inputs.atlas.get("name", "AAL3")
         if files["dseg"]:

@@ -50,7 +50,9 @@ class ReconstructQSM(SimpleInterface):
         mag, affine = load_array(self.inputs.mag_file)
         phase, _ = load_array(self.inputs.phase_file)
         meta = load_json(self.inputs.meta_file)
-        mask = load_array(self.inputs.mask_file, bool)[0] if isdefined(self.inputs.mask_file) else None
+        mask = (
+            load_array(self.inputs.mask_file, bool)[0] if isdefined(self.inputs.mask_file) else None
+        )
         opts = QSMOptions(**(self.inputs.options or {}))
         res = reconstruct_qsm(
             mag,

@@ -104,9 +104,9 @@ class LesionStats(SimpleInterface):
         import nibabel as nib
         import numpy as np
 
+        from bids_qsm.interfaces.nifti_io import resample_mask_to
         from bids_qsm.stats.lesions import lesion_table
         from bids_qsm.stats.regional import Entities
-        from bids_qsm.interfaces.nifti_io import resample_mask_to
 
         chi_img = nib.load(self.inputs.chi_file)
         chi = np.asarray(chi_img.dataobj, dtype=np.float32)

@@ -1,50 +1,28 @@
-"""Atomic file writes for the report package.
+"""Atomic file writes for the report package (thin layer over :mod:`bids_qsm.bids.writers`).
 
 Every file is first written under a temporary name in the destination directory and then
 renamed with :func:`os.replace`, so a killed run never leaves a truncated file under a final
-name and a concurrent reader sees either the old or the new content.
+name and a concurrent reader sees either the old or the new content. Write failures raise
+:class:`bids_qsm.errors.OutputError` (exit 73).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from bids_qsm.bids.writers import atomic_path, atomic_write_bytes, atomic_write_text
 
 __all__ = ["atomic_copy", "atomic_write_bytes", "atomic_write_text", "atomic_write_with"]
 
 
 def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp_path)`` then rename ``tmp_path`` to ``path``.
-
-    The temporary file lives in the same directory (same filesystem, so the rename is atomic)
-    and is removed if ``writer`` raises.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    """Call ``writer(tmp_path)`` then rename ``tmp_path`` to ``path`` (temp removed on error)."""
+    with atomic_path(Path(path)) as tmp:
         writer(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    return atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding=encoding))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+    return Path(path)
 
 
 def atomic_copy(src: Path, dst: Path) -> Path:

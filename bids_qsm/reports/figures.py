@@ -15,7 +15,7 @@ Conventions shared by every figure
   -0.2..0.2 rad. Magnitude-like images (magnitude, minIP) use a robust 0.5-99.5 percentile
   window inside the mask.
 * Axial slices are evenly spaced through the deep gray matter when a segmentation is given
-  (``labels``: its label extent along the slice axis, widened by 10 mm), else through the
+  (``labels``: its label extent along the slice axis, widened by 6 mm), else through the
   central 70 % of the mask.
 * Files are PNG or SVG according to the suffix of ``out``; writes are atomic.
 """
@@ -25,20 +25,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel.orientations as nio  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import colors as mcolors  # noqa: E402
-from matplotlib.colorbar import ColorbarBase  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import nibabel.orientations as nio
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib.colorbar import ColorbarBase
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from bids_qsm.reports._atomic import atomic_write_with  # noqa: E402
+from bids_qsm.reports._atomic import atomic_write_with
 
 __all__ = [
     "CHI_WINDOW_PPM",
@@ -52,6 +53,7 @@ __all__ = [
     "orientation_note",
     "phase_iron_figure",
     "r2star_figure",
+    "structure_label_map",
 ]
 
 #: Default fixed display windows.
@@ -145,7 +147,7 @@ def choose_slices(
     voxel_size: Sequence[float],
     n: int = 12,
     labels: np.ndarray | None = None,
-    margin_mm: float = 10.0,
+    margin_mm: float = 6.0,
 ) -> list[int]:
     """Evenly spaced slice indices along the third axis.
 
@@ -192,8 +194,10 @@ def orientation_note(affine_given: bool, radiological: bool = False) -> str:
             "Slices are shown in the stored voxel axes (first axis horizontal, second vertical, "
             "slices along the third); the anatomical orientation is not determined."
         )
-    conv = "radiological (subject's left on the right)" if radiological else (
-        "neurological (subject's left on the left)"
+    conv = (
+        "radiological (subject's left on the right)"
+        if radiological
+        else ("neurological (subject's left on the left)")
     )
     return (
         f"Voxel axes reoriented to the closest canonical (RAS) orientation without resampling "
@@ -279,7 +283,15 @@ def _draw_tile(
             )
     ax.set_axis_off()
     ax.text(
-        0.02, 0.02, text, color=_FG, fontsize=8, transform=ax.transAxes, va="bottom", ha="left"
+        0.02,
+        0.02,
+        text,
+        color=_FG,
+        fontsize=8,
+        transform=ax.transAxes,
+        va="bottom",
+        ha="left",
+        bbox={"facecolor": _BG, "alpha": 0.6, "pad": 1.5, "edgecolor": "none"},
     )
     if letters and v.oriented:
         left, right = ("R", "L") if v.radiological else ("L", "R")
@@ -304,6 +316,7 @@ def _render(
     ortho: bool = True,
 ) -> Path:
     """Lay out an axial mosaic plus coronal/sagittal views and save atomically."""
+
     # Crop every layer to the region of interest.
     def c(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else a[crop]
@@ -346,8 +359,12 @@ def _render(
     for i, k in enumerate(slices):
         r, col = divmod(i, n_cols)
         ax = fig.add_axes(
-            (col * tile_w / _FIG_WIDTH_IN, (y - (r + 1) * tile_h) / height,
-             tile_w / _FIG_WIDTH_IN, tile_h / height)
+            (
+                col * tile_w / _FIG_WIDTH_IN,
+                (y - (r + 1) * tile_h) / height,
+                tile_w / _FIG_WIDTH_IN,
+                tile_h / height,
+            )
         )
         ax.set_facecolor(_BG)
         text = v.slice_label("axial", k + z0, full_center)
@@ -564,9 +581,7 @@ def atlas_overlay(
     slices = choose_slices(roi, v.voxel_size, n_slices, labels=lab)
     names = dict(label_names or {})
     legend = [(names.get(val, f"label {val}"), lut[val]) for val in values][:60]
-    layers = _Layers(
-        base=b, cmap="gray", window=window, show_mask=m, labels=lab, label_lut=lut
-    )
+    layers = _Layers(base=b, cmap="gray", window=window, show_mask=m, labels=lab, label_lut=lut)
     return _render(
         layers,
         v,
@@ -671,3 +686,24 @@ def phase_iron_figure(
         n_slices=n_slices,
         show_inside_mask_only=True,
     )
+
+
+def structure_label_map(
+    labels: np.ndarray, structures: Sequence[Any]
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Group atlas labels into the reported structures for :func:`atlas_overlay`.
+
+    ``structures`` are :class:`bids_qsm.atlas.structures.StructureDef`-like objects (``name``,
+    ``hemisphere``, ``labels``). Returns an int16 map with one value per structure and
+    hemisphere (later structures override earlier ones, so pulvinar shows inside thalamus) and
+    the value -> "name L/R" mapping. Atlas labels outside every structure become 0.
+    """
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape, dtype=np.int16)
+    names: dict[int, str] = {}
+    for value, s in enumerate(structures, start=1):
+        sel = np.isin(labels, list(s.labels))
+        if np.any(sel):
+            out[sel] = value
+            names[value] = f"{str(s.name).replace('_', ' ')} {s.hemisphere}"
+    return out, names

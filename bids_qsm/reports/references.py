@@ -27,7 +27,8 @@ class Reference:
             loc += f";{self.volume}"
         if self.pages:
             loc += f":{self.pages}"
-        out = f"{self.authors}. {self.title}. *{self.journal}*. {loc}."
+        authors = self.authors if self.authors.endswith(".") else self.authors + "."
+        out = f"{authors} {self.title}. *{self.journal}*. {loc}."
         if self.doi:
             out += f" [doi:{self.doi}](https://doi.org/{self.doi})"
         return out

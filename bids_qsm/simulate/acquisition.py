@@ -102,8 +102,14 @@ def resample(
     if blur_sigma_vox > 0 and order > 0:
         src = ndimage.gaussian_filter(data, blur_sigma_vox, mode="nearest", truncate=3.0)
     out = ndimage.affine_transform(
-        src, m[:3, :3], offset=m[:3, 3], output_shape=tuple(dst_shape), order=order,
-        mode="constant", cval=cval, prefilter=False,
+        src,
+        m[:3, :3],
+        offset=m[:3, 3],
+        output_shape=tuple(dst_shape),
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
     )
     return out
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from bids_qsm.simulate.anatomy import HeadModel
+from bids_qsm.simulate.anatomy import HeadModel, cropped_distance_mm
 
 RIM_THICKNESS_MM = 1.5
 
@@ -47,7 +47,7 @@ def place_lesions(
     if forbidden is not None:
         wm &= ~forbidden
     wm_core = ndimage.binary_erosion(wm, iterations=3)
-    near_vent = ndimage.distance_transform_edt(~hm.ventricles) <= 12.0
+    near_vent = cropped_distance_mm(hm.ventricles, 12.0) <= 12.0
     pools = [np.argwhere(wm_core & near_vent), np.argwhere(wm_core & ~near_vent)]
     t2 = np.zeros(shape, np.int16)
     t1 = np.zeros(shape, np.int16)

@@ -73,8 +73,13 @@ def _with_sub(label: object) -> str:
 
 def read_tsv(path: Path) -> pd.DataFrame:
     """Read a BIDS TSV: ``n/a`` as missing, entity columns kept as text (``n/a`` when empty)."""
-    df = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True,
-                     dtype={c: str for c in (*ENTITY_COLUMNS, "lesion_id", "label")})
+    df = pd.read_csv(
+        path,
+        sep="\t",
+        na_values=["n/a"],
+        keep_default_na=True,
+        dtype={c: str for c in (*ENTITY_COLUMNS, "lesion_id", "label")},
+    )
     for col in ("session_id", "acq", "run"):
         if col in df.columns:
             df[col] = df[col].fillna("n/a").astype(str)
@@ -93,8 +98,13 @@ def read_participants(bids_dir: Path, group_column: str = "group") -> pd.DataFra
             "participants.tsv not found: the group level needs it for the group and covariates",
             path,
         )
-    df = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True,
-                     dtype={"participant_id": str, group_column: str})
+    df = pd.read_csv(
+        path,
+        sep="\t",
+        na_values=["n/a"],
+        keep_default_na=True,
+        dtype={"participant_id": str, group_column: str},
+    )
     if "participant_id" not in df.columns:
         raise InputDataError("participants.tsv has no participant_id column", path)
     if group_column not in df.columns:
@@ -143,7 +153,8 @@ def first_acquisition(long: pd.DataFrame) -> pd.DataFrame:
     if len(first) < len(keys):
         LOGGER.warning(
             "%d extra session/acq/run tables ignored by the group models (first one per "
-            "participant kept)", len(keys) - len(first)
+            "participant kept)",
+            len(keys) - len(first),
         )
     return long.merge(first, on=list(ENTITY_COLUMNS), how="inner")
 
@@ -151,8 +162,10 @@ def first_acquisition(long: pd.DataFrame) -> pd.DataFrame:
 def measure_columns(long: pd.DataFrame) -> list[str]:
     """Numeric measure columns of a regional long table (in table order)."""
     return [
-        c for c in long.columns
-        if c not in _NON_MEASURE and c.endswith(("_ppm", "_hz", "_rad", "_mm3", "nvox"))
+        c
+        for c in long.columns
+        if c not in _NON_MEASURE
+        and c.endswith(("_ppm", "_hz", "_rad", "_mm3", "nvox"))
         and pd.api.types.is_numeric_dtype(long[c])
     ]
 
@@ -166,8 +179,12 @@ def wide_table(long: pd.DataFrame, participants: pd.DataFrame | None = None) -> 
     regional = long[regional_cols]
     measures = measure_columns(regional)
     wide = regional.pivot_table(
-        index=list(ENTITY_COLUMNS), columns=["structure", "hemisphere"], values=measures,
-        aggfunc="first", dropna=False, sort=False,
+        index=list(ENTITY_COLUMNS),
+        columns=["structure", "hemisphere"],
+        values=measures,
+        aggfunc="first",
+        dropna=False,
+        sort=False,
     )
     order = list(dict.fromkeys(zip(long["structure"], long["hemisphere"], strict=True)))
     cols = [(m, s, h) for (s, h) in order for m in measures if (m, s, h) in wide.columns]
@@ -197,8 +214,9 @@ class Design:
     @property
     def contrasts(self) -> dict[str, str]:
         """Contrast label (``"MS-HC"``) -> design column of the group indicator."""
-        return {f"{c}-{self.control_label}": _group_col(self.group_column, c)
-                for c in self.case_labels}
+        return {
+            f"{c}-{self.control_label}": _group_col(self.group_column, c) for c in self.case_labels
+        }
 
     def formula(self, measure: str, with_group: bool = True, variable: str | None = None) -> str:
         """Human-readable model, e.g. ``chi_mean_ppm ~ group + age + sex + volume``."""
@@ -217,28 +235,32 @@ def resolve_design(
     group_column: str = "group",
     control_label: str = "HC",
     path: Path | None = None,
+    adjust_volume: bool = True,
 ) -> Design:
     """Check the group column and covariates against ``participants.tsv``.
 
-    Covariates absent from the table are skipped with a warning; ``volume`` (or
-    ``volume_mm3``) means the tested structure's own volume. Raises :class:`InputDataError`
+    Covariates absent from the table are skipped with a warning. ``adjust_volume`` (or a
+    ``volume`` / ``volume_mm3`` covariate) adds the tested structure's own volume to every
+    regional model (atrophy shifts iron measures). Raises :class:`InputDataError`
     when no participant carries ``control_label`` or no other group level exists.
     """
     levels = sorted({str(v) for v in participants[group_column].dropna()})
     if control_label not in levels:
         raise InputDataError(
             f"participants.tsv: no participant has {group_column} = {control_label!r} "
-            f"(levels: {', '.join(levels) or 'none'}; set --control-label)", path
+            f"(levels: {', '.join(levels) or 'none'}; set --control-label)",
+            path,
         )
     cases = [lv for lv in levels if lv != control_label]
     if not cases:
         raise InputDataError(
             f"participants.tsv: only the control group {control_label!r} in column "
-            f"{group_column!r}; nothing to compare", path
+            f"{group_column!r}; nothing to compare",
+            path,
         )
     used: list[str] = []
     skipped: list[str] = []
-    use_volume = False
+    use_volume = adjust_volume
     for cov in covariates:
         if cov in VOLUME_TOKENS:
             use_volume = True
@@ -273,17 +295,24 @@ def design_matrix(
     parts = [pd.DataFrame({"Intercept": 1.0}, index=data.index)]
     if with_group:
         g = data[design.group_column].astype(str)
-        parts.append(pd.DataFrame(
-            {_group_col(design.group_column, c): (g == c).astype(float)
-             for c in design.case_labels}, index=data.index))
+        parts.append(
+            pd.DataFrame(
+                {
+                    _group_col(design.group_column, c): (g == c).astype(float)
+                    for c in design.case_labels
+                },
+                index=data.index,
+            )
+        )
     if variable is not None:
         parts.append(pd.DataFrame({variable: data[variable].astype(float)}, index=data.index))
     for cov in design.covariates:
         enc = _encode(data, cov)
         parts.append(enc.loc[:, enc.std(ddof=0) > 0])
-    if design.use_volume:
-        parts.append(pd.DataFrame({"volume": data["volume_mm3"].astype(float) / 1000.0},
-                                  index=data.index))  # mL: better conditioned
+    if design.use_volume and data["volume_mm3"].nunique() > 1:  # constant: no information
+        parts.append(
+            pd.DataFrame({"volume": data["volume_mm3"].astype(float) / 1000.0}, index=data.index)
+        )  # mL: better conditioned
     return pd.concat(parts, axis=1)
 
 
@@ -336,15 +365,19 @@ GROUPDIFF_COLUMNS: dict[str, dict[str, str]] = {
     "measure": {"Description": "Column of the regional table that was modelled."},
     "units": {"Description": "Units of the measure (and of estimate, CI, means)."},
     "contrast": {"Description": "Group level minus control level, e.g. MS-HC."},
-    "estimate": {"Description": "Adjusted group difference (OLS coefficient of the group "
-                                "indicator), in the measure's units."},
+    "estimate": {
+        "Description": "Adjusted group difference (OLS coefficient of the group "
+        "indicator), in the measure's units."
+    },
     "ci_low": {"Description": "Lower bound of the 95% confidence interval of estimate."},
     "ci_high": {"Description": "Upper bound of the 95% confidence interval of estimate."},
     "t": {"Description": "t statistic of estimate."},
     "df": {"Description": "Residual degrees of freedom."},
     "p": {"Description": "Two-sided p value."},
-    "q": {"Description": "Benjamini-Hochberg FDR q over all structures, hemispheres and measures "
-                         "of the contrast."},
+    "q": {
+        "Description": "Benjamini-Hochberg FDR q over all structures, hemispheres and measures "
+        "of the contrast."
+    },
     "n": {"Description": "Participants in the model (complete cases)."},
     "n_control": {"Description": "Controls in the model."},
     "n_case": {"Description": "Participants of the case group in the model."},
@@ -371,8 +404,11 @@ def group_differences(
         region = data[(data["structure"] == structure) & (data["hemisphere"] == hemi)]
         for measure in measures:
             sub = region[_model_columns(design, measure)].dropna()
-            sub = sub[sub[design.group_column].astype(str).isin(
-                [design.control_label, *design.case_labels])]
+            sub = sub[
+                sub[design.group_column]
+                .astype(str)
+                .isin([design.control_label, *design.case_labels])
+            ]
             X = design_matrix(sub, design)
             res = _fit(sub[measure], X) if len(sub) else None
             is_ctrl = sub[design.group_column].astype(str) == design.control_label
@@ -380,20 +416,27 @@ def group_differences(
                 is_case = sub[design.group_column].astype(str) == label.rsplit("-", 1)[0]
                 ok = res is not None and is_ctrl.sum() >= 2 and is_case.sum() >= 2
                 ci = res.conf_int(0.05).loc[col] if ok else (np.nan, np.nan)
-                rows.append({
-                    "structure": structure, "hemisphere": hemi, "measure": measure,
-                    "units": units.get(measure, ""), "contrast": label,
-                    "estimate": res.params[col] if ok else np.nan,
-                    "ci_low": ci[0], "ci_high": ci[1],
-                    "t": res.tvalues[col] if ok else np.nan,
-                    "df": res.df_resid if ok else np.nan,
-                    "p": res.pvalues[col] if ok else np.nan,
-                    "n": int(len(sub)), "n_control": int(is_ctrl.sum()),
-                    "n_case": int(is_case.sum()),
-                    "control_mean": sub.loc[is_ctrl, measure].mean(),
-                    "case_mean": sub.loc[is_case, measure].mean(),
-                    "model": design.formula(measure),
-                })
+                rows.append(
+                    {
+                        "structure": structure,
+                        "hemisphere": hemi,
+                        "measure": measure,
+                        "units": units.get(measure, ""),
+                        "contrast": label,
+                        "estimate": res.params[col] if ok else np.nan,
+                        "ci_low": ci[0],
+                        "ci_high": ci[1],
+                        "t": res.tvalues[col] if ok else np.nan,
+                        "df": res.df_resid if ok else np.nan,
+                        "p": res.pvalues[col] if ok else np.nan,
+                        "n": int(len(sub)),
+                        "n_control": int(is_ctrl.sum()),
+                        "n_case": int(is_case.sum()),
+                        "control_mean": sub.loc[is_ctrl, measure].mean(),
+                        "case_mean": sub.loc[is_case, measure].mean(),
+                        "model": design.formula(measure),
+                    }
+                )
     out = pd.DataFrame(rows, columns=[c for c in GROUPDIFF_COLUMNS if c != "q"])
     out.insert(out.columns.get_loc("p") + 1, "q", np.nan)
     for _, idx in out.groupby("contrast").groups.items():
@@ -408,16 +451,20 @@ CLINICAL_COLUMNS: dict[str, dict[str, str]] = {
     "units": GROUPDIFF_COLUMNS["units"],
     "variable": {"Description": "Clinical variable (column of participants.tsv)."},
     "population": {"Description": "Participants included: the non-control groups (patients)."},
-    "r": {"Description": "Partial correlation of measure and variable adjusted for the "
-                         "covariates, r = t / sqrt(t^2 + df)."},
+    "r": {
+        "Description": "Partial correlation of measure and variable adjusted for the "
+        "covariates, r = t / sqrt(t^2 + df)."
+    },
     "ci_low": {"Description": "Lower bound of the 95% CI of r (Fisher z)."},
     "ci_high": {"Description": "Upper bound of the 95% CI of r (Fisher z)."},
     "slope": {"Description": "Adjusted OLS slope: measure units per unit of variable."},
     "t": {"Description": "t statistic of the slope."},
     "df": {"Description": "Residual degrees of freedom."},
     "p": {"Description": "Two-sided p value (same for r and slope)."},
-    "q": {"Description": "Benjamini-Hochberg FDR q over all structures, hemispheres and measures "
-                         "of the variable."},
+    "q": {
+        "Description": "Benjamini-Hochberg FDR q over all structures, hemispheres and measures "
+        "of the variable."
+    },
     "n": {"Description": "Participants in the model (complete cases)."},
     "model": {"Description": "Model formula."},
 }
@@ -426,8 +473,11 @@ CLINICAL_COLUMNS: dict[str, dict[str, str]] = {
 def default_clinical_columns(participants: pd.DataFrame, design: Design) -> list[str]:
     """Numeric participants.tsv columns other than the covariates and the group column."""
     skip = {"participant_id", design.group_column, *design.covariates, *design.skipped}
-    return [c for c in participants.columns
-            if c not in skip and pd.api.types.is_numeric_dtype(participants[c])]
+    return [
+        c
+        for c in participants.columns
+        if c not in skip and pd.api.types.is_numeric_dtype(participants[c])
+    ]
 
 
 def clinical_associations(
@@ -454,8 +504,9 @@ def clinical_associations(
             LOGGER.warning("clinical column %r not in participants.tsv: skipped", variable)
             continue
         for structure, hemi in _regions(patients):
-            region = patients[(patients["structure"] == structure)
-                              & (patients["hemisphere"] == hemi)]
+            region = patients[
+                (patients["structure"] == structure) & (patients["hemisphere"] == hemi)
+            ]
             for measure in measures:
                 sub = region[_model_columns(design, measure, variable)].dropna()
                 X = design_matrix(sub, design, with_group=False, variable=variable)
@@ -468,17 +519,25 @@ def clinical_associations(
                     if len(sub) - 3 - k > 0:
                         se = 1.0 / np.sqrt(len(sub) - 3 - k)
                         lo, hi = np.tanh(np.arctanh(r) + np.array([-z975, z975]) * se)
-                rows.append({
-                    "structure": structure, "hemisphere": hemi, "measure": measure,
-                    "units": units.get(measure, ""), "variable": variable,
-                    "population": population, "r": r, "ci_low": lo, "ci_high": hi,
-                    "slope": res.params[variable] if res is not None else np.nan,
-                    "t": res.tvalues[variable] if res is not None else np.nan,
-                    "df": res.df_resid if res is not None else np.nan,
-                    "p": res.pvalues[variable] if res is not None else np.nan,
-                    "n": int(len(sub)),
-                    "model": design.formula(measure, with_group=False, variable=variable),
-                })
+                rows.append(
+                    {
+                        "structure": structure,
+                        "hemisphere": hemi,
+                        "measure": measure,
+                        "units": units.get(measure, ""),
+                        "variable": variable,
+                        "population": population,
+                        "r": r,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        "slope": res.params[variable] if res is not None else np.nan,
+                        "t": res.tvalues[variable] if res is not None else np.nan,
+                        "df": res.df_resid if res is not None else np.nan,
+                        "p": res.pvalues[variable] if res is not None else np.nan,
+                        "n": int(len(sub)),
+                        "model": design.formula(measure, with_group=False, variable=variable),
+                    }
+                )
     out = pd.DataFrame(rows, columns=[c for c in CLINICAL_COLUMNS if c != "q"])
     out.insert(out.columns.get_loc("p") + 1, "q", np.nan)
     for _, idx in out.groupby("variable").groups.items():
@@ -494,8 +553,9 @@ ZSCORE_COLUMNS: dict[str, dict[str, str]] = {
     "hemisphere": GROUPDIFF_COLUMNS["hemisphere"],
     "measure": GROUPDIFF_COLUMNS["measure"],
     "value": {"Description": "The participant's value, in the measure's units."},
-    "control_mean": {"Description": "Mean of the controls (the participant left out if a "
-                                    "control)."},
+    "control_mean": {
+        "Description": "Mean of the controls (the participant left out if a control)."
+    },
     "control_sd": {"Description": "Standard deviation (ddof=1) of the same controls."},
     "n_control": {"Description": "Controls in the reference."},
     "z": {"Description": "(value - control_mean) / control_sd (unadjusted)."},
@@ -526,21 +586,31 @@ def normative_zscores(data: pd.DataFrame, design: Design, measures: Sequence[str
                 mu = float(ref_vals.mean()) if n else np.nan
                 sd = float(ref_vals.std(ddof=1)) if n >= 2 else np.nan
                 z = (vals[i] - mu) / sd if n >= 2 and sd > 0 else np.nan
-                rows.append({"participant_id": pid, "session_id": ses, "group": grp,
-                             "structure": structure, "hemisphere": hemi, "measure": measure,
-                             "value": vals[i], "control_mean": mu, "control_sd": sd,
-                             "n_control": n, "z": z})
+                rows.append(
+                    {
+                        "participant_id": pid,
+                        "session_id": ses,
+                        "group": grp,
+                        "structure": structure,
+                        "hemisphere": hemi,
+                        "measure": measure,
+                        "value": vals[i],
+                        "control_mean": mu,
+                        "control_sd": sd,
+                        "n_control": n,
+                        "z": z,
+                    }
+                )
     return pd.DataFrame(rows, columns=list(ZSCORE_COLUMNS))
 
 
 def regional_analysis_data(long: pd.DataFrame, design: Design) -> pd.DataFrame:
     """One acquisition per participant, only participants with a known group level."""
     data = first_acquisition(long)
-    known = data[design.group_column].astype(str).isin([design.control_label,
-                                                        *design.case_labels])
+    known = data[design.group_column].astype(str).isin([design.control_label, *design.case_labels])
     if (~known).any():
         dropped = sorted(set(data.loc[~known, "participant_id"]))
-        LOGGER.warning("no usable %s for: %s (left out of the models)", design.group_column,
-                       ", ".join(dropped))
+        LOGGER.warning(
+            "no usable %s for: %s (left out of the models)", design.group_column, ", ".join(dropped)
+        )
     return data[known & data[design.group_column].notna()]
-

@@ -27,16 +27,26 @@ from bids_qsm.stats.regional import Entities, regional_table
 
 #: Baseline susceptibility per structure (ppm), roughly as in adult controls.
 BASE_CHI_PPM: dict[str, float] = {
-    "thalamus": 0.0, "pulvinar": 0.02, "caudate": 0.05, "putamen": 0.04,
-    "globus_pallidus": 0.12, "hippocampus": -0.005, "amygdala": 0.0,
-    "nucleus_accumbens": 0.03, "substantia_nigra": 0.12, "red_nucleus": 0.09,
+    "thalamus": 0.0,
+    "pulvinar": 0.02,
+    "caudate": 0.05,
+    "putamen": 0.04,
+    "globus_pallidus": 0.12,
+    "hippocampus": -0.005,
+    "amygdala": 0.0,
+    "nucleus_accumbens": 0.03,
+    "substantia_nigra": 0.12,
+    "red_nucleus": 0.09,
 }
 #: Sign of the patient effect per structure (0: no effect).
 EFFECT_SIGN: dict[str, float] = {
-    **dict.fromkeys(BASE_CHI_PPM, 0.0), **dict.fromkeys(BASAL_GANGLIA, 1.0),
-    "thalamus": -1.0, "pulvinar": -1.0,
+    **dict.fromkeys(BASE_CHI_PPM, 0.0),
+    **dict.fromkeys(BASAL_GANGLIA, 1.0),
+    "thalamus": -1.0,
+    "pulvinar": -1.0,
 }
 GRID = (24, 24, 24)
+TEMPLATE_NAME = "MNI152NLin6Asym"
 VOXEL_MM = 2.0
 PHASE_PER_PPM = 0.5  # rad of phase iron per ppm (toy linear relation)
 R2STAR_PER_PPM = 150.0  # Hz per ppm
@@ -66,8 +76,35 @@ def label_volume() -> np.ndarray:
         x, y = slot_of[s.name]
         label = s.labels[1] if s.name == "thalamus" else s.labels[0]  # 121/122; others first
         z = 6 if s.hemisphere == "L" else 14
-        lab[x:x + 4, y:y + 4, z:z + 4] = label
+        lab[x : x + 4, y : y + 4, z : z + 4] = label
     return lab
+
+
+def grid_affine() -> np.ndarray:
+    """Affine (mm) of the toy grid, centred on the origin."""
+    affine = np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
+    affine[:3, 3] = -np.array(GRID) * VOXEL_MM / 2
+    return affine
+
+
+def toy_atlas():  # -> bids_qsm.atlas.registry.Atlas
+    """An AAL3-labelled atlas whose template grid is the toy GRE grid (identity transforms)."""
+    from bids_qsm.atlas.registry import Atlas
+
+    lab = label_volume()
+    template = nib.Nifti1Image(np.where(lab > 0, 2.0, 1.0).astype(np.float32), grid_affine())
+    table = pd.DataFrame({"index": sorted({int(v) for v in np.unique(lab) if v})})
+    table["name"] = table["index"].astype(str)
+    return Atlas("AAL3", nib.Nifti1Image(lab, grid_affine()), table, template, TEMPLATE_NAME,
+                 aal3_structures())
+
+
+def _identity_transform(path: Path) -> None:
+    import ants
+
+    tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
+    with atomic_path(path) as tmp:
+        ants.write_transform(tx, str(tmp))
 
 
 def _write_tsv(df: pd.DataFrame, path: Path) -> None:
@@ -83,8 +120,9 @@ def fabricate_cohort(
     null_effect: bool = False,
     effect_ppm: float = 0.015,
     subject_sd_ppm: float = 0.004,
-    voxel_sd_ppm: float = 0.02,
+    voxel_sd_ppm: float = 0.006,
     atlas: str = "AAL3",
+    transforms: bool = True,
 ) -> Cohort:
     """Write ``root/bids/participants.tsv`` and participant outputs in ``root/derivatives``.
 
@@ -92,6 +130,8 @@ def fabricate_cohort(
     ``sub-XX_desc-phaseiron_T2starw.nii.gz`` (rad, iron positive),
     ``sub-XX_desc-brain_mask.nii.gz``, ``sub-XX_seg-<atlas>_dseg.nii.gz`` and
     ``sub-XX_seg-<atlas>_stats.tsv``; patients also ``sub-XX_desc-lesions_stats.tsv``.
+    With ``transforms``, an identity ``sub-XX_from-GRE_to-MNI152NLin6Asym_mode-image_xfm.h5``
+    (the toy GRE grid *is* the template grid of :func:`toy_atlas`).
     """
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -100,20 +140,21 @@ def fabricate_cohort(
     groups = ["HC"] * n_controls + ["MS"] * n_patients
     edss = np.where(np.arange(n) >= n_controls, rng.uniform(1.0, 6.5, n).round(1), np.nan)
     duration = np.where(np.isfinite(edss), (edss * 2 + rng.uniform(0, 4, n)).round(1), np.nan)
-    participants = pd.DataFrame({
-        "participant_id": [f"sub-{i + 1:02d}" for i in range(n)],
-        "group": groups,
-        "age": rng.uniform(25, 55, n).round(0),
-        "sex": rng.permutation(np.array(["F", "M"] * (n // 2 + 1))[:n]),
-        "EDSS": edss,
-        "disease_duration": duration,
-    })
+    participants = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i + 1:02d}" for i in range(n)],
+            "group": groups,
+            "age": rng.uniform(25, 55, n).round(0),
+            "sex": rng.permutation(np.array(["F", "M"] * (n // 2 + 1))[:n]),
+            "EDSS": edss,
+            "disease_duration": duration,
+        }
+    )
     bids_dir.mkdir(parents=True, exist_ok=True)
     _write_tsv(participants, bids_dir / "participants.tsv")
 
     labels = label_volume()
-    affine = np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
-    affine[:3, 3] = -np.array(GRID) * VOXEL_MM / 2
+    affine = grid_affine()
     mask = np.zeros(GRID, bool)
     mask[1:-1, 1:-1, 2:-2] = True
     structures = aal3_structures()
@@ -125,34 +166,57 @@ def fabricate_cohort(
             sel = np.isin(labels, s.labels)
             if s.name == "thalamus":  # the pulvinar block keeps its own value
                 sel &= ~np.isin(labels, (143, 144))
-            value = (BASE_CHI_PPM[s.name] + EFFECT_SIGN[s.name] * effect_ppm * scale
-                     + rng.normal(0.0, subject_sd_ppm) + 0.0002 * (row.age - 40))
+            value = (
+                BASE_CHI_PPM[s.name]
+                + EFFECT_SIGN[s.name] * effect_ppm * scale
+                + rng.normal(0.0, subject_sd_ppm)
+                + 0.0002 * (row.age - 40)
+            )
             chi[sel] += value
         phase = (PHASE_PER_PPM * chi + rng.normal(0, 0.005, GRID)).astype(np.float32)
         r2s = (R2STAR_BASE_HZ + R2STAR_PER_PPM * chi + rng.normal(0, 1.0, GRID)).astype(np.float32)
         chi *= mask
         anat = out_dir / row.participant_id / "anat"
         src = anat / row.participant_id
-        for suffix, data in (("_Chimap", chi), ("_R2starmap", r2s),
-                             ("_desc-phaseiron_T2starw", phase),
-                             ("_desc-brain_mask", mask.astype(np.uint8)),
-                             (f"_seg-{atlas}_dseg", labels)):
+        for suffix, data in (
+            ("_Chimap", chi),
+            ("_R2starmap", r2s),
+            ("_desc-phaseiron_T2starw", phase),
+            ("_desc-brain_mask", mask.astype(np.uint8)),
+            (f"_seg-{atlas}_dseg", labels),
+        ):
             atomic_save_nifti(nib.Nifti1Image(data, affine), Path(f"{src}{suffix}.nii.gz"))
+        if transforms:
+            _identity_transform(Path(f"{src}_from-GRE_to-{TEMPLATE_NAME}_mode-image_xfm.h5"))
         table = regional_table(
-            chi, labels, mask, structures, VOXEL_MM**3, Entities(row.participant_id), atlas,
-            r2star_hz=r2s, hp_phase_rad=-phase, phase_iron_rad=phase, apt_threshold_rad=0.1,
-            reference_region="brain", reference_value_ppm=0.0,
+            chi,
+            labels,
+            mask,
+            structures,
+            VOXEL_MM**3,
+            Entities(row.participant_id),
+            atlas,
+            r2star_hz=r2s,
+            hp_phase_rad=-phase,
+            phase_iron_rad=phase,
+            apt_threshold_rad=0.1,
+            reference_region="brain",
+            reference_value_ppm=0.0,
         )
         _write_tsv(table, Path(f"{src}_seg-{atlas}_stats.tsv"))
         if row.group != "HC":
             k = int(rng.integers(2, 5))
             vols = rng.uniform(20, 400, k).round(0)
-            les = pd.DataFrame({
-                "participant_id": row.participant_id, "session_id": "n/a",
-                "label": "T2lesion", "lesion_id": [str(i + 1) for i in range(k)] + ["total"],
-                "volume_mm3": [*vols, vols.sum()],
-                "chi_mean_ppm": [*rng.normal(0.01, 0.01, k).round(4), np.nan],
-                "rim_chi_mean_ppm": [*rng.normal(0.03, 0.01, k).round(4), np.nan],
-            })
+            les = pd.DataFrame(
+                {
+                    "participant_id": row.participant_id,
+                    "session_id": "n/a",
+                    "label": "T2lesion",
+                    "lesion_id": [str(i + 1) for i in range(k)] + ["total"],
+                    "volume_mm3": [*vols, vols.sum()],
+                    "chi_mean_ppm": [*rng.normal(0.01, 0.01, k).round(4), np.nan],
+                    "rim_chi_mean_ppm": [*rng.normal(0.03, 0.01, k).round(4), np.nan],
+                }
+            )
             _write_tsv(les, Path(f"{src}_desc-lesions_stats.tsv"))
     return Cohort(bids_dir, out_dir, participants)

@@ -31,12 +31,16 @@ LOGGER = logging.getLogger("bids_qsm.group")
 THRESHOLD_COLUMNS: dict[str, dict[str, str]] = {
     "structure": {"Description": "Structure (or whole_brain: the brain mask)."},
     "hemisphere": {"Description": "L, R or bilateral."},
-    "threshold_rad": {"Description": "Abnormal-phase threshold: control mean + 2 SD of the "
-                                     "pooled control phase-iron voxels.", "Units": "rad"},
-    "control_mean_rad": {"Description": "Mean phase iron of the pooled control voxels.",
-                         "Units": "rad"},
-    "control_sd_rad": {"Description": "SD (ddof=0) of the pooled control voxels.",
-                       "Units": "rad"},
+    "threshold_rad": {
+        "Description": "Abnormal-phase threshold: control mean + 2 SD of the "
+        "pooled control phase-iron voxels.",
+        "Units": "rad",
+    },
+    "control_mean_rad": {
+        "Description": "Mean phase iron of the pooled control voxels.",
+        "Units": "rad",
+    },
+    "control_sd_rad": {"Description": "SD (ddof=0) of the pooled control voxels.", "Units": "rad"},
     "n_control": {"Description": "Controls contributing voxels."},
     "n_voxels": {"Description": "Pooled control voxels."},
 }
@@ -83,8 +87,9 @@ def regions_with_bilateral(structures: Sequence[StructureDef]) -> list[Structure
     return out
 
 
-def _measures(inputs: SwiInputs, regions: list[StructureDef],
-              threshold: float | Mapping[str, float]) -> pd.DataFrame:
+def _measures(
+    inputs: SwiInputs, regions: list[StructureDef], threshold: float | Mapping[str, float]
+) -> pd.DataFrame:
     """Regional phase measures (structures and whole brain) on the label bounding box."""
     pimg = nib.load(inputs.phase_iron)
     voxvol = float(np.prod(pimg.header.get_zooms()[:3]))
@@ -95,15 +100,21 @@ def _measures(inputs: SwiInputs, regions: list[StructureDef],
     idx = np.nonzero(wanted)
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx) if idx[0].size else None
     if box is None:
-        table = regional_phase_measures(phase[:1, :1, :1], labels[:1, :1, :1] * 0, regions,
-                                        threshold, voxvol)
+        table = regional_phase_measures(
+            phase[:1, :1, :1], labels[:1, :1, :1] * 0, regions, threshold, voxvol
+        )
     else:
-        table = regional_phase_measures(phase[box], labels[box], regions, threshold, voxvol,
-                                        mask=mask[box])
-    wb_thr = threshold.get("whole_brain_bilateral", np.inf) if isinstance(threshold, Mapping) \
+        table = regional_phase_measures(
+            phase[box], labels[box], regions, threshold, voxvol, mask=mask[box]
+        )
+    wb_thr = (
+        threshold.get("whole_brain_bilateral", np.inf)
+        if isinstance(threshold, Mapping)
         else threshold
-    whole = regional_phase_measures(phase, mask.astype(np.int8),
-                                    {"whole_brain_bilateral": [1]}, wb_thr, voxvol)
+    )
+    whole = regional_phase_measures(
+        phase, mask.astype(np.int8), {"whole_brain_bilateral": [1]}, wb_thr, voxvol
+    )
     whole["structure"], whole["hemisphere"] = "whole_brain", "bilateral"
     return pd.concat([table, whole], ignore_index=True)
 
@@ -124,9 +135,17 @@ def control_thresholds(
             continue
         thr = pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], n_sd)
         mean = pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], 0.0)
-        rows.append({"structure": structure, "hemisphere": hemi, "threshold_rad": thr,
-                     "control_mean_rad": mean, "control_sd_rad": (thr - mean) / n_sd,
-                     "n_control": int(len(g)), "n_voxels": int(g["nvox"].sum())})
+        rows.append(
+            {
+                "structure": structure,
+                "hemisphere": hemi,
+                "threshold_rad": thr,
+                "control_mean_rad": mean,
+                "control_sd_rad": (thr - mean) / n_sd,
+                "n_control": int(len(g)),
+                "n_voxels": int(g["nvox"].sum()),
+            }
+        )
     return pd.DataFrame(rows, columns=list(THRESHOLD_COLUMNS))
 
 
@@ -142,22 +161,25 @@ def recompute_mpapt(
     Acquisitions without images and regions without a control threshold get n/a (logged),
     so that every MP-APT value in the group tables uses the control-derived threshold.
     """
-    thr = {f"{r.structure}_{r.hemisphere}": float(r.threshold_rad)
-           for r in thresholds.itertuples()}
+    thr = {f"{r.structure}_{r.hemisphere}": float(r.threshold_rad) for r in thresholds.itertuples()}
     regions = [r for r in regions_with_bilateral(structures) if f"{r.name}_{r.hemisphere}" in thr]
     out = long.copy()
     for col in ("mpapt_rad", "apt_volume_mm3", "apt_threshold_rad"):
         out[col] = np.nan
-    keys = list(zip(out["participant_id"], out["session_id"], out["acq"], out["run"],
-                    strict=True))
+    keys = list(zip(out["participant_id"], out["session_id"], out["acq"], out["run"], strict=True))
     missing = sorted({k[0] for k in keys if k not in inputs})
     if missing:
         LOGGER.warning("no phase-iron map / dseg for %s: MP-APT left n/a", ", ".join(missing))
-    index = pd.Series(range(len(out)), index=pd.MultiIndex.from_tuples(
-        [(*k, s, h) for k, s, h in zip(keys, out["structure"], out["hemisphere"], strict=True)]))
+    index = pd.Series(
+        range(len(out)),
+        index=pd.MultiIndex.from_tuples(
+            [(*k, s, h) for k, s, h in zip(keys, out["structure"], out["hemisphere"], strict=True)]
+        ),
+    )
     for key, inp in inputs.items():
-        table = _measures(inp, regions, {**thr, "whole_brain_bilateral": thr.get(
-            "whole_brain_bilateral", np.inf)})
+        table = _measures(
+            inp, regions, {**thr, "whole_brain_bilateral": thr.get("whole_brain_bilateral", np.inf)}
+        )
         for r in table.itertuples():
             pos = index.get((*key, r.structure, r.hemisphere))
             if pos is None or f"{r.structure}_{r.hemisphere}" not in thr:

@@ -64,7 +64,9 @@ def contrast_desc(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", label.replace("-", "vs"))
 
 
-def deep_gm_mask(labels_img: nib.Nifti1Image, structures: Sequence[StructureDef]) -> nib.Nifti1Image:
+def deep_gm_mask(
+    labels_img: nib.Nifti1Image, structures: Sequence[StructureDef]
+) -> nib.Nifti1Image:
     """Union of the structures' labels on the template grid (uint8 0/1)."""
     labels = np.asarray(labels_img.dataobj)
     wanted = sorted({v for s in structures for v in s.labels})
@@ -110,7 +112,8 @@ def voxelwise_glm(
     if len(images) != len(design):
         raise ValueError(f"{len(images)} images for a design of {len(design)} rows")
     masker = NiftiMasker(mask_img=mask_img, standardize=None).fit()
-    Y = masker.transform(list(images)).astype(np.float64)
+    # one image at a time: never holds more than one full template volume in memory
+    Y = np.vstack([masker.transform(img) for img in images]).astype(np.float64)
     finite = np.isfinite(Y).all(axis=0)
     Y = np.where(finite[None, :], Y, 0.0)
     X = design.to_numpy(float)
@@ -131,31 +134,48 @@ def voxelwise_glm(
             j = design.columns.get_loc(column)
             others = [k for k in range(X.shape[1]) if k != j and np.ptp(X[:, k]) > 0]
             perm = permuted_ols(
-                X[:, [j]], Y[:, finite], confounding_vars=X[:, others] if others else None,
-                model_intercept=True, n_perm=int(n_permutations), two_sided_test=True,
-                random_state=random_state, n_jobs=n_jobs, verbose=0,
+                X[:, [j]],
+                Y[:, finite],
+                confounding_vars=X[:, others] if others else None,
+                model_intercept=True,
+                n_perm=int(n_permutations),
+                two_sided_test=True,
+                random_state=random_state,
+                n_jobs=n_jobs if n_permutations * int(finite.sum()) > 20_000_000 else 1,
+                verbose=0,
             )
             pfwe = np.ones_like(p)
             pfwe[finite] = 10.0 ** (-np.ravel(perm["logp_max_t"]))
             pfwe_img = _image(pfwe, masker, 1.0)
         effect = np.where(finite, np.ravel(con.effect), 0.0)
-        results.append(VoxelwiseResult(
-            contrast=label, tstat=_image(t, masker, 0.0), p=_image(p, masker, 1.0),
-            q=_image(q, masker, 1.0), effect=_image(effect, masker, 0.0), pfwe=pfwe_img,
-            n=int(X.shape[0]), df=df, n_voxels=int(finite.sum()),
-            n_significant_q05=int((q[finite] < 0.05).sum()),
-        ))
+        results.append(
+            VoxelwiseResult(
+                contrast=label,
+                tstat=_image(t, masker, 0.0),
+                p=_image(p, masker, 1.0),
+                q=_image(q, masker, 1.0),
+                effect=_image(effect, masker, 0.0),
+                pfwe=pfwe_img,
+                n=int(X.shape[0]),
+                df=df,
+                n_voxels=int(finite.sum()),
+                n_significant_q05=int((q[finite] < 0.05).sum()),
+            )
+        )
     return results
 
 
 def write_voxelwise(
-    results: Sequence[VoxelwiseResult], mask_img: nib.Nifti1Image, group_dir: Path,
+    results: Sequence[VoxelwiseResult],
+    mask_img: nib.Nifti1Image,
+    group_dir: Path,
     template_name: str,
 ) -> list[Path]:
     """Write the maps of :func:`voxelwise_glm` (names in the module docstring)."""
     group_dir = Path(group_dir)
-    written = [atomic_save_nifti(
-        mask_img, group_dir / f"space-{template_name}_desc-deepgm_mask.nii.gz")]
+    written = [
+        atomic_save_nifti(mask_img, group_dir / f"space-{template_name}_desc-deepgm_mask.nii.gz")
+    ]
     for r in results:
         stem = group_dir / f"space-{template_name}_desc-{contrast_desc(r.contrast)}"
         maps = {"tstat": r.tstat, "p": r.p, "q": r.q, "effect": r.effect, "pfwe": r.pfwe}

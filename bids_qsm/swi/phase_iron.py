@@ -160,7 +160,7 @@ def regional_phase_measures(
     labels : (X, Y, Z) integer label image in the same space (e.g. the warped AAL3 dseg).
     regions : ``{name: [label values]}`` (e.g. lesions), or :class:`StructureDef` objects
         (e.g. :func:`bids_qsm.atlas.structures.aal3_structures`); a region is the union of
-        its label values.
+        its label values (label 0 is background and never part of a region).
     threshold_rad : abnormal-phase threshold in phase-iron units: one value for every region
         (the fixed per-run ``SWIOptions.apt_threshold_rad``) or a mapping keyed by region key
         (``"globus_pallidus_L"``) or structure name (``"globus_pallidus"``, both sides), e.g.
@@ -175,10 +175,13 @@ def regional_phase_measures(
     valid = np.isfinite(pi)
     if mask is not None:
         valid &= np.asarray(mask, bool)
+    # Work on the labelled voxels only (deep gray matter is a small part of the volume).
+    valid &= lab != 0
+    lab_v = lab[valid]
+    pi_v = pi[valid].astype(np.float64)
     rows = []
     for key, structure, hemi, labs in _region_list(regions):
-        sel = np.isin(lab, labs) & valid
-        v = pi[sel].astype(np.float64)
+        v = pi_v[np.isin(lab_v, labs)]
         n = int(v.size)
         row: dict[str, object] = {
             "region": key,

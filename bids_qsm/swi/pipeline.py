@@ -97,9 +97,13 @@ class SWIOptions:
             raise UsageError("slice axis must be 0, 1 or 2")
         if self.reference_te_s is not None and self.reference_te_s <= 0:
             raise UsageError("reference TE must be positive (s)")
-        self.gaussian_sigma_vox = tuple(float(s) for s in self.gaussian_sigma_vox)
-        if self.gaussian_sigma_mm is not None:
-            self.gaussian_sigma_mm = tuple(float(s) for s in self.gaussian_sigma_mm)
+        for name in ("gaussian_sigma_vox", "gaussian_sigma_mm"):
+            val = getattr(self, name)
+            if val is None:
+                continue
+            if len(val) != 3 or any(float(v) < 0 for v in val):
+                raise UsageError(f"{name} needs three non-negative values (x, y, z)")
+            setattr(self, name, tuple(float(v) for v in val))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-serialisable dict of the options (tuples as lists)."""

@@ -207,7 +207,9 @@ def write_acquisition_derivatives(
         path = derivative_path(output_dir, source_prefix, "stats", ".tsv", **ents)
         atomic_copy(Path(tsv_src), path)
         header = Path(tsv_src).read_text().splitlines()[0].split("\t")
-        cols = {c: descriptions.get(c, COLUMN_DESCRIPTIONS.get(c, {"Description": c})) for c in header}
+        cols = {
+            c: descriptions.get(c, COLUMN_DESCRIPTIONS.get(c, {"Description": c})) for c in header
+        }
         atomic_write_json(path.with_suffix(".json"), cols)
         written[key] = str(path)
     return written

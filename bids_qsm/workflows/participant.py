@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -99,7 +100,9 @@ def init_qsm_wf(*, options: dict[str, Any], threads: int, name: str = "qsm_wf") 
     (ppm) and every intermediate the later stages need (see ``ReconstructQSM``).
     """
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(["mag_file", "phase_file", "meta_file"]), name="inputnode")
+    inputnode = pe.Node(
+        IdentityInterface(["mag_file", "phase_file", "meta_file"]), name="inputnode"
+    )
     outputnode = pe.Node(IdentityInterface(list(_QSM_OUTPUTS)), name="outputnode")
     qsm = pe.Node(
         ReconstructQSM(options=options, threads=threads), name="qsm", n_procs=threads, mem_gb=3.5
@@ -128,7 +131,12 @@ def init_swi_wf(*, options: dict[str, Any], name: str = "swi_wf") -> pe.Workflow
 
 
 def init_atlas_wf(
-    *, atlas: dict[str, str], prefix: str, threads: int, seed: int, skip: bool,
+    *,
+    atlas: dict[str, str],
+    prefix: str,
+    threads: int,
+    seed: int,
+    skip: bool,
     name: str = "atlas_wf",
 ) -> pe.Workflow:
     """Template-to-subject registration (antspyx affine + SyN) and atlas labels in GRE space."""
@@ -240,8 +248,9 @@ def init_gre_wf(*, acquisition: Any, config: Any, name: str) -> pe.Workflow:
 
 def _wf_name(acquisition: Any) -> str:
     parts = [acquisition.session, acquisition.acq, acquisition.run]
-    label = "_".join(p for p in parts if p) or "gre"
-    return "gre_" + "".join(c if c.isalnum() else "_" for c in label) + "_wf"
+    label = "_".join(p for p in parts if p)
+    label = "".join(c if c.isalnum() else "_" for c in label)
+    return f"gre_{label}_wf" if label else "gre_wf"
 
 
 def init_participant_wf(*, subject: str, acquisitions: list[Any], config: Any) -> pe.Workflow:
@@ -250,6 +259,38 @@ def init_participant_wf(*, subject: str, acquisitions: list[Any], config: Any) -
     for acq in acquisitions:
         wf.add_nodes([init_gre_wf(acquisition=acq, config=config, name=_wf_name(acq))])
     return wf
+
+
+#: Terminal names of the workflow stages (node name -> what it does).
+STAGE_LABELS: dict[str, str] = {
+    "load": "load GRE (checks, units, B0 direction)",
+    "qsm": "QSM (mask, unwrap, echo fit, background removal, inversion, R2*)",
+    "swi": "SWI, minIP and phase-iron",
+    "register": "atlas registration (ANTs)",
+    "regional_stats": "regional iron table",
+    "lesion_stats": "lesion table",
+    "ds": "write derivatives",
+}
+_NODE_RE = re.compile(r'\[Node\] (Executing|Finished) "([^"]+)"(?:, elapsed time ([0-9.]+)s)?')
+
+
+class NodeProgress(logging.Handler):
+    """Relay Nipype's node start/finish messages to the terminal as concise stage lines."""
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(logging.INFO)
+        self.subject = subject
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = _NODE_RE.search(record.getMessage())
+        if not m:
+            return
+        event, node, elapsed = m.groups()
+        label = STAGE_LABELS.get(node, node)
+        if event == "Executing":
+            LOGGER.info("sub-%s: %s ...", self.subject, label)
+        else:
+            LOGGER.info("sub-%s: %s done (%.1f s)", self.subject, label, float(elapsed or 0))
 
 
 def _configure_nipype(crash_dir: Path, config: Any) -> None:
@@ -290,6 +331,7 @@ def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(omp_threads(config)))
     failed: list[str] = []
     n = len(by_subject)
+    plugin = config.nipype.get_plugin()
     for i, (subject, acqs) in enumerate(sorted(by_subject.items()), start=1):
         t0 = time.monotonic()
         log_dir = out_dir / f"sub-{subject}" / "log" / config.execution.run_id
@@ -299,18 +341,24 @@ def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
             _configure_nipype(log_dir, config)
             wf = init_participant_wf(subject=subject, acquisitions=acqs, config=config)
             wf.base_dir = str(work_dir)
+            progress = NodeProgress(subject)
+            logging.getLogger("nipype.workflow").addHandler(progress)
             try:
-                wf.run(**config.nipype.get_plugin())
+                wf.run(**plugin)
             except Exception as exc:  # a failing subject must not stop the others
                 failed.append(subject)
                 LOGGER.error(
-                    "sub-%s failed: %s (crash files in %s)", subject, str(exc).splitlines()[0]
-                    if str(exc) else type(exc).__name__, log_dir,
+                    "sub-%s failed: %s (crash files in %s)",
+                    subject,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    log_dir,
                 )
                 LOGGER.debug("sub-%s traceback", subject, exc_info=True)
                 if config.nipype.stop_on_first_crash:
                     break
                 continue
+            finally:
+                logging.getLogger("nipype.workflow").removeHandler(progress)
         try:
             report = write_subject_report(config, subject, acqs, out_dir)
             LOGGER.info("sub-%s done in %.1f s; report: %s", subject, time.monotonic() - t0, report)
@@ -320,6 +368,8 @@ def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
             LOGGER.debug("report traceback", exc_info=True)
     write_citation(config, out_dir)
     if failed:
-        LOGGER.error("%d of %d subject(s) failed: %s", len(failed), n, ", ".join(sorted(set(failed))))
+        LOGGER.error(
+            "%d of %d subject(s) failed: %s", len(failed), n, ", ".join(sorted(set(failed)))
+        )
         return 1
     return 0

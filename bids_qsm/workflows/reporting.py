@@ -69,7 +69,9 @@ def write_citation(config: Any, out_dir: Path) -> Path:
     for chi in sorted(Path(out_dir).glob("sub-*/**/anat/*_Chimap.json")):
         chi_side = json.loads(chi.read_text())
         break
-    return write_citation_files(pipeline_parameters(config, chi_side), __version__, out_dir / "logs")
+    return write_citation_files(
+        pipeline_parameters(config, chi_side), __version__, out_dir / "logs"
+    )
 
 
 def acquisition_figures(
@@ -105,7 +107,9 @@ def acquisition_figures(
     )
     mag = _read(dpath("T2starw", desc="mag"))
     if mag is not None:
-        figs["mask"] = F.mask_outline(mag, mask, vs, fig_dir / f"{src}_desc-mask_outline.png", **common)
+        figs["mask"] = F.mask_outline(
+            mag, mask, vs, fig_dir / f"{src}_desc-mask_outline.png", **common
+        )
     if labels is not None:
         names = None
         tsv = dpath("dseg", ".tsv", seg=atlas)
@@ -120,7 +124,9 @@ def acquisition_figures(
         figs["registration"] = reg_fig
     minip = _read(dpath("T2starw", desc="minip"))
     if minip is not None:
-        figs["minip"] = F.minip_figure(minip, vs, fig_dir / f"{src}_desc-minip.png", mask=mask, **common)
+        figs["minip"] = F.minip_figure(
+            minip, vs, fig_dir / f"{src}_desc-minip.png", mask=mask, **common
+        )
     r2s = _read(dpath("R2starmap"))
     if r2s is not None:
         figs["r2star"] = F.r2star_figure(
@@ -155,3 +161,41 @@ def acquisition_figures(
     lesion_tsv = dpath("stats", ".tsv", desc="lesions")
     lesions = pd.read_csv(lesion_tsv, sep="\t") if lesion_tsv.is_file() else None
     return figs, qc, warnings, regional, lesions
+
+
+def write_subject_report(config: Any, subject: str, acquisitions: list[Any], out_dir: Path) -> Path:
+    """Build ``OUTPUT_DIR/sub-<label>.html`` with one section per acquisition."""
+    from bids_qsm.reports.boilerplate import methods_boilerplate
+    from bids_qsm.reports.participant import ReportInputs, write_participant_report
+
+    report: Path | None = None
+    for acq in acquisitions:
+        figs, qc, warnings, regional, lesions = acquisition_figures(config, acq, out_dir)
+        chi_side = _sidecar(derivative_path(out_dir, acq.source_prefix, "Chimap"))
+        params = pipeline_parameters(config, chi_side)
+        params["acquisition"] = {
+            "n_echoes": qc["n_echoes"],
+            "echo_times_s": chi_side.get("EchoTime"),
+            "b0_tesla": chi_side.get("MagneticFieldStrength"),
+        }
+        inputs = ReportInputs(
+            subject=subject,
+            session=acq.session,
+            source_prefix=acq.source_prefix,
+            figures=figs,
+            regional_table=regional,
+            lesion_table=lesions,
+            qc=qc,
+            warnings=warnings,
+            methods_markdown=methods_boilerplate(params, __version__),
+            provenance={
+                "version": __version__,
+                "run_id": config.execution.run_id,
+                "stage_timings_s": chi_side.get("StageTimings", {}),
+                "log_dir": str(Path(out_dir) / f"sub-{subject}" / "log" / config.execution.run_id),
+            },
+        )
+        report = write_participant_report(inputs, out_dir)
+    if report is None:
+        raise ValueError(f"sub-{subject}: no acquisition to report on")
+    return report

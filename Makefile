@@ -1,0 +1,88 @@
+# bids-qsm developer entry points. Needs only Python >= 3.10 and make (plus network access to
+# PyPI the first time, to install the dependencies into .venv).
+#
+#   make demo            simulate a small cohort, run the participant and group levels on it
+#   make test            ruff check + the whole test suite (except the container test)
+#   make lint            ruff check + ruff format --check (+ hadolint on the Dockerfile)
+#   make bench           run every benchmarks/bench_*.py
+#   make test-container  build the container and smoke-test it (scripts/container-smoke.sh)
+#   make clean           remove the demo outputs and caches (keeps .venv)
+#
+# Variables worth overriding, e.g. `make demo DEMO_SIM_ARGS="--preset small --n-controls 2"`:
+
+PYTHON          ?= python3
+VENV            ?= .venv
+DEMO_DIR        ?= demo
+DEMO_SIM_ARGS   ?= --preset small --n-controls 4 --n-patients 4 --seed 1
+DEMO_PART_ARGS  ?= --nprocs 2 --omp-nthreads 1
+DEMO_GROUP_ARGS ?=
+PYTEST_ARGS     ?= -m "not container"
+
+VPY    := $(VENV)/bin/python
+STAMP_RUN  := $(VENV)/.stamp-install
+STAMP_TEST := $(VENV)/.stamp-install-test
+
+.PHONY: demo demo-data demo-participant demo-group test lint bench test-container clean venv
+
+$(VPY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+
+venv: $(STAMP_RUN)
+
+# Stamps: reinstall only when pyproject.toml changes (a second `make test` does not reinstall).
+$(STAMP_RUN): pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet -e .
+	@touch $@
+
+$(STAMP_TEST): pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet -e ".[test]"
+	@touch $@ $(STAMP_RUN)
+
+# ---------------------------------------------------------------------------- demo
+demo: demo-data demo-participant demo-group
+	@echo ""
+	@echo "== bids-qsm demo finished =="
+	@echo "Input BIDS dataset:  $(DEMO_DIR)/bids"
+	@echo "Derivatives:         $(DEMO_DIR)/derivatives"
+	@echo "Reports:"
+	@find $(DEMO_DIR)/derivatives -maxdepth 3 -name '*.html' | sort | sed 's/^/  /'
+	@echo "Logs and settings:   $(DEMO_DIR)/derivatives/sub-*/log/ and $(DEMO_DIR)/derivatives/group/log/"
+
+demo-data: $(STAMP_RUN)
+	@if [ -f $(DEMO_DIR)/bids/dataset_description.json ]; then \
+	  echo "Using the existing simulated dataset in $(DEMO_DIR)/bids (make clean to regenerate)"; \
+	else \
+	  $(VENV)/bin/bids-qsm-simulate $(DEMO_DIR)/bids $(DEMO_SIM_ARGS); \
+	fi
+
+demo-participant: $(STAMP_RUN)
+	$(VENV)/bin/bids-qsm $(DEMO_DIR)/bids $(DEMO_DIR)/derivatives participant \
+	  -w $(DEMO_DIR)/work $(DEMO_PART_ARGS)
+
+demo-group: $(STAMP_RUN)
+	$(VENV)/bin/bids-qsm $(DEMO_DIR)/bids $(DEMO_DIR)/derivatives group $(DEMO_GROUP_ARGS)
+
+# ---------------------------------------------------------------------------- checks
+test: $(STAMP_TEST)
+	$(VENV)/bin/ruff check .
+	$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+
+lint: $(STAMP_TEST)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@if [ -f Dockerfile ] && [ -x $(VENV)/bin/hadolint ]; then $(VENV)/bin/hadolint Dockerfile; fi
+
+bench: $(STAMP_RUN)
+	@set -e; for script in benchmarks/bench_*.py; do \
+	  echo "== $$script"; $(VPY) $$script; \
+	done
+
+test-container:
+	bash scripts/container-smoke.sh
+
+clean:
+	rm -rf $(DEMO_DIR) build dist .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print | xargs rm -rf

@@ -1,0 +1,134 @@
+"""run_group_level end to end on a fabricated cohort (toy atlas, identity transforms)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_qsm.config import Config
+from bids_qsm.errors import InputDataError, InputMissingError
+from bids_qsm.stats.group_fixtures import fabricate_cohort, label_volume, toy_atlas
+from bids_qsm.workflows.group import GroupSettings, run_group_level
+
+
+def _config(bids_dir: Path, output_dir: Path, work_dir: Path, **group) -> Config:
+    cfg = Config()
+    cfg.execution.bids_dir, cfg.execution.output_dir = bids_dir, output_dir
+    cfg.execution.work_dir = work_dir
+    for k, v in group.items():
+        setattr(cfg.group, k, v)
+    return cfg
+
+
+def test_settings_from_config(tmp_path) -> None:
+    cfg = _config(
+        tmp_path,
+        tmp_path / "out",
+        tmp_path / "w",
+        covariates=["age"],
+        clinical_columns=["EDSS"],
+        n_permutations=5,
+    )
+    s = GroupSettings.from_config(cfg)
+    assert s.covariates == ["age"] and s.clinical_columns == ["EDSS"]
+    assert s.n_permutations == 5 and s.atlas == "AAL3" and s.group_column == "group"
+    assert GroupSettings.from_config(_config(tmp_path, tmp_path, tmp_path)).clinical_columns is None
+
+
+def test_no_participant_outputs_exit_66(tmp_path) -> None:
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    (bids / "participants.tsv").write_text("participant_id\tgroup\nsub-01\tHC\n")
+    with pytest.raises(InputMissingError) as err:
+        run_group_level(_config(bids, tmp_path / "out", tmp_path / "w"))
+    assert err.value.exit_code == 66
+    msg = str(err.value)
+    assert "\n" not in msg and "participant level" in msg and "_stats.tsv" in msg
+
+
+def test_missing_group_column_exit_65(tmp_path) -> None:
+    c = fabricate_cohort(tmp_path, n_controls=3, n_patients=3, transforms=False)
+    p = pd.read_csv(c.bids_dir / "participants.tsv", sep="\t").drop(columns=["group"])
+    p.to_csv(c.bids_dir / "participants.tsv", sep="\t", index=False)
+    with pytest.raises(InputDataError) as err:
+        run_group_level(_config(c.bids_dir, c.output_dir, tmp_path / "w"))
+    assert err.value.exit_code == 65
+    msg = str(err.value)
+    assert "\n" not in msg and "participants.tsv" in msg and "'group'" in msg
+    assert not (c.output_dir / "group").exists()
+
+
+@pytest.mark.slow
+def test_group_level_end_to_end(tmp_path) -> None:
+    c = fabricate_cohort(tmp_path, seed=5)
+    cfg = _config(
+        c.bids_dir,
+        c.output_dir,
+        tmp_path / "work",
+        n_permutations=50,
+        covariates=["age", "sex", "bmi"],
+    )
+    assert run_group_level(cfg, atlas=toy_atlas()) == 0
+    g = c.output_dir / "group"
+    tables = [
+        "seg-AAL3_stats",
+        "seg-AAL3_desc-wide_stats",
+        "seg-AAL3_desc-groupdiff_stats",
+        "seg-AAL3_desc-clinical_stats",
+        "seg-AAL3_desc-zscores_stats",
+        "seg-AAL3_desc-aptthresholds_stats",
+        "desc-lesions_stats",
+    ]
+    for name in tables:
+        df = pd.read_csv(g / f"{name}.tsv", sep="\t", na_values="n/a")
+        sidecar = json.loads((g / f"{name}.json").read_text())
+        assert set(df.columns) <= set(sidecar), name  # every column described
+    gd = pd.read_csv(g / "seg-AAL3_desc-groupdiff_stats.tsv", sep="\t", na_values="n/a")
+    for col in (
+        "structure",
+        "hemisphere",
+        "measure",
+        "contrast",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "t",
+        "p",
+        "q",
+        "n",
+    ):
+        assert col in gd.columns
+    put = gd[
+        (gd.structure == "putamen")
+        & (gd.hemisphere == "bilateral")
+        & (gd.measure == "chi_mean_ppm")
+    ].iloc[0]
+    assert put["contrast"] == "MS-HC" and put["q"] < 0.05 and put["estimate"] > 0
+    assert "mpapt_rad" in set(gd["measure"])  # recomputed with control thresholds
+    long = pd.read_csv(g / "seg-AAL3_stats.tsv", sep="\t", na_values="n/a")
+    assert {"group", "age", "EDSS"} <= set(long.columns) and long["participant_id"].nunique() == 16
+    lesions = pd.read_csv(g / "desc-lesions_stats.tsv", sep="\t", na_values="n/a")
+    assert set(lesions["group"]) == {"MS"}
+    # voxelwise: significant increase in the putamen block, decrease in the thalamus block
+    t = nib.load(g / "space-MNI152NLin6Asym_desc-MSvsHC_tstat.nii.gz").get_fdata()
+    q = nib.load(g / "space-MNI152NLin6Asym_desc-MSvsHC_q.nii.gz").get_fdata()
+    assert (g / "space-MNI152NLin6Asym_desc-MSvsHC_pfwe.nii.gz").is_file()
+    lab = label_volume()
+    assert np.median(t[lab == 77]) > 0 and (q[lab == 77] < 0.05).mean() > 0.5
+    assert np.median(t[lab == 121]) < 0 and (q[lab == 121] < 0.05).mean() > 0.5
+    assert (q[lab == 41] < 0.05).mean() < 0.2  # hippocampus: no effect
+    html = (g / "group.html").read_text()
+    for needle in ("Methods", "Group differences", "Clinical associations", "Voxelwise", "bmi"):
+        assert needle in html
+    for src in [s.split('"')[0] for s in html.split('src="')[1:]]:
+        assert (g / src).is_file()
+    # idempotent re-run: identical tables
+    before = (g / "seg-AAL3_desc-groupdiff_stats.tsv").read_bytes()
+    assert run_group_level(cfg, atlas=toy_atlas()) == 0
+    assert (g / "seg-AAL3_desc-groupdiff_stats.tsv").read_bytes() == before
+    assert not [p for p in g.rglob(".*") if "tmp" in p.name]
