@@ -48,18 +48,6 @@ FROM ${BASE_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 ARG VERSION=0.1.0
-ARG VCS_REF=unknown
-ARG BUILD_DATE=unknown
-LABEL org.opencontainers.image.title="bids-qsm" \
-      org.opencontainers.image.description="BIDS App: multi-echo GRE to QSM, R2*, SWI and regional brain iron" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${VCS_REF}" \
-      org.opencontainers.image.created="${BUILD_DATE}" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.source="https://github.com/bids-qsm/bids-qsm" \
-      org.opencontainers.image.url="https://github.com/bids-qsm/bids-qsm" \
-      org.opencontainers.image.documentation="https://github.com/bids-qsm/bids-qsm/blob/main/docs/container.md" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 
 # Python runtime only (the same Debian python3 the venv was created with); libgomp for OpenMP.
 RUN apt-get update \
@@ -92,6 +80,20 @@ ENV PATH="/opt/venv/bin:${PATH}" \
 
 # Fail the build if the entry points cannot start (imports, deno binary).
 RUN bids-qsm --version && bids-qsm-simulate --help > /dev/null && bids-validator-deno --version
+
+# Build-specific metadata last, so that a new date or commit does not invalidate the layers above.
+ARG VCS_REF=unknown
+ARG BUILD_DATE=unknown
+LABEL org.opencontainers.image.title="bids-qsm" \
+      org.opencontainers.image.description="BIDS App: multi-echo GRE to QSM, R2*, SWI and regional brain iron" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${VCS_REF}" \
+      org.opencontainers.image.created="${BUILD_DATE}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.source="https://github.com/bids-qsm/bids-qsm" \
+      org.opencontainers.image.url="https://github.com/bids-qsm/bids-qsm" \
+      org.opencontainers.image.documentation="https://github.com/bids-qsm/bids-qsm/blob/main/docs/container.md" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 
 USER 1000:1000
 WORKDIR /tmp

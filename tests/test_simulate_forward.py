@@ -34,10 +34,14 @@ def test_sphere_field_matches_analytic_inside_and_outside(b0):
     truth = sphere_field_ppm(_coords(), radius, chi, b0)
     r = np.linalg.norm(_coords(), axis=-1)
     inside, outside = r < radius - 1.5, (r > radius + 1.5) & (r < 20)
-    # Inside a uniform sphere the field vanishes (no Lorentz term in the kernel).
-    assert np.abs(field[inside]).max() < 0.01 * chi
+    # Inside a uniform sphere the field vanishes (no Lorentz term in the kernel); the
+    # voxelised sphere and the truncated k-space leave ripples of a few % of chi.
+    assert abs(field[inside].mean()) < 1e-3 * chi
+    assert np.abs(field[inside]).mean() < 0.012 * chi
+    assert np.abs(field[inside]).max() < 0.03 * chi
     err = np.abs(field[outside] - truth[outside])
-    assert err.max() < 0.02 * np.abs(truth[outside]).max()
+    assert err.max() < 0.06 * np.abs(truth[outside]).max()
+    assert np.sqrt(np.mean(err**2)) < 0.03 * np.sqrt(np.mean(truth[outside] ** 2)) + 1e-5
     # Along B0 the field outside is positive for paramagnetic chi (the sign convention).
     b = np.asarray(b0) / np.linalg.norm(b0)
     p = np.round((N - 1) / 2 + 10 * b).astype(int)
@@ -65,25 +69,29 @@ def test_rotating_object_by_90_degrees_equals_rotating_b0():
 
 
 def test_rotating_object_obliquely_equals_rotating_b0():
-    """Object rotated by R in B0 = R b gives the field of the object in b, rotated by R."""
-    semi = np.array([10.0, 5.0, 7.0])
+    """Object rotated by R in B0 = R b gives the field of the object in b, rotated by R.
+
+    A smooth anisotropic Gaussian blob keeps interpolation errors negligible.
+    """
+    semi = np.array([6.0, 3.0, 4.5])
     rot = rotation_matrix((25.0, -15.0, 30.0))
     b = np.array([0.0, 0.0, 1.0])
-
-    def ellipsoid(p):
-        return ((p / semi) ** 2).sum(-1) <= 1
-
-    obj = _supersampled(ellipsoid)
-    obj_rot = _supersampled(lambda p: ellipsoid(p @ rot))  # p -> R^T p
-    f = forward_field_ppm(obj * 0.1, (1.0, 1.0, 1.0), b, pad_fraction=1.0, workers=1)
-    f_rot = forward_field_ppm(obj_rot * 0.1, (1.0, 1.0, 1.0), rot @ b, pad_fraction=1.0, workers=1)
-    # f_rot(x) should equal f(R^T x): sample f at R^T x by cubic interpolation.
     g = _coords()
+
+    def blob(p):
+        return np.exp(-((p / semi) ** 2).sum(-1)).astype(np.float32)
+
+    f = forward_field_ppm(blob(g) * 0.1, (1.0, 1.0, 1.0), b, pad_fraction=1.0, workers=1)
+    f_rot = forward_field_ppm(blob(g @ rot) * 0.1, (1.0, 1.0, 1.0), rot @ b, pad_fraction=1.0,
+                              workers=1)
+    # f_rot(x) should equal f(R^T x): sample f at R^T x by cubic interpolation.
     src = g @ rot + (N - 1) / 2.0  # rows: R^T x, back to index coordinates
     f_pulled = ndimage.map_coordinates(f, src.reshape(-1, 3).T, order=3).reshape(g.shape[:3])
-    r = np.linalg.norm(g, axis=-1)
-    region = r < 18
+    region = np.linalg.norm(g, axis=-1) < 18
     err = np.sqrt(np.mean((f_rot[region] - f_pulled[region]) ** 2))
     scale = np.sqrt(np.mean(f_rot[region] ** 2))
-    assert err < 0.06 * scale
-    assert np.corrcoef(f_rot[region], f_pulled[region])[0, 1] > 0.99
+    assert err < 0.02 * scale
+    # A wrong B0 direction (not rotated) gives a clearly different field.
+    f_wrong = forward_field_ppm(blob(g @ rot) * 0.1, (1.0, 1.0, 1.0), b, pad_fraction=1.0,
+                                workers=1)
+    assert np.sqrt(np.mean((f_wrong[region] - f_pulled[region]) ** 2)) > 0.2 * scale

@@ -222,14 +222,16 @@ def discover(config: Config, layout: Any | None = None) -> list[GreAcquisition]:
                 ex.bids_dir,
             )
 
+    if not subjects:
+        raise NoDataError("no sub-* subjects in the dataset", ex.bids_dir)
     filters = _filters(ex.bids_filters)
     base_query: dict[str, Any] = {"extension": NIFTI_EXTENSIONS, "return_type": "object"}
-    if ex.session_label:
-        base_query["session"] = list(ex.session_label)
+    # --session-label wins over a session in the filter file; it does not restrict the T1w.
+    cli_session: dict[str, Any] = {"session": list(ex.session_label)} if ex.session_label else {}
 
     gre_files: list[Any] = []
     for key in ("megre", "t2starw"):
-        query = {**base_query, **filters.get(key, {}), "suffix": FILTER_KEYS[key]}
+        query = {**base_query, **filters.get(key, {}), **cli_session, "suffix": FILTER_KEYS[key]}
         gre_files.extend(layout.get(subject=subjects, **query))
 
     if not gre_files:
@@ -244,7 +246,6 @@ def discover(config: Config, layout: Any | None = None) -> list[GreAcquisition]:
 
     acquisitions = _group(gre_files)
     t1w_query = {**base_query, **filters.get("t1w", {}), "suffix": "T1w"}
-    t1w_query.pop("session", None)  # any session of the subject may provide the T1w
     for acq in acquisitions:
         acq.t1w = _find_t1w(layout, acq, t1w_query)
         if ex.lesion_masks is not None:

@@ -80,7 +80,12 @@ def _filtered_participants(src: Path, wanted: set[str], dst: Path) -> None:
     dst.write_text("\n".join(keep) + "\n", encoding="utf-8")
 
 
-def validate_bids(bids_dir: Path, subjects: list[str], report_dir: Path | None = None) -> list[str]:
+def validate_bids(
+    bids_dir: Path,
+    subjects: list[str],
+    report_dir: Path | None = None,
+    exclude: Iterable[Path | None] = (),
+) -> list[str]:
     """Validate ``bids_dir`` restricted to ``subjects``; return the warning codes.
 
     Raises :class:`BidsValidationError` (exit 16) listing the first errors, or a

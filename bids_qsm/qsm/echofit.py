@@ -78,6 +78,7 @@ def mcpc3ds(
     *,
     sigma_vox: Sequence[float] = (10.0, 10.0, 5.0),
     unwrapper: Unwrapper = unwrap_quality,
+    refine_passes: int = 1,
     threads: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MCPC-3D-S phase-offset removal (needs 2 or more echoes).
@@ -96,6 +97,10 @@ def mcpc3ds(
     w = np.where(mask, mag[..., 0], np.float32(0))
     po_c = gaussian_smooth_fft(np.exp(1j * po).astype(np.complex64), sigma_vox, w, threads)
     po_s = np.angle(po_c).astype(np.float32)
+    for _ in range(refine_passes):
+        # Twicing: smooth what the smoothing left behind (curvature and mask-edge bias).
+        rest = wrap_to_pi(po - po_s)
+        po_s += gaussian_smooth_fft(rest, sigma_vox, w, threads)
     corrected = wrap_to_pi(phase - po_s[..., None])
     return corrected, po_s, dphi_u
 
@@ -156,6 +161,7 @@ def fit_field(
     *,
     unwrapping: str = "quality",
     mcpc_sigma_vox: Sequence[float] = (10.0, 10.0, 5.0),
+    mcpc_refine_passes: int = 1,
     threads: int = 2,
 ) -> FieldFit:
     """Total field (Hz) from multi-echo (or single-echo) magnitude and phase (rad).
@@ -191,7 +197,14 @@ def fit_field(
         zeros = np.zeros(mask.shape, np.float32)
         return FieldFit(np.where(mask, f, 0).astype(np.float32), zeros, zeros, un)
     corrected, po, dphi_u = mcpc3ds(
-        mag, phase, te, mask, sigma_vox=mcpc_sigma_vox, unwrapper=unwrapper, threads=threads
+        mag,
+        phase,
+        te,
+        mask,
+        sigma_vox=mcpc_sigma_vox,
+        unwrapper=unwrapper,
+        refine_passes=mcpc_refine_passes,
+        threads=threads,
     )
     if unwrapping == "quality":
         f0 = dphi_u / (TWO_PI * np.float32(te[1] - te[0]))

@@ -509,7 +509,9 @@ _LESION_COLUMNS: tuple[tuple[str, str, str], ...] = (
 def _cell(value: Any, kind: str) -> str:
     if kind == "iqr":
         lo, hi = (_as_float(x) for x in value)
-        return "–" if lo is None or hi is None else f"{lo * 1000:+.1f} … {hi * 1000:+.1f}"
+        if lo is None or hi is None:
+            return "–"
+        return f"{_signed(lo * 1000, 1)} … {_signed(hi * 1000, 1)}"
     if kind == "text":
         return _esc("–" if value is None or (isinstance(value, float) and math.isnan(value))
                     else value)  # fmt: skip
@@ -517,12 +519,18 @@ def _cell(value: Any, kind: str) -> str:
     if v is None:
         return "–" if value is None or str(value) in ("nan", "n/a", "") else _esc(value)
     if kind == "ppb":
-        return f"{v * 1000:+.1f}"
+        return _signed(v * 1000, 1)
     if kind == "int":
         return f"{v:,.0f}"
     if kind == "f1":
         return f"{v:.1f}"
-    return f"{v:+.3f}"
+    return _signed(v, 3)
+
+
+def _signed(v: float, digits: int) -> str:
+    """``+1.5`` / ``-1.5`` / ``0.0`` (no signed zero after rounding)."""
+    text = f"{v:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
 
 
 def _chi_bar(value: Any, full_scale_ppm: float = 0.2) -> str:
