@@ -27,13 +27,14 @@ RUN apt-get update \
 
 # Dependencies first (from pyproject.toml only), so code changes do not reinstall them.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN python3 -m venv /opt/venv \
     && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > /tmp/requirements.txt \
     && /opt/venv/bin/pip install --no-cache-dir --prefer-binary -r /tmp/requirements.txt
 
 # Then the package itself, built as a wheel and installed without touching the dependencies.
+COPY README.md ./
 COPY bids_qsm ./bids_qsm
 RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels . \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/bids_qsm-*.whl \
@@ -61,9 +62,10 @@ RUN apt-get update \
 
 COPY --from=builder /opt/venv /opt/venv
 
-# HOME is writable by any UID when the root filesystem is writable; caches that may be written at
-# run time go to /tmp, which Singularity/Apptainer and `--read-only` runs (--tmpfs /tmp) provide.
-# No thread-count variables here: --omp-nthreads sets OMP/MKL/OpenBLAS/ITK threads per run.
+# HOME is writable by any UID when the root filesystem is writable; matplotlib's cache goes to
+# /tmp, which Singularity/Apptainer and `--read-only` runs (podman default, docker --tmpfs /tmp)
+# provide. The BIDS validator (deno) needs no writable directory. No thread-count variables here:
+# the command line (--nprocs, --omp-nthreads) sets them for each run.
 ENV PATH="/opt/venv/bin:${PATH}" \
     HOME=/home/bidsqsm \
     LANG=C.UTF-8 \
@@ -72,14 +74,16 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONNOUSERSITE=1 \
     MPLBACKEND=Agg \
     MPLCONFIGDIR=/tmp/.bids-qsm-mplconfig \
-    DENO_DIR=/tmp/.bids-qsm-deno \
     DENO_NO_UPDATE_CHECK=1 \
     NIPYPE_NO_ET=1 \
     NO_ET=1 \
     BIDS_QSM_CONTAINER_TAG="bids-qsm:${VERSION}"
 
 # Fail the build if the entry points cannot start (imports, deno binary).
-RUN bids-qsm --version && bids-qsm-simulate --help > /dev/null && bids-validator-deno --version
+RUN bids-qsm --version \
+    && bids-qsm-simulate --help > /dev/null \
+    && bids-validator-deno --version \
+    && rm -rf /tmp/* /tmp/.[!.]*
 
 # Build-specific metadata last, so that a new date or commit does not invalidate the layers above.
 ARG VCS_REF=unknown

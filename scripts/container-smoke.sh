@@ -233,8 +233,11 @@ check_image_basics() {
         die "bids-validator-deno cannot start offline as a non-root UID in the image"
     log "  bids-validator-deno --version -> $(run_as_user bids-validator-deno --version | tail -1)"
     # Nothing from the build toolchain in the final image
-    if run_as_user sh -c 'command -v gcc cc make g++ pip pip3 >/dev/null 2>&1'; then
-        die "the final image contains compilers or pip"
+    local found
+    # shellcheck disable=SC2016  # expanded by the container's shell
+    found=$(run_as_user sh -c 'for t in gcc cc c++ g++ make ld pip pip3; do command -v "$t"; done' || true)
+    if [[ -n $found ]]; then
+        die "the final image contains build tools or pip: $(echo "$found" | tr '\n' ' ')"
     fi
 }
 
@@ -283,6 +286,7 @@ EOF
     done
     ((n == 2)) || die "expected 2 *_Chimap.nii.gz (one per simulated subject), found $n"
     ls "$out"/sub-*/anat/*_stats.tsv >/dev/null 2>&1 || die "no regional *_stats.tsv in the output"
+    ls "$out"/group/*.tsv >/dev/null 2>&1 || die "the group level wrote no tables in $out/group"
     # Validate the images with the host's nibabel when it is available (finite, non-empty, 3D)
     local py=$REPO/.venv/bin/python
     [[ -x $py ]] || py=python3

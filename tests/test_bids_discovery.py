@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ def test_multi_echo_3d_files(bids_factory: BidsFactory) -> None:
     assert acq.echo_times_s == pytest.approx([0.004, 0.008, 0.012, 0.016])
     assert acq.b0_tesla == 3.0 and acq.phase_units == "rad"
     assert acq.source_prefix == "sub-01"
+    assert pickle.loads(pickle.dumps(acq)) == acq  # travels to Nipype worker processes
     data = load_gre(acq)
     assert data.mag.shape == (8, 8, 6, 4) and data.phase.dtype == np.float32
     assert data.te_s == pytest.approx((0.004, 0.008, 0.012, 0.016))

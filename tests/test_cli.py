@@ -440,3 +440,23 @@ def test_output_dir_inside_bids_dir_is_not_indexed(
     assert code == 0, err
     ((_, acquisitions),) = fake_participant.calls
     assert [a.suffix for a in acquisitions] == ["MEGRE"]
+
+
+def test_real_sample_through_cli(
+    real_gre_bids, tmp_path: Path, fake_participant: FakeRunner, capsys
+) -> None:
+    root = real_gre_bids(units="arbitrary")
+    code, _, err = run_cli(capsys, root, tmp_path / "o", "participant")  # validated
+    assert code == 0, err
+    ((config, (acq,)),) = fake_participant.calls
+    assert acq.phase_units == "arbitrary" and acq.echo_times_s == [0.004, 0.008, 0.012]
+    assert "arbitrary units" in err  # reported on the terminal
+    saved = Config.from_toml(config.execution.log_dirs[0] / "bids_qsm.toml")
+    assert saved.execution.skip_bids_validation is False
+
+
+def test_help_and_version_through_execute(capsys) -> None:
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0 and "exit codes" in out
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"bids-qsm {__version__}"

@@ -212,3 +212,28 @@ def test_read_participants_errors(tmp_path: Path) -> None:
         G.read_participants(tmp_path)
     msg = str(err.value)
     assert "participants.tsv" in msg and "'group'" in msg and "\n" not in msg
+
+
+def test_constant_measure_not_tested() -> None:
+    rng = np.random.default_rng(0)
+    n = 12
+    data = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:02d}" for i in range(n)],
+            "session_id": "n/a",
+            "structure": "whole_brain",
+            "hemisphere": "bilateral",
+            "group": ["HC"] * 6 + ["MS"] * 6,
+            "age": rng.uniform(20, 60, n),
+            "volume_mm3": rng.uniform(1.1e6, 1.3e6, n),
+            # referenced to the whole brain: zero up to float32 rounding
+            "chi_mean_ppm": rng.normal(0, 1e-9, n),
+            "r2star_mean_hz": rng.normal(20, 1, n),
+        }
+    )
+    design = G.Design("group", "HC", ["MS"], ["age"], True)
+    gd = G.group_differences(data, design, ["chi_mean_ppm", "r2star_mean_hz"]).set_index("measure")
+    assert np.isnan(gd.loc["chi_mean_ppm", "p"]) and np.isnan(gd.loc["chi_mean_ppm", "q"])
+    assert np.isfinite(gd.loc["r2star_mean_hz", "p"])
+    assert gd.loc["r2star_mean_hz", "q"] == pytest.approx(gd.loc["r2star_mean_hz", "p"])
+    assert gd.loc["r2star_mean_hz", "model"] == "r2star_mean_hz ~ group + age + volume"

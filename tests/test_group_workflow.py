@@ -135,3 +135,19 @@ def test_group_level_end_to_end(tmp_path) -> None:
     assert run_group_level(cfg, atlas=toy_atlas()) == 0
     assert (g / "seg-AAL3_desc-groupdiff_stats.tsv").read_bytes() == before
     assert not [p for p in g.rglob(".*") if "tmp" in p.name]
+
+
+def test_cli_exit_codes_and_one_line(tmp_path, capsys) -> None:
+    from bids_qsm.cli.run import execute
+
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    bids.mkdir()
+    (bids / "participants.tsv").write_text("participant_id\tage\nsub-01\t30\n")
+    assert execute([str(bids), str(out), "group"]) == 66
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(err) == 1 and "participant level" in err[0]
+    c = fabricate_cohort(tmp_path / "c", n_controls=2, n_patients=2, transforms=False)
+    (c.bids_dir / "participants.tsv").write_text("participant_id\tage\nsub-01\t30\n")
+    assert execute([str(c.bids_dir), str(c.output_dir), "group"]) == 65
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(err) == 1 and "participants.tsv" in err[0] and "'group'" in err[0]

@@ -95,18 +95,14 @@ def test_all_figures_write(phantom: dict, tmp_path: Path) -> None:
 def test_anisotropic_aspect_changes_height(phantom: dict, tmp_path: Path) -> None:
     """Tiles keep physical proportions: stretching the 2nd voxel axis makes the figure taller."""
     a = _load(F.chimap_mosaic(phantom["chi"], phantom["mask"], VOX, tmp_path / "a.png"))
-    b = _load(
-        F.chimap_mosaic(phantom["chi"], phantom["mask"], (2.0, 4.0, 3.0), tmp_path / "b.png")
-    )
+    b = _load(F.chimap_mosaic(phantom["chi"], phantom["mask"], (2.0, 4.0, 3.0), tmp_path / "b.png"))
     assert b.shape[0] > a.shape[0] * 1.2
 
 
 def test_atlas_overlay_colours_labels(phantom: dict, tmp_path: Path) -> None:
     """Label colours appear: the overlay has saturated pixels; the plain chi map has none."""
     plain = _load(F.chimap_mosaic(phantom["chi"], phantom["mask"], VOX, tmp_path / "c.png"))
-    over = _load(
-        F.atlas_overlay(phantom["chi"], phantom["labels"], VOX, tmp_path / "o.png", None)
-    )
+    over = _load(F.atlas_overlay(phantom["chi"], phantom["labels"], VOX, tmp_path / "o.png", None))
 
     def saturated(img: np.ndarray) -> int:
         return int(((img.max(axis=2) - img.min(axis=2)) > 0.25).sum())

@@ -58,8 +58,9 @@ def test_field_is_linear_and_zero_mean_free():
 def test_rotating_object_by_90_degrees_equals_rotating_b0():
     """chi'(i,j,k) = chi(k,j,i) with B0 along z  <=>  chi with B0 along x (exact)."""
     ell = _supersampled(
-        lambda p: ((p[..., 0] - 3) / 9) ** 2 + (p[..., 1] / 4) ** 2 + ((p[..., 2] + 2) / 6) ** 2
-        <= 1,
+        lambda p: (
+            ((p[..., 0] - 3) / 9) ** 2 + (p[..., 1] / 4) ** 2 + ((p[..., 2] + 2) / 6) ** 2 <= 1
+        ),
         n=32,
         ss=2,
     )
@@ -82,8 +83,9 @@ def test_rotating_object_obliquely_equals_rotating_b0():
         return np.exp(-((p / semi) ** 2).sum(-1)).astype(np.float32)
 
     f = forward_field_ppm(blob(g) * 0.1, (1.0, 1.0, 1.0), b, pad_fraction=1.0, workers=1)
-    f_rot = forward_field_ppm(blob(g @ rot) * 0.1, (1.0, 1.0, 1.0), rot @ b, pad_fraction=1.0,
-                              workers=1)
+    f_rot = forward_field_ppm(
+        blob(g @ rot) * 0.1, (1.0, 1.0, 1.0), rot @ b, pad_fraction=1.0, workers=1
+    )
     # f_rot(x) should equal f(R^T x): sample f at R^T x by cubic interpolation.
     src = g @ rot + (N - 1) / 2.0  # rows: R^T x, back to index coordinates
     f_pulled = ndimage.map_coordinates(f, src.reshape(-1, 3).T, order=3).reshape(g.shape[:3])
@@ -92,6 +94,7 @@ def test_rotating_object_obliquely_equals_rotating_b0():
     scale = np.sqrt(np.mean(f_rot[region] ** 2))
     assert err < 0.02 * scale
     # A wrong B0 direction (not rotated) gives a clearly different field.
-    f_wrong = forward_field_ppm(blob(g @ rot) * 0.1, (1.0, 1.0, 1.0), b, pad_fraction=1.0,
-                                workers=1)
+    f_wrong = forward_field_ppm(
+        blob(g @ rot) * 0.1, (1.0, 1.0, 1.0), b, pad_fraction=1.0, workers=1
+    )
     assert np.sqrt(np.mean((f_wrong[region] - f_pulled[region]) ** 2)) > 0.2 * scale

@@ -221,3 +221,26 @@ def test_options_validation_and_serialisation():
     ):
         with pytest.raises(UsageError):
             SWIOptions(**bad)
+
+
+def test_single_echo_gaussian_fallback(phantom):
+    # One echo, no field: Laplacian-unwrapped phase / (2 pi TE), then the Gaussian high-pass.
+    p = phantom
+    e = 2
+    r = compute_swi(p["mag"][..., e], p["phase"][..., e], [p["te"][e]], p["vs"], p["mask"])
+    m = _means(r.phase_iron_rad, p["labels"])
+    assert m[VEIN] > m[GP] > m[PUT] > m[CAUD] > 0
+    assert abs(m[WM]) < 0.1
+
+
+def test_warns_when_gaussian_sigma_is_coarse(phantom, caplog):
+    p = phantom
+    coarse = np.array([3.0, 3.0, 3.0])  # 4 voxels = 12 mm
+    with caplog.at_level("WARNING", logger="bids_qsm.swi"):
+        r = compute_swi(p["mag"], None, p["te"], coarse, p["mask"], p["field_hz"])
+    assert r.parameters["GaussianSigma_mm"] == [12.0, 12.0, 0.0]
+    assert any("gaussian_sigma_mm" in m for m in caplog.messages)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bids_qsm.swi"):
+        compute_swi(p["mag"], None, p["te"], p["vs"], p["mask"], p["field_hz"])
+    assert not caplog.messages

@@ -197,3 +197,12 @@ def test_control_thresholds_pooled_equals_voxelwise():
     assert -((-pooled).mean() - 2 * (-pooled).std()) == pytest.approx(expected)
     with pytest.raises(InputDataError):
         phase_iron_threshold(np.array([1.0]))
+
+
+def test_homodyne_slice_axis_is_consistent_under_transpose():
+    rng = np.random.default_rng(5)
+    mag = rng.random((16, 20, 6)).astype(np.float32) + 0.5
+    ph = (rng.random((16, 20, 6)).astype(np.float32) - 0.5) * 6
+    a = homodyne_highpass(mag, ph, 8, slice_axis=2)
+    b = homodyne_highpass(mag.transpose(2, 0, 1), ph.transpose(2, 0, 1), 8, slice_axis=0)
+    np.testing.assert_allclose(b.transpose(1, 2, 0), a, atol=1e-5)

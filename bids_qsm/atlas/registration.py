@@ -155,6 +155,8 @@ def _stage(
 
 
 def _run_ants(args: list[str], threads: int) -> None:
+    if os.environ.get("BIDS_QSM_ANTS_VERBOSE"):
+        args = [*args, "--verbose", "1"]
     import ants
 
     with itk_threads(threads):
@@ -285,7 +287,7 @@ def register_atlas(
             syn_m = f"CC[{f},{m},1,{p.cc_radius}]"
         else:
             syn_m = f"MI[{f},{m},1,{p.mi_bins}]"
-        masks = f"[{fixed_mask_path},NULL]"
+        masks = str(fixed_mask_path)
         outprefix = str(tmp / "reg_")
         args = [
             "--dimensionality", "3",

@@ -86,7 +86,7 @@ def validate_bids(
     report_dir: Path | None = None,
     exclude: Iterable[Path | None] = (),
 ) -> list[str]:
-    """Validate ``bids_dir`` restricted to ``subjects``; return the warning codes.
+    """Validate ``bids_dir`` restricted to ``subjects``; return the distinct warning codes.
 
     Raises :class:`BidsValidationError` (exit 16) listing the first errors, or a
     :class:`BidsQsmError` (exit 1) when the validator cannot be run. With ``report_dir`` the
@@ -156,4 +156,4 @@ def validate_bids(
             bids_dir,
         )
     LOGGER.info("BIDS validation passed for %d subject(s)", len(subjects))
-    return [i.get("code", "?") for i in warnings]
+    return sorted({i.get("code", "?") for i in warnings})

@@ -250,11 +250,17 @@ def write_dataset_description(output_dir: Path, source_dir: Path | None = None) 
 
 #: Files of OUTPUT_DIR that the BIDS specification does not cover.
 DEFAULT_BIDSIGNORE: tuple[str, ...] = (
-    "logs/",
-    "log/",
-    "figures/",
+    # bids-validator-deno matches bare names at any depth ("log" ignores sub-*/log/)
+    "logs",
+    "log",
+    "figures",
     "*.html",
-    "group/",
+    "group",
+    "*_stats.tsv",
+    "*_stats.json",
+    "*_xfm.h5",
+    "*_xfm.mat",
+    "*_xfm.nii.gz",
     "*_bids_qsm.toml",
 )
 

@@ -240,6 +240,8 @@ def execute(argv: Sequence[str] | None = None) -> int:
         LOGGER.debug("Error details", exc_info=True)
         _report(str(exc))
         return int(exc.exit_code)
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         LOGGER.debug("Interrupted", exc_info=True)
         _report("interrupted")

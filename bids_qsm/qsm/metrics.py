@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_laplace, uniform_filter
@@ -48,28 +48,41 @@ def xsim(recon: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 
 
 def regional_means(
-    chi: np.ndarray, labels: np.ndarray, mask: np.ndarray, ids: Iterable[int]
-) -> dict[int, float]:
-    """Mean (ppm) per label id over the voxels inside ``mask`` (ids with no voxel skipped)."""
+    chi: np.ndarray,
+    labels: np.ndarray,
+    mask: np.ndarray,
+    regions: Mapping[str, Sequence[int]] | Iterable[int],
+) -> dict[str, float]:
+    """Mean (ppm) per region over the voxels inside ``mask``; regions with no voxel skipped.
+
+    ``regions`` maps a name to the label values it unites, or is a plain list of label ids.
+    """
     m = np.asarray(mask, bool)
+    if not isinstance(regions, Mapping):
+        regions = {str(i): (int(i),) for i in regions}
     out = {}
-    for i in ids:
-        sel = (labels == i) & m
+    for name, ids in regions.items():
+        sel = np.isin(labels, list(ids)) & m
         if sel.any():
-            out[int(i)] = float(chi[sel].mean(dtype=np.float64))
+            out[name] = float(chi[sel].mean(dtype=np.float64))
     return out
 
 
 def regional_agreement(
-    recon: np.ndarray, truth: np.ndarray, labels: np.ndarray, mask: np.ndarray, ids: Iterable[int]
+    recon: np.ndarray,
+    truth: np.ndarray,
+    labels: np.ndarray,
+    mask: np.ndarray,
+    regions: Mapping[str, Sequence[int]] | Iterable[int],
 ) -> dict[str, float]:
     """Slope, intercept (ppm) and mean absolute error (ppb) of regional means vs truth.
 
     Regional truth is the mean of ``truth`` over the same voxels as the reconstruction.
     """
-    ids = list(ids)
-    r = regional_means(recon, labels, mask, ids)
-    t = regional_means(truth, labels, mask, ids)
+    if not isinstance(regions, Mapping):
+        regions = {str(i): (int(i),) for i in regions}
+    r = regional_means(recon, labels, mask, regions)
+    t = regional_means(truth, labels, mask, regions)
     keys = sorted(set(r) & set(t))
     if len(keys) < 2:
         raise ValueError("need at least two regions inside the mask")
@@ -82,3 +95,11 @@ def regional_agreement(
         "mae_ppb": float(1000 * np.mean(np.abs(y - x))),
         "n_regions": float(len(keys)),
     }
+
+
+def deep_gray_matter_regions() -> dict[str, tuple[int, ...]]:
+    """AAL3 deep gray matter regions (thalamus, caudate, putamen, pallidum, SN, RN; L and R)."""
+    from ..atlas.structures import aal3_structures
+
+    keep = {"thalamus", "caudate", "putamen", "globus_pallidus", "substantia_nigra", "red_nucleus"}
+    return {f"{s.name}_{s.hemisphere}": s.labels for s in aal3_structures() if s.name in keep}

@@ -469,7 +469,7 @@ def _r2star_text(q: Mapping[str, Any], r2: Mapping[str, Any], cite: _Citer) -> l
         clip = [0, clip_max]
     txt = f"R2* (and T2* = 1/R2*) maps were estimated by {how}"
     if isinstance(clip, list | tuple) and len(clip) == 2:
-        txt += f", clipped to [{_num(clip[0])}, {_num(clip[1])}] s⁻¹"
+        txt += f", clipped to {_num(clip[0])}–{_num(clip[1])} s⁻¹"
     return [txt + "."]
 
 

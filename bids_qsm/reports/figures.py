@@ -254,8 +254,7 @@ def _draw_tile(
     if layers.show_mask is not None:
         show = _plane(layers.show_mask, view, idx, rad) > 0
         base = np.ma.masked_where(~show, base)
-    cmap = plt.get_cmap(layers.cmap).copy()
-    cmap.set_bad(_BG)
+    cmap = plt.get_cmap(layers.cmap).with_extremes(bad=_BG)
     aspect = _aspect(view, v.voxel_size)
     ax.imshow(
         base,
@@ -566,8 +565,13 @@ def atlas_overlay(
     affine: np.ndarray | None = None,
     radiological: bool = False,
     n_slices: int = 12,
+    max_legend: int = 40,
 ) -> Path:
-    """Atlas labels (semi-transparent colours, legend with names) over the chi map."""
+    """Atlas labels (semi-transparent colours, legend with names) over the chi map.
+
+    For a whole-brain atlas pass the reported structures only (see
+    :func:`structure_label_map`); the legend lists at most ``max_legend`` entries.
+    """
     chi_ppm = _as3d(chi_ppm, "chi_ppm")
     labels = _as3d(labels, "labels")
     mask = _as3d(mask, "mask")
@@ -580,7 +584,11 @@ def atlas_overlay(
     roi = m > 0 if m is not None else (b != 0) | (lab > 0)
     slices = choose_slices(roi, v.voxel_size, n_slices, labels=lab)
     names = dict(label_names or {})
-    legend = [(names.get(val, f"label {val}"), lut[val]) for val in values][:60]
+    legend = [(names.get(val, f"label {val}"), lut[val]) for val in values]
+    if len(legend) > max_legend:
+        # Whole-brain atlases: use structure_label_map() first for a readable figure.
+        extra = len(legend) - (max_legend - 1)
+        legend = [*legend[: max_legend - 1], (f"+{extra} more labels", (0.3, 0.3, 0.3))]
     layers = _Layers(base=b, cmap="gray", window=window, show_mask=m, labels=lab, label_lut=lut)
     return _render(
         layers,

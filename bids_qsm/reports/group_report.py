@@ -16,15 +16,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nilearn  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import statsmodels  # noqa: E402
+import matplotlib.pyplot as plt
+import nilearn
+import numpy as np
+import pandas as pd
+import statsmodels
 
-from bids_qsm import __version__  # noqa: E402
-from bids_qsm.bids.writers import atomic_write_bytes, atomic_write_text  # noqa: E402
-from bids_qsm.stats.group import DEFAULT_MEASURES, Design  # noqa: E402
+from bids_qsm import __version__
+from bids_qsm.bids.writers import atomic_write_bytes, atomic_write_text
+from bids_qsm.stats.group import DEFAULT_MEASURES, Design
 
 _LABELS = {
     "chi_mean_ppm": "mean susceptibility (ppm)",
@@ -45,8 +45,9 @@ def _save_fig(fig: plt.Figure, path: Path) -> Path:
 def _grid(n: int, ncols: int = 4) -> tuple[plt.Figure, np.ndarray]:
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=1 - 0.35 / nrows, hspace=0.6,
-                        wspace=0.35)
+    fig.subplots_adjust(
+        left=0.06, right=0.98, bottom=0.08, top=1 - 0.35 / nrows, hspace=0.6, wspace=0.35
+    )
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()
@@ -56,8 +57,9 @@ def _bilateral(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["hemisphere"] == "bilateral"]
 
 
-def group_figure(data: pd.DataFrame, design: Design, groupdiff: pd.DataFrame, measure: str,
-                 path: Path) -> Path:
+def group_figure(
+    data: pd.DataFrame, design: Design, groupdiff: pd.DataFrame, measure: str, path: Path
+) -> Path:
     """Box + points of ``measure`` by group, one panel per structure (bilateral rows)."""
     bil = _bilateral(data)
     structures = list(dict.fromkeys(bil["structure"]))
@@ -66,14 +68,19 @@ def group_figure(data: pd.DataFrame, design: Design, groupdiff: pd.DataFrame, me
     rng = np.random.default_rng(0)
     for ax, st in zip(axes, structures, strict=False):
         d = bil[bil["structure"] == st]
-        vals = [d.loc[d[design.group_column].astype(str) == lv, measure].dropna().to_numpy()
-                for lv in levels]
+        vals = [
+            d.loc[d[design.group_column].astype(str) == lv, measure].dropna().to_numpy()
+            for lv in levels
+        ]
         ax.boxplot(vals, showfliers=False, widths=0.5)
         ax.set_xticks(range(1, len(levels) + 1), levels)
         for i, v in enumerate(vals):
             ax.plot(i + 1 + rng.uniform(-0.12, 0.12, v.size), v, "o", ms=3, alpha=0.7)
-        row = groupdiff[(groupdiff["structure"] == st) & (groupdiff["hemisphere"] == "bilateral")
-                        & (groupdiff["measure"] == measure)]
+        row = groupdiff[
+            (groupdiff["structure"] == st)
+            & (groupdiff["hemisphere"] == "bilateral")
+            & (groupdiff["measure"] == measure)
+        ]
         title = st.replace("_", " ")
         if len(row) and np.isfinite(row["q"].iloc[0]):
             title += f"\nq = {row['q'].iloc[0]:.2g}"
@@ -83,8 +90,14 @@ def group_figure(data: pd.DataFrame, design: Design, groupdiff: pd.DataFrame, me
     return _save_fig(fig, path)
 
 
-def clinical_figure(data: pd.DataFrame, design: Design, clinical: pd.DataFrame, measure: str,
-                    variable: str, path: Path) -> Path:
+def clinical_figure(
+    data: pd.DataFrame,
+    design: Design,
+    clinical: pd.DataFrame,
+    measure: str,
+    variable: str,
+    path: Path,
+) -> Path:
     """Scatter of ``measure`` against ``variable`` in the patients with an OLS fit line."""
     import statsmodels.api as sm
 
@@ -99,16 +112,23 @@ def clinical_figure(data: pd.DataFrame, design: Design, clinical: pd.DataFrame, 
             fit = sm.OLS(d[measure].astype(float), sm.add_constant(d[variable].astype(float))).fit()
             xs = np.linspace(d[variable].min(), d[variable].max(), 20)
             ax.plot(xs, fit.params.iloc[0] + fit.params.iloc[1] * xs, "-", lw=1.5)
-        row = clinical[(clinical["structure"] == st) & (clinical["hemisphere"] == "bilateral")
-                       & (clinical["measure"] == measure) & (clinical["variable"] == variable)]
+        row = clinical[
+            (clinical["structure"] == st)
+            & (clinical["hemisphere"] == "bilateral")
+            & (clinical["measure"] == measure)
+            & (clinical["variable"] == variable)
+        ]
         title = st.replace("_", " ")
         if len(row) and np.isfinite(row["r"].iloc[0]):
             title += f"\npartial r = {row['r'].iloc[0]:.2f}, q = {row['q'].iloc[0]:.2g}"
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(variable, fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle(f"{_LABELS.get(measure, measure)} vs {variable} in patients (bilateral; line: "
-                 "unadjusted OLS fit, r: adjusted)", fontsize=10)
+    fig.suptitle(
+        f"{_LABELS.get(measure, measure)} vs {variable} in patients (bilateral; line: "
+        "unadjusted OLS fit, r: adjusted)",
+        fontsize=10,
+    )
     return _save_fig(fig, path)
 
 
@@ -125,14 +145,24 @@ def voxelwise_figure(result: Any, template_img: Any, mask_img: Any, path: Path) 
     cuts = [float((mask_img.affine @ np.array([0, 0, z, 1]))[2]) for z in zs]
     fig = plt.figure(figsize=(11, 3))
     title = f"{result.contrast}: t ({'q < 0.05' if sig.any() else 'no voxel at q < 0.05'})"
-    plotting.plot_stat_map(result.tstat, bg_img=template_img, threshold=threshold,
-                           display_mode="z", cut_coords=cuts, figure=fig, title=title,
-                           colorbar=True, cmap="RdBu_r", symmetric_cbar=True)
+    plotting.plot_stat_map(
+        result.tstat,
+        bg_img=template_img,
+        threshold=threshold,
+        display_mode="z",
+        cut_coords=cuts,
+        figure=fig,
+        title=title,
+        colorbar=True,
+        cmap="RdBu_r",
+        symmetric_cbar=True,
+    )
     return _save_fig(fig, path)
 
 
-def methods_paragraph(design: Design, atlas_name: str, settings: Mapping[str, Any],
-                      voxelwise: Any) -> str:
+def methods_paragraph(
+    design: Design, atlas_name: str, settings: Mapping[str, Any], voxelwise: Any
+) -> str:
     """Methods text generated from the parameters actually used."""
     cov = ", ".join(design.covariates) or "no covariate"
     vol = " and the structure's volume" if design.use_volume else ""
@@ -162,8 +192,12 @@ def methods_paragraph(design: Design, atlas_name: str, settings: Mapping[str, An
             "(linear interpolation), and the same design (without the volume term) was "
             f"fitted at every voxel of a deep gray matter mask (nilearn {nilearn.__version__}); "
             "t maps were corrected with the false discovery rate over the mask voxels"
-            + (f" and by {perm} max-|t| permutations (Freedman-Lane; family-wise error)"
-               if perm > 0 else "") + "."
+            + (
+                f" and by {perm} max-|t| permutations (Freedman-Lane; family-wise error)"
+                if perm > 0
+                else ""
+            )
+            + "."
         )
     return text
 
@@ -171,8 +205,9 @@ def methods_paragraph(design: Design, atlas_name: str, settings: Mapping[str, An
 def _table_html(df: pd.DataFrame, max_rows: int | None = None) -> str:
     if max_rows is not None:
         df = df.head(max_rows)
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a",
-                      border=0, classes="tbl")
+    return df.to_html(
+        index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a", border=0, classes="tbl"
+    )
 
 
 _CSS = """body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}
@@ -199,67 +234,111 @@ def write_group_report(
     figdir = group_dir / "figures"
     measures: Sequence[str] = settings.get("measures", list(DEFAULT_MEASURES))
     sections: list[str] = []
-    counts = (data.drop_duplicates("participant_id")[design.group_column].astype(str)
-              .value_counts().to_dict())
-    sections.append("<h2>Cohort</h2><p>" + ", ".join(
-        f"{html.escape(k)}: {v}" for k, v in sorted(counts.items())) + " participants. Atlas "
+    counts = (
+        data.drop_duplicates("participant_id")[design.group_column]
+        .astype(str)
+        .value_counts()
+        .to_dict()
+    )
+    sections.append(
+        "<h2>Cohort</h2><p>"
+        + ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(counts.items()))
+        + " participants. Atlas "
         f"{html.escape(atlas_name)}. Covariates: {html.escape(', '.join(design.covariates))}"
         + (" + structure volume" if design.use_volume else "")
-        + (f" (skipped, not in participants.tsv: {html.escape(', '.join(design.skipped))})"
-           if design.skipped else "") + ".</p>")
-    sections.append("<h2>Methods</h2><p>" + html.escape(
-        methods_paragraph(design, atlas_name, settings, voxelwise)) + "</p>")
+        + (
+            f" (skipped, not in participants.tsv: {html.escape(', '.join(design.skipped))})"
+            if design.skipped
+            else ""
+        )
+        + ".</p>"
+    )
+    sections.append(
+        "<h2>Methods</h2><p>"
+        + html.escape(methods_paragraph(design, atlas_name, settings, voxelwise))
+        + "</p>"
+    )
 
     sections.append("<h2>Group differences</h2>")
     for m in measures:
-        f = group_figure(data, design, groupdiff, m, figdir / f"seg-{atlas_name}_desc-{_alnum(m)}_groups.png")
+        f = group_figure(
+            data, design, groupdiff, m, figdir / f"seg-{atlas_name}_desc-{_alnum(m)}_groups.png"
+        )
         sections.append(f'<img src="figures/{f.name}" alt="{m} by group">')
     sig = groupdiff[groupdiff["q"] < 0.05]
-    sections.append(f"<p>{len(sig)} of {int(groupdiff['p'].notna().sum())} tests at q &lt; 0.05."
-                    "</p>" + _table_html(sig.drop(columns=["model"])))
-    sections.append("<details><summary>All group-difference tests</summary>"
-                    + _table_html(groupdiff.drop(columns=["model"])) + "</details>")
+    sections.append(
+        f"<p>{len(sig)} of {int(groupdiff['p'].notna().sum())} tests at q &lt; 0.05."
+        "</p>" + _table_html(sig.drop(columns=["model"]))
+    )
+    sections.append(
+        "<details><summary>All group-difference tests</summary>"
+        + _table_html(groupdiff.drop(columns=["model"]))
+        + "</details>"
+    )
 
     sections.append("<h2>Clinical associations (patients)</h2>")
     variables = list(dict.fromkeys(clinical["variable"])) if len(clinical) else []
     for v in variables:
         for m in measures[:1] if v != "EDSS" else measures[:2]:
-            f = clinical_figure(data, design, clinical, m, v,
-                                figdir / f"seg-{atlas_name}_desc-{_alnum(m + v)}_scatter.png")
+            f = clinical_figure(
+                data,
+                design,
+                clinical,
+                m,
+                v,
+                figdir / f"seg-{atlas_name}_desc-{_alnum(m + v)}_scatter.png",
+            )
             sections.append(f'<img src="figures/{f.name}" alt="{m} vs {v}">')
     if len(clinical):
         sig = clinical[clinical["q"] < 0.05]
-        sections.append(f"<p>{len(sig)} of {int(clinical['p'].notna().sum())} tests at "
-                        "q &lt; 0.05.</p>" + _table_html(sig.drop(columns=["model"])))
-        sections.append("<details><summary>All clinical tests</summary>"
-                        + _table_html(clinical.drop(columns=["model"])) + "</details>")
+        sections.append(
+            f"<p>{len(sig)} of {int(clinical['p'].notna().sum())} tests at "
+            "q &lt; 0.05.</p>" + _table_html(sig.drop(columns=["model"]))
+        )
+        sections.append(
+            "<details><summary>All clinical tests</summary>"
+            + _table_html(clinical.drop(columns=["model"]))
+            + "</details>"
+        )
     else:
         sections.append("<p>No clinical variable.</p>")
 
     if thresholds is not None and len(thresholds):
-        sections.append("<h2>SWI abnormal-phase thresholds (controls)</h2>"
-                        + _table_html(thresholds))
+        sections.append(
+            "<h2>SWI abnormal-phase thresholds (controls)</h2>" + _table_html(thresholds)
+        )
 
     sections.append("<h2>Voxelwise analysis</h2>")
     if voxelwise is None:
         sections.append("<p>Not run (disabled, or too few warped susceptibility maps).</p>")
     else:
         for r in voxelwise.results:
-            f = voxelwise_figure(r, voxelwise.template_img, voxelwise.mask_img,
-                                 figdir / f"space-{voxelwise.template_name}_desc-"
-                                 f"{_alnum(r.contrast)}_tstat.png")
-            sections.append(f'<img src="figures/{f.name}" alt="{r.contrast} t map">'
-                            f"<p>{html.escape(r.contrast)}: {r.n_significant_q05} of "
-                            f"{r.n_voxels} mask voxels at q &lt; 0.05 (n = {r.n}, "
-                            f"df = {r.df}).</p>")
-        sections.append("<p>Maps: " + ", ".join(html.escape(p.name) for p in voxelwise.files)
-                        + "</p>")
+            f = voxelwise_figure(
+                r,
+                voxelwise.template_img,
+                voxelwise.mask_img,
+                figdir / f"space-{voxelwise.template_name}_desc-{_alnum(r.contrast)}_tstat.png",
+            )
+            sections.append(
+                f'<img src="figures/{f.name}" alt="{r.contrast} t map">'
+                f"<p>{html.escape(r.contrast)}: {r.n_significant_q05} of "
+                f"{r.n_voxels} mask voxels at q &lt; 0.05 (n = {r.n}, "
+                f"df = {r.df}).</p>"
+            )
+        sections.append(
+            "<p>Maps: " + ", ".join(html.escape(p.name) for p in voxelwise.files) + "</p>"
+        )
     if timings:
-        sections.append("<h2>Run time</h2><p>" + ", ".join(
-            f"{html.escape(k)}: {v:.1f} s" for k, v in timings.items()) + "</p>")
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids-qsm group report"
-           f"</title><style>{_CSS}</style></head><body><h1>bids-qsm group report "
-           f"(seg-{html.escape(atlas_name)})</h1>" + "\n".join(sections) + "</body></html>\n")
+        sections.append(
+            "<h2>Run time</h2><p>"
+            + ", ".join(f"{html.escape(k)}: {v:.1f} s" for k, v in timings.items())
+            + "</p>"
+        )
+    doc = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids-qsm group report"
+        f"</title><style>{_CSS}</style></head><body><h1>bids-qsm group report "
+        f"(seg-{html.escape(atlas_name)})</h1>" + "\n".join(sections) + "</body></html>\n"
+    )
     return atomic_write_text(group_dir / "group.html", doc)
 
 

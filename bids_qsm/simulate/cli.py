@@ -47,32 +47,67 @@ def build_parser() -> argparse.ArgumentParser:
         "HC/MS cohort) with its ground truth in derivatives/simulation.",
     )
     p.add_argument("out_dir", help="output BIDS folder (created if missing)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small",
-                   help="tiny: 3 mm (tests), small: 2 mm (demo), full: 1 mm (benchmarks)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="small",
+        help="tiny: 3 mm (tests), small: 2 mm (demo), full: 1 mm (benchmarks)",
+    )
     p.add_argument("--n-subjects", type=int, default=1, help="controls to write (no cohort)")
     p.add_argument("--n-controls", type=int, default=0, help="cohort: healthy controls (HC)")
     p.add_argument("--n-patients", type=int, default=0, help="cohort: MS patients")
     p.add_argument("--seed", type=int, default=0, help="random seed (deterministic output)")
-    p.add_argument("--phase-units", choices=("rad", "vendor"), default="rad",
-                   help="phase as float radians or vendor integers -4096..4095")
-    p.add_argument("--oblique-deg", type=float, default=0.0,
-                   help="tilt of the GRE slab about the left-right axis (degrees)")
-    p.add_argument("--te", type=_te_list, default=DEFAULT_TE_S, metavar="TE1,TE2,...",
-                   help="echo times in seconds (default %(default)s)")
+    p.add_argument(
+        "--phase-units",
+        choices=("rad", "vendor"),
+        default="rad",
+        help="phase as float radians or vendor integers -4096..4095",
+    )
+    p.add_argument(
+        "--oblique-deg",
+        type=float,
+        default=0.0,
+        help="tilt of the GRE slab about the left-right axis (degrees)",
+    )
+    p.add_argument(
+        "--te",
+        type=_te_list,
+        default=DEFAULT_TE_S,
+        metavar="TE1,TE2,...",
+        help="echo times in seconds (default %(default)s)",
+    )
     p.add_argument("--field-strength", type=_positive_float, default=3.0, metavar="TESLA")
-    p.add_argument("--snr", type=float, default=None,
-                   help="echo-1 brain SNR (default: the preset's; 0 = noiseless)")
+    p.add_argument(
+        "--snr",
+        type=float,
+        default=None,
+        help="echo-1 brain SNR (default: the preset's; 0 = noiseless)",
+    )
     p.add_argument("--lesions", action="store_true", help="white matter lesions (patients)")
     p.add_argument("--t1w", action="store_true", help="also write a sagittal T1w")
     p.add_argument("--atrophy", action="store_true", help="EDSS-scaled ventricular enlargement")
-    p.add_argument("--null-effect", action="store_true",
-                   help="patients without deep gray matter or atrophy differences")
-    p.add_argument("--no-random-pose", action="store_true",
-                   help="keep every head MNI-aligned (no random rotation/shift/scale)")
-    p.add_argument("--shim-residual-hz", type=float, default=0.0,
-                   help="amplitude of a second-order shim residual (Hz at 80 mm)")
-    p.add_argument("--between-subject-sd-ppb", type=float,
-                   default=BETWEEN_SUBJECT_SD_PPM * 1000, help="SD of per-structure offsets")
+    p.add_argument(
+        "--null-effect",
+        action="store_true",
+        help="patients without deep gray matter or atrophy differences",
+    )
+    p.add_argument(
+        "--no-random-pose",
+        action="store_true",
+        help="keep every head MNI-aligned (no random rotation/shift/scale)",
+    )
+    p.add_argument(
+        "--shim-residual-hz",
+        type=float,
+        default=0.0,
+        help="amplitude of a second-order shim residual (Hz at 80 mm)",
+    )
+    p.add_argument(
+        "--between-subject-sd-ppb",
+        type=float,
+        default=BETWEEN_SUBJECT_SD_PPM * 1000,
+        help="SD of per-structure offsets",
+    )
     p.add_argument("--nthreads", type=int, default=2, help="FFT threads")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -81,21 +116,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     from bids_qsm.simulate.bids_writer import write_bids_dataset
 
     t0 = time.perf_counter()
     try:
         root = write_bids_dataset(
-            args.out_dir, preset=args.preset, n_subjects=args.n_subjects,
-            n_controls=args.n_controls, n_patients=args.n_patients, seed=args.seed,
-            phase_units=args.phase_units, oblique_deg=args.oblique_deg, lesions=args.lesions,
-            t1w=args.t1w, null_effect=args.null_effect, atrophy=args.atrophy, te_s=args.te,
-            b0_tesla=args.field_strength, snr=args.snr, random_pose=not args.no_random_pose,
+            args.out_dir,
+            preset=args.preset,
+            n_subjects=args.n_subjects,
+            n_controls=args.n_controls,
+            n_patients=args.n_patients,
+            seed=args.seed,
+            phase_units=args.phase_units,
+            oblique_deg=args.oblique_deg,
+            lesions=args.lesions,
+            t1w=args.t1w,
+            null_effect=args.null_effect,
+            atrophy=args.atrophy,
+            te_s=args.te,
+            b0_tesla=args.field_strength,
+            snr=args.snr,
+            random_pose=not args.no_random_pose,
             shim_residual_hz=args.shim_residual_hz,
             between_subject_sd_ppm=args.between_subject_sd_ppb / 1000.0,
-            progress=log.info, workers=args.nthreads,
+            progress=log.info,
+            workers=args.nthreads,
         )
     except BidsQsmError as exc:
         if args.verbose >= 2:

@@ -180,7 +180,8 @@ def _tissue_maps(
     for k, s in enumerate(structs, start=1):  # pulvinar comes after thalamus and overrides
         lut[[v for v in s.labels if v < lut.size]] = k
     struct_idx = lut[labels]
-    for k, (s, sl) in enumerate(zip(structs, ndimage.find_objects(struct_idx, len(structs))), 1):
+    slices = ndimage.find_objects(struct_idx, len(structs))
+    for k, (s, sl) in enumerate(zip(structs, slices, strict=True), 1):
         if sl is None:
             continue
         m = struct_idx[sl] == k

@@ -106,10 +106,10 @@ def read_participants(bids_dir: Path, group_column: str = "group") -> pd.DataFra
         dtype={"participant_id": str, group_column: str},
     )
     if "participant_id" not in df.columns:
-        raise InputDataError("participants.tsv has no participant_id column", path)
+        raise InputDataError("no participant_id column", path)
     if group_column not in df.columns:
         raise InputDataError(
-            f"participants.tsv has no {group_column!r} column (needed to compare groups; "
+            f"no {group_column!r} column (needed to compare groups; "
             f"set --group-column); columns are: {', '.join(map(str, df.columns))}",
             path,
         )
@@ -128,7 +128,12 @@ def gather_tables(paths: Sequence[Path], participants: pd.DataFrame | None = Non
     """
     if not paths:
         return pd.DataFrame()
-    frames = [read_tsv(p) for p in paths]
+    frames = []
+    for p in paths:
+        df = read_tsv(p)
+        if "participant_id" not in df.columns:  # take it from the file name
+            df.insert(0, "participant_id", Path(p).name.split("_")[0])
+        frames.append(df)
     long = pd.concat(frames, ignore_index=True)
     long["participant_id"] = long["participant_id"].map(_with_sub)
     if participants is None:
@@ -329,7 +334,9 @@ def _fit(y: pd.Series, X: pd.DataFrame):  # -> RegressionResultsWrapper | None
     """OLS fit, or None when the model is not estimable (rank, residual df, constant y)."""
     if len(y) <= X.shape[1] or np.linalg.matrix_rank(X.to_numpy()) < X.shape[1]:
         return None
-    if not np.isfinite(y).all() or float(np.ptp(y.to_numpy())) == 0.0:
+    v = y.to_numpy(float)
+    # constant up to rounding, e.g. the whole-brain mean of a map referenced to the brain
+    if not np.isfinite(v).all() or float(np.ptp(v)) <= max(1e-7, 1e-9 * float(np.abs(v).max())):
         return None
     return sm.OLS(y.astype(float), X).fit()
 
@@ -412,8 +419,10 @@ def group_differences(
             X = design_matrix(sub, design)
             res = _fit(sub[measure], X) if len(sub) else None
             is_ctrl = sub[design.group_column].astype(str) == design.control_label
-            for label, col in design.contrasts.items():
-                is_case = sub[design.group_column].astype(str) == label.rsplit("-", 1)[0]
+            for case in design.case_labels:
+                label = f"{case}-{design.control_label}"
+                col = _group_col(design.group_column, case)
+                is_case = sub[design.group_column].astype(str) == case
                 ok = res is not None and is_ctrl.sum() >= 2 and is_case.sum() >= 2
                 ci = res.conf_int(0.05).loc[col] if ok else (np.nan, np.nan)
                 rows.append(

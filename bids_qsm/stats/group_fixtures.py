@@ -95,8 +95,14 @@ def toy_atlas():  # -> bids_qsm.atlas.registry.Atlas
     template = nib.Nifti1Image(np.where(lab > 0, 2.0, 1.0).astype(np.float32), grid_affine())
     table = pd.DataFrame({"index": sorted({int(v) for v in np.unique(lab) if v})})
     table["name"] = table["index"].astype(str)
-    return Atlas("AAL3", nib.Nifti1Image(lab, grid_affine()), table, template, TEMPLATE_NAME,
-                 aal3_structures())
+    return Atlas(
+        "AAL3",
+        nib.Nifti1Image(lab, grid_affine()),
+        table,
+        template,
+        TEMPLATE_NAME,
+        aal3_structures(),
+    )
 
 
 def _identity_transform(path: Path) -> None:

@@ -14,6 +14,7 @@ Sign conventions (written into ``SWIResult.parameters``)
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,8 @@ from bids_qsm.swi.highpass import (
 )
 from bids_qsm.swi.minip import minip, slab_voxels
 from bids_qsm.swi.swi import combine_magnitude, swi_image
+
+LOGGER = logging.getLogger("bids_qsm.swi")
 
 __all__ = ["DEFAULT_REFERENCE_TE_S", "SWIOptions", "SWIResult", "compute_swi"]
 
@@ -217,6 +220,14 @@ def compute_swi(
         hp_phase = (np.float32(-2.0 * np.pi * ref_te) * hp_field).astype(np.float32)
         params["GaussianSigma_vox"] = [float(s) for s in sigma]
         params["GaussianSigma_mm"] = [float(s * d) for s, d in zip(sigma, vs, strict=True)]
+        if max(params["GaussianSigma_mm"]) > 6.0:
+            # Too smooth a low-pass leaves skull-base background curvature in deep gray matter.
+            LOGGER.warning(
+                "SWI Gaussian high-pass sigma is %s mm (voxels of %s mm): consider "
+                "gaussian_sigma_mm of about 4 mm in-plane",
+                [round(v, 1) for v in params["GaussianSigma_mm"]],
+                [round(float(v), 2) for v in vs],
+            )
     else:
         if ph4 is None:
             raise InputDataError("the homodyne SWI high-pass needs the phase")

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
 import pandas as pd
 
 from bids_qsm.atlas.structures import aal3_structures
 from bids_qsm.bids.writers import atomic_path, atomic_save_nifti, atomic_write_json
-from bids_qsm.errors import InputDataError, InputMissingError
+from bids_qsm.errors import InputMissingError
 from bids_qsm.stats import group as G
 from bids_qsm.stats import group_swi as S
 from bids_qsm.stats.regional import COLUMN_DESCRIPTIONS
@@ -387,7 +386,8 @@ def _voxelwise(
             atomic_save_nifti(warp_chimap(chimap, xfm, atlas), out)
         images.append(out)
         keep.append(idx)
-    sub = rows.loc[keep]
+    sub = rows.loc[keep].dropna(subset=[design.group_column, *design.covariates])
+    images = [img for img, idx in zip(images, keep, strict=True) if idx in sub.index]
     X = G.design_matrix(sub, _without_volume(design))
     counts = sub[design.group_column].astype(str).value_counts()
     if len(sub) <= X.shape[1] + 1 or counts.get(design.control_label, 0) < 2:
@@ -423,4 +423,4 @@ def _without_volume(design: G.Design) -> G.Design:
     )
 
 
-__all__ = ["GroupSettings", "InputDataError", "VoxelwiseOutput", "run_group_level", "write_table"]
+__all__ = ["GroupSettings", "VoxelwiseOutput", "run_group_level", "write_table"]

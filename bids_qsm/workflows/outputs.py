@@ -166,7 +166,7 @@ def write_acquisition_derivatives(
             sidecar["AtlasRegistration"] = registration or {}
         if key in ("swi", "minip", "hpphase", "phaseiron") and swi_params:
             sidecar["SWIPipeline"] = swi_params["parameters"]
-        sidecar["SoftwareVersions"] = software
+        sidecar["ProcessingSoftware"] = software
         atomic_write_json(path.with_name(path.name.replace(".nii.gz", ".json")), sidecar)
         written[key] = str(path)
 
@@ -178,7 +178,7 @@ def write_acquisition_derivatives(
             "Sources": sources,
             "Atlas": atlas_name,
             "Registration": registration or {},
-            "SoftwareVersions": software,
+            "ProcessingSoftware": software,
         }
         atomic_write_json(path.with_name(path.name.replace(".nii.gz", ".json")), side)
         if atlas_table is not None:

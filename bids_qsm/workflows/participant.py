@@ -70,6 +70,9 @@ def swi_options(config: Any) -> dict[str, Any]:
     wf = config.workflow
     opts: dict[str, Any] = {
         "highpass": wf.swi_highpass,
+        # in mm so that the filter width does not grow with coarse voxels (CLEAR-SWI's
+        # [4, 4, 0] voxels at 1 mm); the sidecar records the value in voxels too
+        "gaussian_sigma_mm": (4.0, 4.0, 0.0),
         "mask_power": int(wf.swi_mask_power),
         "minip_thickness_mm": float(wf.minip_thickness_mm),
     }

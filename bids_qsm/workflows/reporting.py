@@ -57,7 +57,7 @@ def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) 
         "qsm": qsm,
         "swi": SWIOptions(**swi_options(config)).to_dict(),
         "atlas": atlas,
-        "software": side.get("SoftwareVersions") or _software_versions(),
+        "software": side.get("ProcessingSoftware") or _software_versions(),
     }
 
 
