@@ -460,3 +460,18 @@ def test_help_and_version_through_execute(capsys) -> None:
     assert code == 0 and "exit codes" in out
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.strip() == f"bids-qsm {__version__}"
+
+
+def test_saved_config_replays_with_a_new_run_id(
+    bids_dataset: Path, tmp_path: Path, fake_participant: FakeRunner, capsys
+) -> None:
+    args = [bids_dataset, tmp_path / "o", "participant", "--skip-bids-validation"]
+    assert run_cli(capsys, *args, "--inversion", "tv", "--participant-label", "01")[0] == 0
+    first = fake_participant.calls[0][0]
+    saved = first.execution.log_dirs[0] / "bids_qsm.toml"
+    assert run_cli(capsys, *args, "--config-file", saved)[0] == 0
+    second = fake_participant.calls[1][0]
+    assert second.workflow.inversion == "tv"
+    assert second.execution.participant_label == ["01"]
+    assert second.execution.run_id != first.execution.run_id
+    assert second.execution.log_dirs[0] != first.execution.log_dirs[0]

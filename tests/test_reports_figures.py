@@ -167,3 +167,24 @@ def test_bad_inputs_raise(phantom: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="3D"):
         F.chimap_mosaic(phantom["chi"][..., 0], phantom["mask"], VOX, tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_structure_labels_from_dseg_table() -> None:
+    import pandas as pd
+
+    labels = np.array([[[1, 75, 76, 143, 121]]])
+    table = pd.DataFrame(
+        {
+            "index": [1, 75, 76, 121, 143],
+            "name": ["Precentral_L", "Caudate_L", "Caudate_R", "Thal_AV_L", "Thal_PuA_L"],
+            "structure": ["n/a", "caudate", "caudate", "thalamus", "thalamus;pulvinar"],
+            "hemisphere": ["L", "L", "R", "L", "L"],
+        }
+    )
+    out, names = F.structure_labels_from_table(labels, table)
+    # cortex dropped; pulvinar drawn over thalamus; reporting order thalamus, pulvinar, caudate
+    assert names == {1: "thalamus L", 2: "pulvinar L", 3: "caudate L", 4: "caudate R"}
+    assert out.ravel().tolist() == [0, 3, 4, 2, 1]
+    same, nm = F.structure_labels_from_table(labels, table.drop(columns="structure"))
+    assert same is labels or np.array_equal(same, labels)
+    assert nm[75] == "Caudate_L"

@@ -29,6 +29,9 @@ from bids_qsm.config import (
 )
 from bids_qsm.errors import InputMissingError, UsageError
 
+#: Settings describing one run, ignored when a saved configuration is given as --config-file.
+RUN_IDENTITY_KEYS = ("run_id", "log_dirs", "version", "config_file")
+
 _WF = WorkflowConfig()
 _GROUP = GroupConfig()
 
@@ -482,7 +485,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     config = Config()
     config_file = given.get("execution.config_file")
     if config_file is not None:
-        config.update(load_toml(config_file), source=str(config_file))
+        settings = load_toml(config_file)
+        # A saved run configuration can be replayed: its run identity is not reused.
+        execution = settings.get("execution")
+        if isinstance(execution, dict):
+            for key in RUN_IDENTITY_KEYS:
+                execution.pop(key, None)
+        config.update(settings, source=str(config_file))
 
     sections: dict[str, dict[str, Any]] = {"execution": {}}
     for key, value in given.items():

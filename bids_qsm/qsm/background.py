@@ -5,7 +5,7 @@ field in the same unit together with the mask it is valid in.
 
 * V-SHARP (Wu 2012): the background field is harmonic inside the brain, so it is removed by
   ``(delta - s_r) * f`` wherever a sphere of radius r fits in the mask; every voxel takes the
-  largest radius that fits (12 mm down to about one voxel), then the result is deconvolved by
+  largest radius that fits (12 mm down to two voxels), then the result is deconvolved by
   ``1 / (1 - S_rmax(k))`` with truncation where ``|1 - S| < threshold``. About 3 FFTs per radius.
 * PDF (Liu 2011): background sources ``chi_b`` outside the mask are fitted to the field inside
   it, ``min || W (M (d * chi_b) - f) ||^2`` by conjugate gradients; local = f - d * chi_b. Keeps
@@ -21,12 +21,18 @@ from .grid import bounding_box, irfft3, pad_to_fast, rfft3
 
 
 def vsharp_radii(
-    voxel_size: np.ndarray, max_radius_mm: float = 12.0, min_radius_mm: float | None = None
+    voxel_size: np.ndarray,
+    max_radius_mm: float = 12.0,
+    min_radius_mm: float | None = None,
+    step_mm: float | None = None,
 ) -> list[float]:
-    """Radii (mm) from ``max_radius_mm`` down to ``min_radius_mm`` (default: the largest voxel
-    edge) in steps of the largest voxel edge."""
-    step = float(np.max(voxel_size))
-    lo = step if min_radius_mm is None else float(min_radius_mm)
+    """Radii (mm) from ``max_radius_mm`` down to ``min_radius_mm`` in steps of ``step_mm``.
+
+    Defaults: step and minimum radius of two largest voxel edges (12, 10, ..., 2 mm at 1 mm).
+    """
+    vmax = float(np.max(voxel_size))
+    step = 2 * vmax if step_mm is None else float(step_mm)
+    lo = 2 * vmax if min_radius_mm is None else float(min_radius_mm)
     radii = list(np.arange(float(max_radius_mm), lo - 1e-6, -step))
     return [float(r) for r in radii] or [float(max_radius_mm)]
 
@@ -49,7 +55,7 @@ def vsharp(
     field : total field (ppm or Hz), 3D float; only values inside ``mask`` are used.
     mask : brain mask (bool).
     voxel_size : mm.
-    radii_mm : sphere radii (mm); default :func:`vsharp_radii` (12 mm down to one voxel).
+    radii_mm : sphere radii (mm); default :func:`vsharp_radii` (12 mm down to two voxels).
     threshold : truncation of the deconvolution, ``|1 - S_rmax(k)| < threshold`` set to 0.
     """
     vs = np.asarray(voxel_size, dtype=float)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
+from scipy import ndimage as ndi
 
 from .geometry import fast_padded_shape
 
@@ -47,8 +48,8 @@ def rfft3(x: np.ndarray, threads: int = 2) -> np.ndarray:
 
 
 def irfft3(x: np.ndarray, shape: tuple[int, ...], threads: int = 2) -> np.ndarray:
-    """Inverse of :func:`rfft3` onto ``shape`` (float32 for complex64 input)."""
-    return sfft.irfftn(x, s=shape, workers=threads)
+    """Inverse of :func:`rfft3` onto ``shape`` (float32 for complex64 input); ``x`` is consumed."""
+    return sfft.irfftn(x, s=shape, workers=threads, overwrite_x=True)
 
 
 def laplacian_eigenvalues(shape: tuple[int, int, int], voxel_size: np.ndarray) -> np.ndarray:
@@ -64,3 +65,26 @@ def laplacian_eigenvalues(shape: tuple[int, int, int], voxel_size: np.ndarray) -
         e = e.reshape([-1 if a == ax else 1 for a in range(3)])
         out = e if out is None else out + e
     return out
+
+
+def block_mean(x: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor``^3 blocks (edge blocks padded by edge values); any dtype."""
+    if factor == 1:
+        return x.copy()
+    shape_c = tuple(-(-n // factor) for n in x.shape)
+    pad = [(0, c * factor - n) for c, n in zip(shape_c, x.shape, strict=True)]
+    xp = np.pad(x, pad, mode="edge")
+    return xp.reshape(shape_c[0], factor, shape_c[1], factor, shape_c[2], factor).mean(
+        axis=(1, 3, 5), dtype=x.dtype
+    )
+
+
+def upsample_linear(x: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Trilinear upsampling of a :func:`block_mean` grid back onto ``shape`` (real input).
+
+    Block centres sit at fine coordinate ``factor * j + (factor - 1) / 2`` (``grid_mode``).
+    """
+    if factor == 1:
+        return x.copy()
+    up = ndi.zoom(x, factor, order=1, grid_mode=True, mode="nearest", prefilter=False)
+    return up[: shape[0], : shape[1], : shape[2]].astype(x.dtype, copy=False)

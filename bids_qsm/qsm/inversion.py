@@ -16,7 +16,6 @@ and return float32 maps that are 0 outside the mask (mean not referenced).
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, lsmr
 
 from .geometry import dipole_kernel
 from .grid import bounding_box, irfft3, laplacian_eigenvalues, pad_to_fast, rfft3
@@ -122,6 +121,32 @@ def tikhonov(
         p = r + np.float32(rr_new / rr) * p
         rr = rr_new
     return _unpad(x, mask, sl, region)
+
+
+def lsmr_diagonal_filter(d: np.ndarray, b: np.ndarray, n_iter: int) -> np.ndarray:
+    """Filter ``g(d)`` such that ``g(d) * b`` is the ``n_iter``-th LSMR iterate for ``diag(d) x = b``.
+
+    LSMR's k-th iterate minimises ``||A^T (b - A x)||`` over the Krylov space
+    ``span{u, A^T A u, ..., (A^T A)^(k-1) u}`` with ``u = A^T b``. For a real diagonal ``A`` every
+    inner product is a weighted moment ``nu_m = sum |u|^2 d^(2m)``, so the iterate is
+    ``x = sum_j c_j d^(2j) u`` with ``c`` solving the k x k system ``nu_(i+j+2) c_j = nu_(i+1)``.
+    No FFT or vector iteration is needed: the k-space filter is ``d sum_j c_j d^(2j)``.
+    """
+    d64 = d.astype(np.float64)
+    u2 = (np.abs(b).astype(np.float64) * d64) ** 2
+    d2 = d64 * d64
+    nu = [float(u2.sum())]
+    p = u2.copy()
+    for _ in range(2 * n_iter + 1):
+        p *= d2
+        nu.append(float(p.sum()))
+    G = np.array([[nu[i + j + 2] for j in range(n_iter)] for i in range(n_iter)])
+    rhs = np.array([nu[i + 1] for i in range(n_iter)])
+    c = np.linalg.lstsq(G, rhs, rcond=None)[0]
+    poly = np.zeros_like(d, dtype=np.float32)
+    for j in reversed(range(n_iter)):  # Horner in d^2
+        poly = poly * (d * d) + np.float32(c[j])
+    return (poly * d).astype(np.float32)
 
 
 def _grad_forward(x: np.ndarray, ax: int, h: float, out: np.ndarray) -> np.ndarray:
@@ -231,19 +256,17 @@ def rts(
 ) -> np.ndarray:
     """Rapid two-step inversion (Kames 2018), ppm in and out.
 
-    Step 1: ``lsmr_iter`` LSMR iterations of ``D X = F f`` in k-space (D is diagonal there, so
-    no FFT per iteration), masked. Step 2: keep the well-conditioned coefficients
+    Step 1: ``lsmr_iter`` LSMR iterations of ``D X = F f`` in k-space (D is diagonal there: the
+    iterate is a polynomial filter in D computed in closed form, see
+    :func:`lsmr_diagonal_filter`), masked. Step 2: keep the well-conditioned coefficients
     (``|D| > delta``, weight ``mu``) and fill the rest by minimising ``||grad chi||_1`` (ADMM,
     penalty ``rho``, at most ``max_iter`` iterations, relative-change tolerance ``tol``).
     """
     f, m, D, sl, region = _prepare(field, mask, voxel_size, b0_dir, pad_mm)
     shape = f.shape
-    Fk = rfft3(f, threads).ravel()
-    d = D.ravel()
-    op = LinearOperator(
-        (d.size, d.size), matvec=lambda v: d * v, rmatvec=lambda v: d * v, dtype=np.complex64
-    )
-    X1 = lsmr(op, Fk, atol=0, btol=0, maxiter=lsmr_iter)[0].reshape(D.shape)
+    Fk = rfft3(f, threads)
+    X1 = Fk * lsmr_diagonal_filter(D, Fk, lsmr_iter)
+    del Fk
     x1 = irfft3(X1.astype(np.complex64), shape, threads)
     x1 *= m
     well = (np.abs(D) > delta).astype(np.float32) * np.float32(mu)

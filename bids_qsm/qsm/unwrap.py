@@ -13,33 +13,79 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.restoration import unwrap_phase
 
-from .grid import bounding_box, irfft3, laplacian_eigenvalues, pad_to_fast, rfft3
+from .grid import (
+    block_mean,
+    bounding_box,
+    irfft3,
+    laplacian_eigenvalues,
+    pad_to_fast,
+    rfft3,
+    upsample_linear,
+)
+from .mask import largest_component
 
 TWO_PI = np.float32(2 * np.pi)
 
 
-def unwrap_quality(phase: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def auto_downsample(voxel_size: np.ndarray, target_mm: float = 2.0) -> int:
+    """Integer downsampling factor that brings the largest voxel edge to about ``target_mm``."""
+    return max(1, int(round(target_mm / float(np.max(voxel_size)))))
+
+
+def unwrap_quality(
+    phase: np.ndarray,
+    mask: np.ndarray,
+    weight: np.ndarray | None = None,
+    downsample: int = 1,
+) -> np.ndarray:
     """Exact quality-guided 3D unwrapping of ``phase`` (rad) inside ``mask``.
 
-    Returns float32 radians, 0 outside the mask. The global 2 pi multiple is chosen so that the
-    mean inside the mask lies in [-pi, pi). ``mask`` should be one connected component
-    (separate components get independent 2 pi offsets).
+    Returns float32 radians, 0 outside the mask: the wrapped phase plus an exact multiple of
+    2 pi at every voxel, the global multiple chosen so that the mask mean lies in [-pi, pi).
+    ``mask`` should be one connected component (separate components get independent offsets).
+
+    With ``downsample`` > 1 the quality-guided unwrapping runs on a grid coarsened by that
+    factor (complex block average weighted by ``weight``, e.g. magnitude, which also raises
+    the SNR), and every fine voxel takes the 2 pi multiple closest to the trilinearly
+    interpolated coarse solution. This is exact wherever the phase differs from its local
+    2-voxel average by less than pi, i.e. wherever spatial unwrapping is well posed at all,
+    and about 8x faster for a factor of 2.
     """
     phase = np.asarray(phase, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
     sl = bounding_box(mask, 1)
-    sub = np.ma.array(phase[sl].astype(np.float64), mask=~mask[sl])
-    un = unwrap_phase(sub, wrap_around=False)
-    # Snap to the exact 2 pi multiple (removes float noise of the unwrapper).
-    k = np.rint((un.filled(0.0) - phase[sl]) / (2 * np.pi)).astype(np.float32)
+    ph, m = phase[sl], mask[sl]
+    if downsample <= 1:
+        un = _skimage_unwrap(ph, m)
+    else:
+        w = m.astype(np.float32) if weight is None else np.where(m, weight[sl], 0)
+        zc = block_mean((w * np.exp(1j * ph)).astype(np.complex64), downsample)
+        mc = block_mean(m.astype(np.float32), downsample) >= 0.5
+        if not mc.any():
+            un = _skimage_unwrap(ph, m)
+        else:
+            mc = largest_component(mc)
+            coarse = _skimage_unwrap(np.angle(zc).astype(np.float32), mc)
+            # Extend the coarse solution outwards (nearest value) so edge voxels interpolate.
+            idx = ndi.distance_transform_edt(~mc, return_distances=False, return_indices=True)
+            coarse = coarse[tuple(idx)]
+            ref = upsample_linear(coarse, downsample, ph.shape)
+            un = ph + TWO_PI * np.rint((ref - ph) / TWO_PI)
     out = np.zeros_like(phase)
-    m = mask[sl]
-    vals = phase[sl] + TWO_PI * k
-    shift = TWO_PI * np.float32(np.round(vals[m].mean() / TWO_PI)) if m.any() else 0.0
-    out[sl] = np.where(m, vals - shift, np.float32(0))
+    shift = TWO_PI * np.float32(np.round(un[m].mean() / TWO_PI)) if m.any() else 0.0
+    out[sl] = np.where(m, un - shift, np.float32(0))
     return out
+
+
+def _skimage_unwrap(ph: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """scikit-image reliability-sorting unwrap, snapped to exact 2 pi multiples (float32)."""
+    sub = np.ma.array(ph.astype(np.float64), mask=~m)
+    un = unwrap_phase(sub, wrap_around=False).filled(0.0)
+    k = np.rint((un - ph) / (2 * np.pi)).astype(np.float32)
+    return np.where(m, ph + TWO_PI * k, np.float32(0)).astype(np.float32)
 
 
 def unwrap_laplacian(

@@ -622,7 +622,8 @@ def _software_text(sw: Mapping[str, Any], version: str, cite: _Citer) -> str:
         if v is not None:
             parts.append(f"{label} {v}{cite(ref)}")
     for k, v in sw.items():  # anything else that was reported
-        if _norm(k) not in {_norm(x[0]) for x in _SOFTWARE} | {"skimage", "scikitimage"}:
+        skip = {_norm(x[0]) for x in _SOFTWARE} | {"skimage", "scikitimage", "bidsqsm"}
+        if _norm(k) not in skip:
             parts.append(f"{k} {v}")
     txt = (
         f"Processing used bids-qsm {version}, a BIDS App"

@@ -54,6 +54,7 @@ __all__ = [
     "phase_iron_figure",
     "r2star_figure",
     "structure_label_map",
+    "structure_labels_from_table",
 ]
 
 #: Default fixed display windows.
@@ -131,15 +132,21 @@ def _prepare(
     return _View(out, new_vs, True, radiological, new_aff)
 
 
+def _profiles(mask: np.ndarray) -> list[np.ndarray]:
+    """Voxel counts of ``mask`` along each axis (projections; much faster than nonzero)."""
+    m = np.asarray(mask, dtype=bool)
+    return [np.count_nonzero(m, axis=tuple(a for a in range(3) if a != ax)) for ax in range(3)]
+
+
 def _bbox(mask: np.ndarray, margin: int = 3) -> tuple[slice, slice, slice]:
     """Bounding box of ``mask`` with a margin; the whole volume if the mask is empty."""
-    idx = np.nonzero(mask)
-    if idx[0].size == 0:
-        return tuple(slice(0, n) for n in mask.shape)  # type: ignore[return-value]
-    return tuple(
-        slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
-        for i, n in zip(idx, mask.shape, strict=True)
-    )  # type: ignore[return-value]
+    out = []
+    for prof, n in zip(_profiles(mask), mask.shape, strict=True):
+        idx = np.flatnonzero(prof)
+        if idx.size == 0:
+            return tuple(slice(0, k) for k in mask.shape)  # type: ignore[return-value]
+        out.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1, n)))
+    return tuple(out)  # type: ignore[return-value]
 
 
 def choose_slices(
@@ -178,12 +185,16 @@ def choose_slices(
 def _center(mask: np.ndarray, labels: np.ndarray | None) -> tuple[int, int, int]:
     """Centre for the orthogonal views: label centroid, else mask centroid, else the middle."""
     for m in (labels if labels is not None else None, mask):
-        if m is not None and np.any(m > 0):
-            c = [int(round(v)) for v in np.array(np.nonzero(m > 0)).mean(axis=1)]
-            if m is labels:
-                # Sagittal view through the most labelled column (deep nuclei are lateral).
-                c[0] = int(np.argmax(np.count_nonzero(m > 0, axis=(1, 2))))
-            return tuple(c)  # type: ignore[return-value]
+        if m is None:
+            continue
+        profs = _profiles(m > 0)
+        if profs[0].sum() == 0:
+            continue
+        c = [int(round(float(np.average(np.arange(p.size), weights=p)))) for p in profs]
+        if m is labels:
+            # Sagittal view through the most labelled column (deep nuclei are lateral).
+            c[0] = int(np.argmax(profs[0]))
+        return tuple(c)  # type: ignore[return-value]
     return tuple(n // 2 for n in mask.shape)  # type: ignore[return-value]
 
 
@@ -321,7 +332,7 @@ def _render(
         return None if a is None else a[crop]
 
     layers = _Layers(
-        base=c(layers.base),
+        base=np.nan_to_num(np.asarray(c(layers.base), dtype=np.float32)),
         cmap=layers.cmap,
         window=layers.window,
         show_mask=c(layers.show_mask),
@@ -419,6 +430,9 @@ def _render(
 
 
 def _robust_window(a: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:
+    # Every second voxel along each axis: the same percentiles, 8 times less work.
+    a = a[::2, ::2, ::2]
+    mask = None if mask is None else mask[::2, ::2, ::2]
     vals = a[mask > 0] if mask is not None and np.any(mask) else a[np.isfinite(a) & (a != 0)]
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
@@ -451,8 +465,7 @@ def _scalar_figure(
     labels = _as3d(labels, "labels")
     v = _prepare([base, mask, labels], voxel_size, affine, radiological)
     b, m, lab = v.vols
-    b = np.nan_to_num(np.asarray(b, dtype=np.float32))
-    roi = m > 0 if m is not None else (b != 0)
+    roi = m > 0 if m is not None else (np.nan_to_num(b) != 0)
     slices = choose_slices(roi, v.voxel_size, n_slices, labels=lab)
     layers = _Layers(
         base=b,
@@ -527,13 +540,13 @@ def mask_outline(
     mask = _as3d(mask, "mask")
     v = _prepare([mag, mask], voxel_size, affine, radiological)
     b, m = v.vols
-    b = np.nan_to_num(np.asarray(b, dtype=np.float32))
     m = np.asarray(m) > 0
     # Whole-head window from the magnitude (mask may be wrong, that is what we check).
-    head = b > np.percentile(b, 60) if np.any(b) else b != 0
+    sub = np.nan_to_num(np.asarray(b[::2, ::2, ::2], dtype=np.float32))
+    head = b > np.percentile(sub, 60) if np.any(sub) else np.nan_to_num(b) != 0
     win = _robust_window(b, head)
     # The whole mask extent: the top and bottom slices are where masks usually fail.
-    zs = np.nonzero(np.any(m, axis=(0, 1)))[0] if np.any(m) else np.array([0, b.shape[2] - 1])
+    zs = np.flatnonzero(_profiles(m)[2]) if np.any(m) else np.array([0, b.shape[2] - 1])
     slices = sorted({int(s) for s in np.linspace(zs.min(), zs.max(), n_slices).round()})
     layers = _Layers(base=b, cmap="gray", window=win, contour=m)
     return _render(
@@ -577,11 +590,13 @@ def atlas_overlay(
     mask = _as3d(mask, "mask")
     v = _prepare([chi_ppm, labels, mask], voxel_size, affine, radiological)
     b, lab, m = v.vols
-    b = np.nan_to_num(np.asarray(b, dtype=np.float32))
-    lab = np.asarray(lab).astype(np.int64)
-    values = [int(x) for x in np.unique(lab) if x > 0]
+    lab = np.asarray(lab)
+    if lab.dtype.kind not in "iu":
+        lab = np.rint(np.nan_to_num(lab)).astype(np.int32)
+    pos = lab[lab > 0]
+    values = [int(x) for x in np.flatnonzero(np.bincount(pos.ravel()))] if pos.size else []
     lut = _label_lut(values)
-    roi = m > 0 if m is not None else (b != 0) | (lab > 0)
+    roi = m > 0 if m is not None else (np.nan_to_num(b) != 0) | (lab > 0)
     slices = choose_slices(roi, v.voxel_size, n_slices, labels=lab)
     names = dict(label_names or {})
     legend = [(names.get(val, f"label {val}"), lut[val]) for val in values]
@@ -715,3 +730,36 @@ def structure_label_map(
             out[sel] = value
             names[value] = f"{str(s.name).replace('_', ' ')} {s.hemisphere}"
     return out, names
+
+
+def structure_labels_from_table(
+    labels: np.ndarray, table: Any
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Like :func:`structure_label_map`, from a ``dseg.tsv`` table.
+
+    ``table`` is a DataFrame with ``index``, ``structure`` (``n/a`` for unreported labels,
+    several structures joined by ``;``, e.g. ``thalamus;pulvinar``) and ``hemisphere``
+    columns, as written next to ``<src>_seg-<atlas>_dseg.nii.gz``. Without a ``structure``
+    column the labels are returned unchanged with the table's names.
+    """
+    from bids_qsm.atlas.structures import STRUCTURE_NAMES, StructureDef
+
+    cols = set(getattr(table, "columns", []))
+    if "structure" not in cols or "index" not in cols:
+        names = (
+            dict(zip(table["index"].astype(int), table["name"].astype(str), strict=False))
+            if {"index", "name"} <= cols
+            else {}
+        )
+        return np.asarray(labels), names
+    groups: dict[tuple[str, str], list[int]] = {}
+    for _, row in table.iterrows():
+        hemi = str(row.get("hemisphere", "")) if "hemisphere" in cols else ""
+        for name in str(row["structure"]).split(";"):
+            name = name.strip()
+            if name and name.lower() not in ("n/a", "nan", "none"):
+                groups.setdefault((name, hemi), []).append(int(row["index"]))
+    rank = {n: i for i, n in enumerate(STRUCTURE_NAMES)}
+    ordered = sorted(groups, key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1]))
+    structs = [StructureDef(n, h, tuple(groups[(n, h)])) for n, h in ordered]
+    return structure_label_map(labels, structs)
