@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bids_qsm.bids.writers import (
+    DEFAULT_BIDSIGNORE,
     atomic_path,
     atomic_save_nifti,
     atomic_write_json,
@@ -83,4 +84,5 @@ def test_dataset_description_and_bidsignore(tmp_path: Path) -> None:
     update_bidsignore(out)
     update_bidsignore(out)  # idempotent
     lines = (out / ".bidsignore").read_text().splitlines()
-    assert lines[0] == "custom/" and lines.count("logs/") == 1
+    assert lines[0] == "custom/"
+    assert all(lines.count(pattern) == 1 for pattern in DEFAULT_BIDSIGNORE)

@@ -475,3 +475,17 @@ def test_saved_config_replays_with_a_new_run_id(
     assert second.execution.participant_label == ["01"]
     assert second.execution.run_id != first.execution.run_id
     assert second.execution.log_dirs[0] != first.execution.log_dirs[0]
+
+
+def test_database_dir_reused_across_runs(
+    bids_dataset: Path, tmp_path: Path, fake_participant: FakeRunner, capsys
+) -> None:
+    db = bids_dataset / "pybids_db"  # inside the dataset: kept out of validation and index
+    args = [bids_dataset, tmp_path / "o", "participant", "--bids-database-dir", db]
+    code, _, err = run_cli(capsys, *args, "--participant-label", "01")
+    assert code == 0, err
+    assert (db / "layout_index.sqlite").is_file()
+    code, _, err = run_cli(capsys, *args, "--participant-label", "02")
+    assert code == 0, err
+    assert "Reusing the pybids index" in err
+    assert [c[1][0].subject for c in fake_participant.calls] == ["01", "02"]

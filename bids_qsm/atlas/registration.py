@@ -3,8 +3,8 @@
 Method
 ------
 * Subject image: the combined GRE magnitude (root-sum-of-squares over echoes when 4D) masked
-  by the QSM brain mask. With a T1w: the masked GRE is first registered rigidly to the T1w
-  (Mattes MI, moving mask = GRE brain mask, identity start: same scanner frame); the T1w header
+  by the QSM brain mask. With a T1w: the T1w is first registered rigidly to the masked GRE
+  (Mattes MI sampled in the GRE brain mask, identity start: same scanner frame); the T1w header
   is then moved into the GRE world by that rigid (no resampling), masked with the (dilated)
   GRE brain mask, and used as the subject image. The template registration therefore always
   maps template <-> GRE world directly and one composite transform per direction suffices.
@@ -22,7 +22,7 @@ image of space A onto space B)::
 
     {prefix}_from-GRE_to-{template}_mode-image_xfm.h5
     {prefix}_from-{template}_to-GRE_mode-image_xfm.h5
-    {prefix}_from-GRE_to-T1w_mode-image_xfm.mat        (only with a T1w; already folded in)
+    {prefix}_from-T1w_to-GRE_mode-image_xfm.mat        (only with a T1w; already folded in)
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from scipy import ndimage
 from bids_qsm.atlas.qc import dice
 from bids_qsm.atlas.registry import Atlas
 from bids_qsm.atlas.transforms import (
-    ants_to_nib,
     itk_affine_to_ras,
     itk_threads,
     nib_to_ants,
@@ -52,7 +51,7 @@ from bids_qsm.errors import InputDataError, OutputError
 #: Keys of :attr:`AtlasRegistration.transforms`.
 KEY_TO_TEMPLATE = "GRE_to_template"
 KEY_FROM_TEMPLATE = "template_to_GRE"
-KEY_GRE_TO_T1W = "GRE_to_T1w"
+KEY_T1W_TO_GRE = "T1w_to_GRE"
 
 
 @dataclass(frozen=True)
@@ -64,11 +63,12 @@ class RegistrationParams:
     """
 
     grid_mm: float = 2.0
-    rigid_iterations: tuple[int, ...] = (500, 250, 100)
-    affine_iterations: tuple[int, ...] = (500, 250, 100)
-    linear_shrink: tuple[int, ...] = (4, 2, 1)
-    linear_smooth_vox: tuple[float, ...] = (2, 1, 0)
-    syn_iterations: tuple[int, ...] = (100, 70, 40)
+    crop_margin_mm: float = 12.0
+    rigid_iterations: tuple[int, ...] = (500, 250)
+    affine_iterations: tuple[int, ...] = (500, 250)
+    linear_shrink: tuple[int, ...] = (4, 2)
+    linear_smooth_vox: tuple[float, ...] = (2, 1)
+    syn_iterations: tuple[int, ...] = (50, 40, 20)
     syn_shrink: tuple[int, ...] = (4, 2, 1)
     syn_smooth_vox: tuple[float, ...] = (2, 1, 0)
     syn_gradient_step: float = 0.15
@@ -81,8 +81,7 @@ class RegistrationParams:
     gre_syn_metric: str = "MI"
     winsorize: tuple[float, float] = (0.005, 0.995)
     rigid_t1w_iterations: tuple[int, ...] = (300, 150, 50)
-    rigid_t1w_shrink: tuple[int, ...] = (4, 2, 1)
-    rigid_t1w_smooth_vox: tuple[float, ...] = (2, 1, 0)
+    rigid_t1w_levels_mm: tuple[float, ...] = (6.0, 3.0, 2.0)
     label_interpolation: str = "genericLabel"
 
 
@@ -96,7 +95,7 @@ class AtlasRegistration:
         Atlas labels on the subject GRE grid (int32), genericLabel interpolation.
     transforms : dict[str, Path]
         Saved transforms: ``GRE_to_template`` and ``template_to_GRE`` (composite ``.h5``) and,
-        with a T1w, ``GRE_to_T1w`` (rigid ``.mat``, informational: already folded in).
+        with a T1w, ``T1w_to_GRE`` (rigid ``.mat``, informational: already folded in).
     brain_dice : float
         Dice of the template brain mask warped to the GRE grid with the subject brain mask.
     timings_s : dict[str, float]
@@ -247,10 +246,15 @@ def register_atlas(
         )
         g = float(p.grid_mm)
         tpl_g = ants.resample_image(tpl, (g, g, g), use_voxels=False, interp_type=0)
+        tpl_mask_g = ants.resample_image(tpl_mask, (g, g, g), use_voxels=False, interp_type=0)
+        # crop the fixed grid to the brain + margin: SyN cost scales with its voxel count
+        brain_g = ants.threshold_image(tpl_mask_g, 0.5, 2.0)
+        margin = max(1, int(round(p.crop_margin_mm / g)))
+        tpl_g = ants.crop_image(tpl_g, ants.iMath(brain_g, "MD", margin))
+        tpl_mask_g = ants.resample_image_to_target(brain_g, tpl_g, interp_type="nearestNeighbor")
         fixed_path = tmp / "fixed.nii.gz"
         ants.image_write(tpl_g, str(fixed_path))
-        tpl_mask_g = ants.resample_image(tpl_mask, (g, g, g), use_voxels=False, interp_type=0)
-        fixed_mask = ants.iMath(ants.threshold_image(tpl_mask_g, 0.5, 2.0), "MD", 3)
+        fixed_mask = ants.iMath(tpl_mask_g, "MD", 3)
         fixed_mask_path = tmp / "fixed_mask.nii.gz"
         ants.image_write(fixed_mask, str(fixed_mask_path))
 
@@ -260,24 +264,18 @@ def register_atlas(
             syn_metric = p.gre_syn_metric
             parameters["SubjectImage"] = "GRE magnitude (RSS over echoes) masked by brain mask"
         else:
-            moving_path, rigid_path = _t1w_to_gre_world(
+            moving_path, rigid_path, rigid_info = _t1w_to_gre_world(
                 t1w, gre_brain, gre_mask_img, tmp, p, threads, seed, timings
             )
-            dst = out_dir / xfm_name(prefix, "GRE", "T1w", "mat")
+            dst = out_dir / xfm_name(prefix, "T1w", "GRE", "mat")
             _move_atomic(rigid_path, dst)
             syn_metric = p.t1w_syn_metric
             parameters["SubjectImage"] = (
                 "T1w, rigidly aligned to the GRE (Mattes MI) and masked by the dilated GRE "
                 "brain mask"
             )
-            parameters["GREtoT1w"] = {
-                "Transform": "Rigid[0.1]",
-                "Metric": f"MI[bins={p.mi_bins},Regular,{p.sampling_rate}]",
-                "Iterations": list(p.rigid_t1w_iterations),
-                "ShrinkFactors": list(p.rigid_t1w_shrink),
-                "SmoothingSigmasVox": list(p.rigid_t1w_smooth_vox),
-            }
-        timings["prepare"] = time.perf_counter() - t0 - timings.get("rigid_GRE_to_T1w", 0.0)
+            parameters["T1wToGRE"] = rigid_info
+        timings["prepare"] = time.perf_counter() - t0 - timings.get("rigid_T1w_to_GRE", 0.0)
 
         # -------- template <- subject: rigid, affine, SyN
         t0 = time.perf_counter()
@@ -351,7 +349,7 @@ def register_atlas(
             ),
         }
         if t1w is not None:
-            transforms[KEY_GRE_TO_T1W] = out_dir / xfm_name(prefix, "GRE", "T1w", "mat")
+            transforms[KEY_T1W_TO_GRE] = out_dir / xfm_name(prefix, "T1w", "GRE", "mat")
 
     # -------- labels, template and template mask onto the GRE grid
     t0 = time.perf_counter()
@@ -393,6 +391,27 @@ def register_atlas(
     )
 
 
+def _levels(
+    targets_mm: tuple[float, ...], voxel_mm: float, iterations: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]]:
+    """Shrink factors reaching the target resolutions (mm) on a grid of ``voxel_mm``.
+
+    Levels that collapse to the same shrink factor are merged. Returns (iterations, shrink
+    factors, smoothing sigmas in voxels of the full-resolution grid).
+    """
+    its: list[int] = []
+    shrinks: list[int] = []
+    for t, n in zip(targets_mm, iterations, strict=True):
+        f = max(1, int(round(t / voxel_mm)))
+        if shrinks and shrinks[-1] == f:
+            its[-1] = max(its[-1], n)
+            continue
+        shrinks.append(f)
+        its.append(n)
+    smooth = tuple(0.5 * (f - 1) for f in shrinks)
+    return tuple(its), tuple(shrinks), smooth
+
+
 def _t1w_to_gre_world(
     t1w: nib.Nifti1Image,
     gre_brain: nib.Nifti1Image,
@@ -402,10 +421,13 @@ def _t1w_to_gre_world(
     threads: int,
     seed: int,
     timings: dict[str, float],
-) -> tuple[Path, Path]:
-    """Rigid GRE -> T1w, then the T1w header moved into the GRE world and brain-masked.
+) -> tuple[Path, Path, dict]:
+    """Rigid T1w -> GRE, then the T1w header moved into the GRE world and brain-masked.
 
-    Returns the path of the masked T1w (in the GRE world) and of the rigid ``.mat``.
+    The fixed image is the masked GRE (metric sampled in the GRE brain mask only, so the
+    T1w may keep its skull), identity start (same scanner frame). Returns the path of the
+    masked T1w (now in the GRE world), the rigid ``.mat`` (``from-T1w_to-GRE`` in
+    ``mode-image`` terms) and the stage parameters.
     """
     import ants
 
@@ -419,7 +441,9 @@ def _t1w_to_gre_world(
     t1_path = _save(t1, tmp / "t1w.nii.gz")
     gre_path = _save(gre_brain, tmp / "gre_brain.nii.gz")
     gre_mask_path = _save(gre_mask_img, tmp / "gre_mask.nii.gz")
-    f, m = str(t1_path), str(gre_path)
+    gre_vox = float(np.sqrt((gre_brain.affine[:3, :3] ** 2).sum(axis=0)).min())
+    its, shrink, smooth = _levels(p.rigid_t1w_levels_mm, gre_vox, p.rigid_t1w_iterations)
+    f, m = str(gre_path), str(t1_path)
     outprefix = str(tmp / "rigid_")
     args = [
         "--dimensionality", "3",
@@ -431,21 +455,15 @@ def _t1w_to_gre_world(
         "--use-histogram-matching", "0",
         "--random-seed", str(int(seed)),
     ]  # fmt: skip
-    args += _stage(
-        "Rigid[0.1]",
-        f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]",
-        p.rigid_t1w_iterations,
-        p.rigid_t1w_shrink,
-        p.rigid_t1w_smooth_vox,
-        masks=f"[NULL,{gre_mask_path}]",
-    )
+    metric = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]"
+    args += _stage("Rigid[0.1]", metric, its, shrink, smooth, masks=str(gre_mask_path))
     _run_ants(args, threads)
     rigid = Path(outprefix + "0GenericAffine.mat")
     if not rigid.is_file():
         raise RuntimeError(f"antsRegistration wrote no rigid transform in {tmp}")
-    # rigid maps T1w points -> GRE points: move the T1w header into the GRE world
+    # the rigid maps GRE points -> T1w points: move the T1w header into the GRE world
     r_ras = itk_affine_to_ras(rigid)
-    t1_world = nib.Nifti1Image(t1.get_fdata(dtype=np.float32), r_ras @ t1.affine)
+    t1_world = nib.Nifti1Image(t1.get_fdata(dtype=np.float32), np.linalg.inv(r_ras) @ t1.affine)
     # brain mask: GRE mask (in the GRE world) onto the moved T1w grid, dilated by ~3 mm
     with itk_threads(threads):
         m_t1 = ants.apply_transforms(
@@ -458,8 +476,16 @@ def _t1w_to_gre_world(
     m_arr = ndimage.binary_dilation(m_t1.numpy() > 0.5, iterations=max(1, int(round(3.0 / vox))))
     brain = nib.Nifti1Image(t1_world.get_fdata(dtype=np.float32) * m_arr, t1_world.affine)
     moving_path = _save(brain, tmp / "t1w_brain_greworld.nii.gz")
-    timings["rigid_GRE_to_T1w"] = time.perf_counter() - t0
-    return moving_path, rigid
+    timings["rigid_T1w_to_GRE"] = time.perf_counter() - t0
+    info = {
+        "Transform": "Rigid[0.1]",
+        "Fixed": "GRE magnitude masked by the brain mask (metric mask: brain mask)",
+        "Metric": f"MI[bins={p.mi_bins},Regular,{p.sampling_rate}]",
+        "Iterations": list(its),
+        "ShrinkFactors": list(shrink),
+        "SmoothingSigmasVox": list(smooth),
+    }
+    return moving_path, rigid, info
 
 
 def _transform_path(transforms: dict[str, Path] | Path | str) -> Path:

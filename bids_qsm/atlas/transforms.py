@@ -79,7 +79,7 @@ def itk_affine_to_ras(path: Path) -> np.ndarray:
 
 
 def xfm_name(prefix: str, source: str, target: str, ext: str) -> str:
-    """BIDS-style transform file name ``{prefix}_from-{source}_to-{target}_mode-image_xfm.{ext}``."""
+    """BIDS-style name ``{prefix}_from-{source}_to-{target}_mode-image_xfm.{ext}``."""
     return f"{prefix}_from-{source}_to-{target}_mode-image_xfm.{ext.lstrip('.')}"
 
 

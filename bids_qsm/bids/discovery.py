@@ -203,7 +203,11 @@ def discover(config: Config, layout: Any | None = None) -> list[GreAcquisition]:
     if ex.bids_dir is None:
         raise ValueError("config.execution.bids_dir is not set")
     if layout is None:
-        layout = get_layout(ex.bids_dir, ex.bids_database_dir, exclude=(ex.output_dir, ex.work_dir))
+        layout = get_layout(
+            ex.bids_dir,
+            ex.bids_database_dir,
+            exclude=(ex.output_dir, ex.work_dir, ex.bids_database_dir),
+        )
 
     subjects = sorted(layout.get_subjects())
     if ex.participant_label:

@@ -176,13 +176,15 @@ def run_participant(config: Config) -> int:
                 ex.bids_dir,
                 subjects,
                 report_dir=ex.log_dirs[0],
-                exclude=(ex.output_dir, ex.work_dir),
+                exclude=(ex.output_dir, ex.work_dir, ex.bids_database_dir),
             )
 
     with stage("Discovering GRE acquisitions", LOGGER):
         try:
             layout = get_layout(
-                ex.bids_dir, ex.bids_database_dir, exclude=(ex.output_dir, ex.work_dir)
+                ex.bids_dir,
+                ex.bids_database_dir,
+                exclude=(ex.output_dir, ex.work_dir, ex.bids_database_dir),
             )
         except BidsQsmError:
             raise

@@ -58,11 +58,14 @@ class QSMOptions:
     mask_threshold_scale: float = 0.5
     mask_opening_radius_mm: float = 4.0
     residual_threshold: float = 0.3
-    # phase offset (MCPC-3D-S)
+    # unwrapping / phase offset (MCPC-3D-S)
+    unwrap_downsample: int | None = None  # None: auto, coarse grid of about 2 mm; 1: full res
     mcpc_sigma_vox: tuple[float, float, float] = (10.0, 10.0, 5.0)
+    mcpc_refine_passes: int = 1
     # V-SHARP
     vsharp_max_radius_mm: float = 12.0
-    vsharp_min_radius_mm: float | None = None  # None: one (largest) voxel edge
+    vsharp_min_radius_mm: float | None = None  # None: two (largest) voxel edges
+    vsharp_step_mm: float | None = None  # None: two (largest) voxel edges
     vsharp_threshold: float = 0.05
     # PDF
     pdf_tol: float = 1e-3
@@ -212,6 +215,8 @@ def reconstruct_qsm(
         vs,
         unwrapping=opt.unwrapping,
         mcpc_sigma_vox=opt.mcpc_sigma_vox,
+        mcpc_refine_passes=opt.mcpc_refine_passes,
+        downsample=opt.unwrap_downsample,
         threads=threads,
     )
     t = tick("unwrap_fit", t)
@@ -219,13 +224,15 @@ def reconstruct_qsm(
     multi = len(te) > 1
     q_mask = refine_mask(m_box, fit.residual, opt.residual_threshold) if multi else m_box
     field_ppm = hz_to_ppm(fit.field_hz, b0_tesla).astype(np.float32)
+    radii = vsharp_radii(
+        vs, opt.vsharp_max_radius_mm, opt.vsharp_min_radius_mm, opt.vsharp_step_mm
+    )
     if opt.bg_removal == "vsharp":
         local, f_mask = vsharp(
             field_ppm,
             q_mask,
             vs,
-            max_radius_mm=opt.vsharp_max_radius_mm,
-            min_radius_mm=opt.vsharp_min_radius_mm,
+            radii_mm=radii,
             threshold=opt.vsharp_threshold,
             threads=threads,
         )
@@ -304,9 +311,7 @@ def reconstruct_qsm(
         else "single echo: phase / (2 pi TE)",
         "bg_removal_algorithm": ALGORITHM_NAMES[opt.bg_removal],
         "inversion_algorithm": ALGORITHM_NAMES[opt.inversion],
-        "vsharp_radii_mm": vsharp_radii(vs, opt.vsharp_max_radius_mm, opt.vsharp_min_radius_mm)
-        if opt.bg_removal == "vsharp"
-        else None,
+        "vsharp_radii_mm": radii if opt.bg_removal == "vsharp" else None,
         "mask_source": "user" if mask is not None else "magnitude threshold + morphology",
         "reference_region": opt.reference,
         "reference_value_ppm": ref_value,

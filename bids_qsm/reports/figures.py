@@ -65,6 +65,7 @@ PHASE_IRON_WINDOW_RAD: tuple[float, float] = (-0.2, 0.2)
 _FIG_WIDTH_IN = 12.0
 _DPI = 100
 _N_COLS = 6
+_GAP_IN = 0.06
 _BG = "black"
 _FG = "white"
 
@@ -369,11 +370,11 @@ def _render(
     for i, k in enumerate(slices):
         r, col = divmod(i, n_cols)
         ax = fig.add_axes(
-            (
-                col * tile_w / _FIG_WIDTH_IN,
-                (y - (r + 1) * tile_h) / height,
-                tile_w / _FIG_WIDTH_IN,
-                tile_h / height,
+            (  # a small gutter (_GAP_IN) between tiles
+                (col * tile_w + _GAP_IN / 2) / _FIG_WIDTH_IN,
+                (y - (r + 1) * tile_h + _GAP_IN / 2) / height,
+                (tile_w - _GAP_IN) / _FIG_WIDTH_IN,
+                (tile_h - _GAP_IN) / height,
             )
         )
         ax.set_facecolor(_BG)

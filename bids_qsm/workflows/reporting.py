@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,11 @@ def acquisition_figures(
             mag, mask, vs, fig_dir / f"{src}_desc-mask_outline.png", **common
         )
     if labels is not None:
-        names = None
+        # group the atlas labels into the reported structures (thalamus, caudate, ...) so
+        # that figures centre on the deep gray matter and the legend stays readable
         tsv = dpath("dseg", ".tsv", seg=atlas)
-        if tsv.is_file():
-            t = pd.read_csv(tsv, sep="\t")
-            names = dict(zip(t["index"].astype(int), t["name"].astype(str), strict=False))
+        table = pd.read_csv(tsv, sep="\t") if tsv.is_file() else pd.DataFrame()
+        labels, names = F.structure_labels_from_table(labels, table)
         figs["atlas"] = F.atlas_overlay(
             chi, labels, vs, fig_dir / f"{src}_desc-atlas_overlay.png", names, mask=mask, **common
         )
@@ -169,6 +170,7 @@ def write_subject_report(config: Any, subject: str, acquisitions: list[Any], out
     from bids_qsm.reports.participant import ReportInputs, write_participant_report
 
     report: Path | None = None
+    log_dir = Path(out_dir) / f"sub-{subject}" / "log" / config.execution.run_id
     for acq in acquisitions:
         figs, qc, warnings, regional, lesions = acquisition_figures(config, acq, out_dir)
         chi_side = _sidecar(derivative_path(out_dir, acq.source_prefix, "Chimap"))
@@ -190,9 +192,14 @@ def write_subject_report(config: Any, subject: str, acquisitions: list[Any], out
             methods_markdown=methods_boilerplate(params, __version__),
             provenance={
                 "version": __version__,
+                "command": " ".join(sys.argv),
                 "run_id": config.execution.run_id,
                 "stage_timings_s": chi_side.get("StageTimings", {}),
-                "log_dir": str(Path(out_dir) / f"sub-{subject}" / "log" / config.execution.run_id),
+                "software": chi_side.get("ProcessingSoftware", {}),
+                "crash_files": sorted(
+                    str(p) for p in (log_dir.glob("crash-*") if log_dir.is_dir() else [])
+                ),
+                "log_dir": str(log_dir),
             },
         )
         report = write_participant_report(inputs, out_dir)
