@@ -20,7 +20,7 @@
 #   DEBIAN_MIRROR mirror for debootstrap            (default http://deb.debian.org/debian)
 #   SMOKE_DIR    scratch dir for data/outputs       (default <repo>/work/container-smoke)
 #   RUN_UID      uid:gid used for the runs          (default 4242:4242)
-#   SMOKE_NPROCS / SMOKE_OMP / SMOKE_MEM_MB         resources given to the app (2 / 1 / 4000)
+#   SMOKE_NPROCS / SMOKE_OMP / SMOKE_MEM_MB         resources given to the app (2 / 2 / 4000)
 #   BUILD_CA_CERT CA bundle for pip inside the build (default: host pip's `cert`, if any)
 set -euo pipefail
 
@@ -31,7 +31,7 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SMOKE_DIR=${SMOKE_DIR:-$REPO/work/container-smoke}
 RUN_UID=${RUN_UID:-4242:4242}
 SMOKE_NPROCS=${SMOKE_NPROCS:-2}
-SMOKE_OMP=${SMOKE_OMP:-1}
+SMOKE_OMP=${SMOKE_OMP:-2}
 SMOKE_MEM_MB=${SMOKE_MEM_MB:-4000}
 PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
 
@@ -189,10 +189,12 @@ build_image() {
     ca=$(host_ca_cert)
     if [[ -n $ca ]]; then
         mkdir -p "$SMOKE_DIR/build-config"
-        printf '[global]\ncert = /run/bids-qsm-build/ca.crt\ndisable-pip-version-check = true\n' \
+        # /mnt exists (empty) in the base image, so binding there leaves no mount point behind;
+        # /etc/pip.conf remains as an empty file in the layers (pip itself is removed).
+        printf '[global]\ncert = /mnt/ca.crt\ndisable-pip-version-check = true\n' \
             >"$SMOKE_DIR/build-config/pip.conf"
         cp "$ca" "$SMOKE_DIR/build-config/ca.crt"
-        extra+=(-v "$SMOKE_DIR/build-config:/run/bids-qsm-build:ro,Z"
+        extra+=(-v "$SMOKE_DIR/build-config:/mnt:ro,Z"
                 -v "$SMOKE_DIR/build-config/pip.conf:/etc/pip.conf:ro,Z")
         log "pip in the build trusts the host CA bundle $ca (bind-mounted, not baked in)"
     fi
@@ -229,9 +231,9 @@ check_image_basics() {
     log "  bids-qsm --version -> $v"
     run_as_user bids-qsm --help >"$SMOKE_DIR/help.txt" || die "'bids-qsm --help' failed in the image"
     grep -q 'participant' "$SMOKE_DIR/help.txt" || die "--help does not mention 'participant'"
-    run_as_user bids-validator-deno --version >/dev/null ||
+    v=$(run_as_user bids-validator-deno --version 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' | tail -1) ||
         die "bids-validator-deno cannot start offline as a non-root UID in the image"
-    log "  bids-validator-deno --version -> $(run_as_user bids-validator-deno --version | tail -1)"
+    log "  bids-validator-deno --version -> $v"
     # Nothing from the build toolchain in the final image
     local found
     # shellcheck disable=SC2016  # expanded by the container's shell
@@ -275,6 +277,8 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d.get("DatasetType") == "derivative", "DatasetType is not derivative"
 assert d.get("GeneratedBy"), "GeneratedBy missing"
+if "Container" not in d["GeneratedBy"][0]:
+    print("[container-smoke] WARNING: GeneratedBy has no Container entry", file=sys.stderr)
 EOF
     for f in "$out"/sub-*/anat/*_Chimap.nii.gz; do
         [[ -e $f ]] || continue

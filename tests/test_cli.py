@@ -489,3 +489,46 @@ def test_database_dir_reused_across_runs(
     assert code == 0, err
     assert "Reusing the pybids index" in err
     assert [c[1][0].subject for c in fake_participant.calls] == ["01", "02"]
+
+
+@pytest.mark.parametrize(
+    "toml_text",
+    [
+        '[nipype]\nnprocs = "many"\n',
+        "[workflow]\nskip_registration = 1\n",
+        '[workflow]\ninversion = "magic"\n',
+        "[workflow]\nphase_sign = 2\n",
+        "[nosuchsection]\nx = 1\n",
+        "[group]\ncovariates = 3\n",
+    ],
+)
+def test_config_file_type_errors_exit_64(
+    bids_dataset: Path, tmp_path: Path, capsys, toml_text: str
+) -> None:
+    toml = tmp_path / "settings.toml"
+    toml.write_text(toml_text)
+    code, _, err = run_cli(capsys, bids_dataset, tmp_path / "o", "participant",
+                           "--config-file", toml)  # fmt: skip
+    assert code == 64, err
+    assert_one_error_line(err)
+
+
+def test_stage_logging_and_log_file_replay(tmp_path: Path, capsys) -> None:
+    from bids_qsm.logging_setup import add_log_dir, setup_logging, stage, teardown_logging
+
+    logger = setup_logging(0)
+    try:
+        logger.debug("early detail")
+        with stage("Doing things", logger):
+            pass
+        path = add_log_dir(tmp_path / "log")  # replays what was logged before
+        logger.info("late line")
+        with pytest.raises(ValueError), stage("Failing", logger):
+            raise ValueError("x")
+    finally:
+        teardown_logging()
+    text = path.read_text()
+    assert "early detail" in text and "Doing things done" in text and "late line" in text
+    assert "Failing failed" in text
+    err = capsys.readouterr().err
+    assert "Doing things done (" in err and "early detail" not in err  # DEBUG: file only

@@ -66,12 +66,19 @@ def test_dockerfile_recipe():
     assert len(froms) == 2 and froms[0].endswith("AS builder")
     assert all(f.split()[0] == "${BASE_IMAGE}" for f in froms)
     assert ("ARG", "BASE_IMAGE=debian:bookworm-slim") in ins
-    final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM"):]
+    final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM") :]
     runs = " ".join(args for word, args in final if word == "RUN")
     # Debian's python, no compilers / dev packages / pip in the final stage
     assert "python3=" in runs
-    for dev in ("build-essential", "gcc", "g++", "python3-dev", "python3-pip", "python3-venv",
-                "pip install"):
+    for dev in (
+        "build-essential",
+        "gcc",
+        "g++",
+        "python3-dev",
+        "python3-pip",
+        "python3-venv",
+        "pip install",
+    ):
         assert dev not in runs, f"{dev} in the final stage"
     assert ("COPY", "--from=builder /opt/venv /opt/venv") in final
     assert "pip uninstall -y pip" in " ".join(a for w, a in ins if w == "RUN")
@@ -83,8 +90,12 @@ def test_dockerfile_recipe():
     env = " ".join(a for w, a in final if w == "ENV")
     assert "HOME=/home/bidsqsm" in env and "/opt/venv/bin" in env
     # Thread counts come from the command line, never from the image
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+    for var in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+    ):
         assert var not in env
     # OCI labels
     labels = " ".join(a for w, a in final if w == "LABEL")
@@ -94,7 +105,8 @@ def test_dockerfile_recipe():
 
 def test_dockerignore_keeps_context_small():
     lines = [
-        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     # Allow-list: ignore everything, re-include only what the Dockerfile copies

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .grid import block_mean, irfft3, pad_to_fast, rfft3, upsample_linear
-from .phase import wrap_to_pi
 from .unwrap import auto_downsample, unwrap_quality
 
 TWO_PI = np.float32(2 * np.pi)
@@ -92,6 +91,16 @@ def gaussian_smooth_fft(
     return (sm[0] / den).astype(np.float32)
 
 
+def wrap_fast(x: np.ndarray) -> np.ndarray:
+    """Wrap angles (rad) into [-pi, pi] by subtracting the nearest multiple of 2 pi (float32).
+
+    Equivalent to :func:`bids_qsm.qsm.phase.wrap_to_pi` up to the representative of +-pi (both
+    are the same angle), and several times faster than ``np.mod`` on large arrays.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    return x - TWO_PI * np.rint(x * np.float32(1 / (2 * np.pi)))
+
+
 def _default_unwrapper(p: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
     return unwrap_quality(p, m, w)
 
@@ -119,7 +128,7 @@ def mcpc3ds(
         raise ValueError("MCPC-3D-S needs at least two echoes")
     if unwrapper is None:
         unwrapper = _default_unwrapper
-    dphi = wrap_to_pi(phase[..., 1] - phase[..., 0])
+    dphi = wrap_fast(phase[..., 1] - phase[..., 0])
     dphi_u = unwrapper(dphi, mask, mag[..., 0] * mag[..., 1])
     ratio = np.float32(te[0] / (te[1] - te[0]))
     po = phase[..., 0] - ratio * dphi_u
@@ -129,9 +138,9 @@ def mcpc3ds(
     po_s = np.angle(po_c).astype(np.float32)
     for _ in range(refine_passes):
         # Twicing: smooth what the smoothing left behind (curvature and mask-edge bias).
-        rest = wrap_to_pi(po - po_s)
+        rest = wrap_fast(po - po_s)
         po_s += gaussian_smooth_fft(rest, sigma_vox, w, threads, ds)
-    corrected = wrap_to_pi(phase - po_s[..., None])
+    corrected = wrap_fast(phase - po_s[..., None])
     return corrected, po_s, dphi_u
 
 

@@ -56,7 +56,8 @@ def tkd(
     t = np.float32(threshold)
     # sign(0) would be 0 on the cone surface: take +t there (no division by zero anywhere).
     dt = np.where(np.abs(D) >= t, D, np.where(D < 0, -t, t))
-    inv = (1 / dt).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(dt == 0, 0, 1 / dt).astype(np.float32)  # exact zeros only if t == 0
     inv[0, 0, 0] = 0  # the mean is undetermined (D(0) = 0); referencing fixes it
     chi = irfft3(rfft3(f, threads) * inv, f.shape, threads)
     return _unpad(chi, mask, sl, region)
@@ -68,8 +69,8 @@ def tikhonov(
     voxel_size: np.ndarray,
     b0_dir: np.ndarray,
     *,
-    lam: float = 0.1,
-    reg: str = "identity",
+    lam: float = 0.01,
+    reg: str = "gradient",
     tol: float = 0.03,
     max_iter: int = 100,
     pad_mm: float = 12.0,
@@ -124,7 +125,7 @@ def tikhonov(
 
 
 def lsmr_diagonal_filter(d: np.ndarray, b: np.ndarray, n_iter: int) -> np.ndarray:
-    """Filter ``g(d)`` such that ``g(d) * b`` is the ``n_iter``-th LSMR iterate for ``diag(d) x = b``.
+    """Filter ``g(d)``: ``g(d) * b`` is the ``n_iter``-th LSMR iterate for ``diag(d) x = b``.
 
     LSMR's k-th iterate minimises ``||A^T (b - A x)||`` over the Krylov space
     ``span{u, A^T A u, ..., (A^T A)^(k-1) u}`` with ``u = A^T b``. For a real diagonal ``A`` every
@@ -190,7 +191,7 @@ def _admm_tv(
     n_iter = 0
     # The z/u variables start from grad x0 (z = grad x0, u = 0).
     z = [_grad_forward(x, a, vs[a], np.empty(shape, np.float32)) for a in range(3)]
-    for n_iter in range(1, max_iter + 1):  # noqa: B007
+    for n_iter in range(1, max_iter + 1):
         # x-step: (Q + rho L) X = K0 + rho F[grad^T (z - u)]
         acc = np.zeros(shape, np.float32)
         for a in range(3):
@@ -211,7 +212,8 @@ def _admm_tv(
         dx = x_new - x
         change = float(np.sqrt(np.vdot(dx, dx)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30))
         x = x_new
-        if change < tol:
+        # The first x-step only reproduces x0 (z = grad x0, u = 0): judge from the second on.
+        if n_iter > 1 and change < tol:
             break
     return x, n_iter
 

@@ -22,7 +22,7 @@ from .echofit import fit_field
 from .geometry import hz_to_ppm
 from .grid import bounding_box
 from .inversion import rts, tikhonov, tkd, tv_admm
-from .mask import brain_mask, refine_mask
+from .mask import brain_mask, erode_mask, largest_component, refine_mask
 from .phase import apply_phase_sign, combine_magnitude
 from .r2star import fit_r2star
 from .reference import csf_mask_from_r2star, reference_chi
@@ -58,6 +58,7 @@ class QSMOptions:
     mask_threshold_scale: float = 0.5
     mask_opening_radius_mm: float = 4.0
     residual_threshold: float = 0.3
+    mask_erosion_mm: float = 1.0  # erosion before background removal (consensus: 1 voxel)
     # unwrapping / phase offset (MCPC-3D-S)
     unwrap_downsample: int | None = None  # None: auto, coarse grid of about 2 mm; 1: full res
     mcpc_sigma_vox: tuple[float, float, float] = (10.0, 10.0, 5.0)
@@ -74,8 +75,8 @@ class QSMOptions:
     # inversion
     inversion_pad_mm: float = 12.0
     tkd_threshold: float = 0.15
-    tikhonov_lambda: float = 0.1
-    tikhonov_reg: str = "identity"
+    tikhonov_lambda: float = 0.01
+    tikhonov_reg: str = "gradient"  # "gradient" (lambda ||grad chi||^2) or "identity"
     tikhonov_tol: float = 0.03
     tikhonov_max_iter: int = 100
     tv_lambda: float = 1e-3
@@ -223,10 +224,10 @@ def reconstruct_qsm(
 
     multi = len(te) > 1
     q_mask = refine_mask(m_box, fit.residual, opt.residual_threshold) if multi else m_box
+    if opt.mask_erosion_mm > 0:
+        q_mask = largest_component(erode_mask(q_mask, vs, opt.mask_erosion_mm))
     field_ppm = hz_to_ppm(fit.field_hz, b0_tesla).astype(np.float32)
-    radii = vsharp_radii(
-        vs, opt.vsharp_max_radius_mm, opt.vsharp_min_radius_mm, opt.vsharp_step_mm
-    )
+    radii = vsharp_radii(vs, opt.vsharp_max_radius_mm, opt.vsharp_min_radius_mm, opt.vsharp_step_mm)
     if opt.bg_removal == "vsharp":
         local, f_mask = vsharp(
             field_ppm,

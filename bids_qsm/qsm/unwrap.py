@@ -13,16 +13,13 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft as sfft
 from scipy import ndimage as ndi
 from skimage.restoration import unwrap_phase
 
 from .grid import (
     block_mean,
     bounding_box,
-    irfft3,
-    laplacian_eigenvalues,
-    pad_to_fast,
-    rfft3,
     upsample_linear,
 )
 from .mask import largest_component
@@ -40,6 +37,7 @@ def unwrap_quality(
     mask: np.ndarray,
     weight: np.ndarray | None = None,
     downsample: int = 1,
+    max_uncertain_fraction: float = 0.002,
 ) -> np.ndarray:
     """Exact quality-guided 3D unwrapping of ``phase`` (rad) inside ``mask``.
 
@@ -52,7 +50,8 @@ def unwrap_quality(
     the SNR), and every fine voxel takes the 2 pi multiple closest to the trilinearly
     interpolated coarse solution. This is exact wherever the phase differs from its local
     2-voxel average by less than pi, i.e. wherever spatial unwrapping is well posed at all,
-    and about 8x faster for a factor of 2.
+    and about 8x faster for a factor of 2. If more than ``max_uncertain_fraction`` of the mask
+    strays more than pi/2 from the coarse solution, the full-resolution unwrapper is used.
     """
     phase = np.asarray(phase, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
@@ -74,6 +73,12 @@ def unwrap_quality(
             coarse = coarse[tuple(idx)]
             ref = upsample_linear(coarse, downsample, ph.shape)
             un = ph + TWO_PI * np.rint((ref - ph) / TWO_PI)
+            # Where the fine phase strays more than pi/2 from the coarse model the rounding
+            # is uncertain (phase gradients near pi per coarse voxel): then unwrap at full
+            # resolution instead.
+            uncertain = np.abs(un - ref)[m] > np.float32(np.pi / 2)
+            if uncertain.mean() > max_uncertain_fraction:
+                un = _skimage_unwrap(ph, m)
     out = np.zeros_like(phase)
     shift = TWO_PI * np.float32(np.round(un[m].mean() / TWO_PI)) if m.any() else 0.0
     out[sl] = np.where(m, un - shift, np.float32(0))
@@ -91,25 +96,35 @@ def _skimage_unwrap(ph: np.ndarray, m: np.ndarray) -> np.ndarray:
 def unwrap_laplacian(
     phase: np.ndarray, voxel_size: np.ndarray, mask: np.ndarray | None = None, threads: int = 2
 ) -> np.ndarray:
-    """Laplacian unwrapping (rad, float32) of ``phase`` (rad); 6 real FFTs on a padded grid.
+    """Laplacian (least-squares) unwrapping of ``phase`` (rad), float32, one DCT pair.
 
-    The Laplacian is the periodic 7-point stencil in mm (``voxel_size``); its inverse sets the
-    k = 0 term to 0, so the output is defined up to a constant (removed: mean 0 in ``mask``).
+    The Laplacian of the true phase is formed from wrapped neighbour differences (exact where
+    the phase changes by less than pi per voxel) and inverted with the 7-point stencil under
+    Neumann boundary conditions by DCT (Ghiglia & Romero 1994). Smooth and robust to noise, but
+    it does not preserve the wrapped values exactly (not congruent), so it is offered as the
+    fast option. The result is defined up to a constant (removed: mean 0 in ``mask``).
     """
     phase = np.asarray(phase, dtype=np.float32)
-    pad = tuple(max(2, n // 8) for n in phase.shape)
-    s, region = pad_to_fast(np.sin(phase), pad)
-    c, _ = pad_to_fast(np.cos(phase), pad)
-    shape = s.shape
-    lam = laplacian_eigenvalues(shape, voxel_size)  # symbol of -Laplacian
-    lap_s = irfft3(rfft3(s, threads) * -lam, shape, threads)
-    lap_c = irfft3(rfft3(c, threads) * -lam, shape, threads)
-    lap_phi = c * lap_s - s * lap_c
-    del lap_s, lap_c, s, c
-    spec = rfft3(lap_phi, threads)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.where(lam > 0, -1.0 / lam, 0.0).astype(np.float32)
-    out = irfft3(spec * inv, shape, threads)[region].astype(np.float32)
+    vs = [float(v) for v in voxel_size]
+    lap = np.zeros(phase.shape, np.float32)
+    for ax in range(3):
+        d = np.diff(phase, axis=ax)
+        d -= TWO_PI * np.rint(d / TWO_PI)  # wrapped differences
+        d /= np.float32(vs[ax] ** 2)
+        pad = [(0, 0)] * 3
+        pad[ax] = (1, 1)
+        dp = np.pad(d, pad)  # zero flux across the boundary (Neumann)
+        lap += np.diff(dp, axis=ax)
+    eig = None
+    for ax, n in enumerate(phase.shape):
+        e = (2 * np.cos(np.pi * np.arange(n) / n) - 2) / vs[ax] ** 2
+        e = e.astype(np.float32).reshape([-1 if a == ax else 1 for a in range(3)])
+        eig = e if eig is None else eig + e
+    spec = sfft.dctn(lap, type=2, workers=threads)
+    eig[0, 0, 0] = 1.0
+    spec /= eig
+    spec[0, 0, 0] = 0.0
+    out = sfft.idctn(spec, type=2, workers=threads).astype(np.float32)
     m = np.ones(phase.shape, bool) if mask is None else np.asarray(mask, bool)
     out -= np.float32(out[m].mean())
     return np.where(m, out, np.float32(0))

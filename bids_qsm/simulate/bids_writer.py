@@ -231,8 +231,9 @@ def _draw_cohort_edss(rng: np.random.Generator, n: int) -> list[float]:
     return [float(v) for v in rng.permutation(edss)]
 
 
-def _random_pose(rng: np.random.Generator) -> HeadPose:
-    rot = tuple(float(v) for v in np.clip(rng.normal(0, 3.0, 3), -8, 8))
+def _random_pose(rng: np.random.Generator, rotation_sd_deg: float = 3.0) -> HeadPose:
+    """Random head placement: rotation SD ``rotation_sd_deg``, shift SD 3 mm, scale SD 3 %."""
+    rot = tuple(float(v) for v in np.clip(rng.normal(0, rotation_sd_deg, 3), -8, 8))
     shift = tuple(float(v) for v in np.clip(rng.normal(0, 3.0, 3), -8, 8))
     return HeadPose(rot, shift, float(np.clip(rng.normal(1.0, 0.03), 0.92, 1.08)))
 
@@ -257,6 +258,10 @@ def write_bids_dataset(
     random_pose: bool = True,
     shim_residual_hz: float = 0.0,
     between_subject_sd_ppm: float = BETWEEN_SUBJECT_SD_PPM,
+    effect_scale: float = 1.0,
+    pose_rotation_sd_deg: float = 3.0,
+    voxel_mm: tuple[float, float, float] | None = None,
+    fov_mm: tuple[float, float, float] | None = None,
     progress: Callable[[str], None] | None = None,
     workers: int = 2,
 ) -> Path:
@@ -266,8 +271,10 @@ def write_bids_dataset(
     then patients (group MS, EDSS spread over 1.5-6.5); otherwise ``n_subjects`` controls.
     Lesions (``lesions=True``) go to patients only in cohort mode and to every subject
     otherwise. ``phase_units``: ``rad`` (float32) or ``vendor`` (int16 phase -4096..4095
-    and int16 magnitude). ``random_pose`` moves, rotates (SD 3 degrees) and scales (SD 3%)
-    each head; per-subject seeds derive from ``seed`` and the subject's position.
+    and int16 magnitude). ``random_pose`` moves (SD 3 mm), rotates (SD
+    ``pose_rotation_sd_deg``) and scales (SD 3%) each head; ``effect_scale`` multiplies the
+    patients' deep gray matter effect. Per-subject seeds derive from ``seed`` and the
+    subject's position.
     """
     if phase_units not in ("rad", "vendor"):
         raise UsageError(f"phase units must be 'rad' or 'vendor', not {phase_units!r}")
@@ -290,7 +297,7 @@ def write_bids_dataset(
     regional = []
     for i, group in enumerate(groups):
         label = f"{i + 1:02d}"
-        pose = _random_pose(rng) if random_pose else HeadPose()
+        pose = _random_pose(rng, pose_rotation_sd_deg) if random_pose else HeadPose()
         sub_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
         if progress:
             progress(f"simulating sub-{label} ({group}, preset {preset})")
@@ -310,6 +317,9 @@ def write_bids_dataset(
             pose=pose,
             shim_residual_hz=shim_residual_hz,
             between_subject_sd_ppm=between_subject_sd_ppm,
+            effect_scale=effect_scale,
+            voxel_mm=voxel_mm,
+            fov_mm=fov_mm,
             participant_label=label,
             workers=workers,
         )

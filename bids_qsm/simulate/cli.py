@@ -40,6 +40,18 @@ def _te_list(text: str) -> tuple[float, ...]:
     return te
 
 
+def _mm_triplet(text: str) -> tuple[float, float, float]:
+    try:
+        v = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or X,Y,Z in mm: {text}") from None
+    if len(v) == 1:
+        v = v * 3
+    if len(v) != 3 or any(x <= 0 for x in v):
+        raise argparse.ArgumentTypeError(f"give one or three positive values in mm: {text}")
+    return v  # type: ignore[return-value]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="bids-qsm-simulate",
@@ -74,7 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_te_list,
         default=DEFAULT_TE_S,
         metavar="TE1,TE2,...",
-        help="echo times in seconds (default %(default)s)",
+        help="echo times in seconds (default 0.004,0.010,0.016,0.022)",
+    )
+    p.add_argument(
+        "--voxel-size",
+        type=_mm_triplet,
+        default=None,
+        metavar="MM[,MM,MM]",
+        help="GRE voxel size (overrides the preset)",
+    )
+    p.add_argument(
+        "--fov",
+        type=_mm_triplet,
+        default=None,
+        metavar="LR,AP,SI",
+        help="GRE field of view in mm (default 192,228,174)",
     )
     p.add_argument("--field-strength", type=_positive_float, default=3.0, metavar="TESLA")
     p.add_argument(
@@ -107,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=BETWEEN_SUBJECT_SD_PPM * 1000,
         help="SD of per-structure offsets",
+    )
+    p.add_argument(
+        "--effect-scale",
+        type=float,
+        default=1.0,
+        help="multiply the patients' deep gray matter effect (1 = seed-study magnitudes)",
+    )
+    p.add_argument(
+        "--pose-sd-deg",
+        type=float,
+        default=3.0,
+        help="SD of the random head rotation about each axis (degrees)",
     )
     p.add_argument("--nthreads", type=int, default=2, help="FFT threads")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -144,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             random_pose=not args.no_random_pose,
             shim_residual_hz=args.shim_residual_hz,
             between_subject_sd_ppm=args.between_subject_sd_ppb / 1000.0,
+            effect_scale=args.effect_scale,
+            pose_rotation_sd_deg=args.pose_sd_deg,
+            voxel_mm=args.voxel_size,
+            fov_mm=args.fov,
             progress=log.info,
             workers=args.nthreads,
         )

@@ -27,12 +27,17 @@ def edss_scale(edss: float) -> float:
     return 0.5 + 0.5 * float(edss) / EDSS_REFERENCE
 
 
-def disease_shift_ppm(group: str, edss: float, null_effect: bool = False) -> dict[str, float]:
-    """Susceptibility shift (ppm) per structure for one subject (zero for controls)."""
+def disease_shift_ppm(
+    group: str, edss: float, null_effect: bool = False, effect_scale: float = 1.0
+) -> dict[str, float]:
+    """Susceptibility shift (ppm) per structure for one subject (zero for controls).
+
+    ``effect_scale`` multiplies the seed-study effect (1 = the published magnitudes).
+    """
     shifts = dict.fromkeys(STRUCTURE_NAMES, 0.0)
     if group != "MS" or null_effect:
         return shifts
-    s = edss_scale(edss)
+    s = edss_scale(edss) * float(effect_scale)
     for name in BASAL_GANGLIA:
         shifts[name] = BASAL_GANGLIA_EFFECT_PPM * s
     for name in ("thalamus", "pulvinar"):

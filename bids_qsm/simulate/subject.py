@@ -309,6 +309,7 @@ def simulate_subject(
     pose: HeadPose | None = None,
     shim_residual_hz: float = 0.0,
     between_subject_sd_ppm: float = BETWEEN_SUBJECT_SD_PPM,
+    effect_scale: float = 1.0,
     participant_label: str = "01",
     age: float | None = None,
     sex: str | None = None,
@@ -347,6 +348,8 @@ def simulate_subject(
         Amplitude (Hz, about 80 mm from the centre) of a second-order shim residual.
     between_subject_sd_ppm
         SD of the random per-structure offsets of this subject (ppm).
+    effect_scale
+        Multiplies the patients' deep gray matter effect (1 = seed-study magnitudes).
     voxel_mm, fov_mm
         Override the preset's GRE voxel size and field of view (mm).
     compute_factor
@@ -392,7 +395,7 @@ def simulate_subject(
         hm,
         rng_tissue,
         b0_tesla=b0_tesla,
-        shifts=disease_shift_ppm(group, edss_val, null_effect),
+        shifts=disease_shift_ppm(group, edss_val, null_effect, effect_scale),
         offsets=structure_offsets_ppm(rng_tissue, between_subject_sd_ppm),
         atrophy=atrophy_mm(group, edss_val, null_effect) if atrophy else 0.0,
         lesions=lesion_set,
