@@ -95,7 +95,7 @@ def test_array_picks_subject_and_resources(fake_env, task, label):
     assert proc.returncode == 0, proc.stderr
     args = record.read_text().splitlines()
     assert args[:3] == [str(bids), str(out), "participant"]
-    opts = dict(zip(args[3:-2:2], args[4:-2:2]))
+    opts = dict(zip(args[3:-2:2], args[4:-2:2], strict=True))
     assert opts["--participant-label"] == label
     assert opts["--nprocs"] == "3"
     assert opts["--mem-mb"] == "7200"  # 90 % of SLURM_MEM_PER_NODE

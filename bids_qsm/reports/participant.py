@@ -427,10 +427,9 @@ def regional_chi_figure(table: pd.DataFrame, out: Path) -> Path | None:
             lo = np.array([_as_float(sub["chi_p25_ppm"].get(s)) or np.nan for s in order]) * 1000
             hi = np.array([_as_float(sub["chi_p75_ppm"].get(s)) or np.nan for s in order]) * 1000
             ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(y)
-            ax.errorbar(
-                xs[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none",
-                ecolor="#333333", elinewidth=0.8, capsize=2,
-            )  # fmt: skip
+            # the interquartile range as a whisker (the mean may lie outside it in skewed
+            # structures, so it is drawn as a segment rather than as error bars)
+            ax.vlines(xs[ok], lo[ok], hi[ok], colors="#333333", linewidth=0.8)
     ax.axhline(0, color="#333333", lw=0.8)
     ax.set_xticks(x, [s.replace("_", " ") for s in order], rotation=30, ha="right", fontsize=9)
     ax.set_ylabel("χ mean (ppb)")
