@@ -40,7 +40,7 @@ RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels . \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/bids_qsm-*.whl \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall -y pip setuptools wheel \
-    && find /opt/venv/lib/python3.11/site-packages/{numpy,scipy,pandas,skimage,matplotlib,statsmodels,nilearn,nipype,nibabel,bids} \
+    && find /opt/venv/lib/python3.11/site-packages/{numpy,scipy,pandas,skimage,sklearn,matplotlib,statsmodels,nilearn,nipype,nibabel,bids,networkx,prov,traits} \
         -type d -name tests -prune -exec rm -rf {} + \
     && rm -f /opt/venv/bin/activate* /opt/venv/bin/Activate.ps1
 

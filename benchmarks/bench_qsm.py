@@ -139,6 +139,7 @@ def main() -> None:
     local = res.local_field_ppm
     solvers = {
         "rts (default)": (rts, {}),
+        "rts rho=1": (rts, {"rho": 1.0}),
         "tikhonov": (tikhonov, {}),
         "tv": (tv_admm, {}),
         "tkd": (tkd, {}),

@@ -13,7 +13,7 @@
 #   6. runs `bids-qsm ... participant` and `... group` as a non-root UID with --read-only,
 #   7. checks the outputs, then prints build time, run times and image size.
 #
-# Usage: scripts/container-smoke.sh [--only-base] [--only-build] [--no-build] [--keep]
+# Usage: scripts/container-smoke.sh [--only-base] [--only-build] [--no-build] [--no-cache] [--keep]
 # Environment (all optional):
 #   IMAGE        image tag to build/run             (default localhost/bids-qsm:smoke)
 #   BASE_IMAGE   tag of the local base image        (default docker.io/library/debian:bookworm-slim)
@@ -36,6 +36,7 @@ SMOKE_MEM_MB=${SMOKE_MEM_MB:-4000}
 PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
 
 DO_BASE=1
+CACHE_ARGS=(--layers)
 DO_BUILD=1
 DO_RUN=1
 KEEP=0
@@ -44,6 +45,7 @@ for arg in "$@"; do
         --only-base) DO_BUILD=0; DO_RUN=0 ;;
         --no-build) DO_BASE=0; DO_BUILD=0 ;;
         --only-build) DO_RUN=0 ;;
+        --no-cache) CACHE_ARGS=(--no-cache) ;;
         --keep) KEEP=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "container-smoke: unknown argument '$arg' (see --help)" >&2; exit 64 ;;
@@ -199,7 +201,7 @@ build_image() {
         log "pip in the build trusts the host CA bundle $ca (bind-mounted, not baked in)"
     fi
     log "building $IMAGE from $REPO/Dockerfile (version $version, ref $vcs_ref)"
-    "${PODMAN[@]}" build --format docker --network host --pull=never --layers \
+    "${PODMAN[@]}" build --format docker --network host --pull=never "${CACHE_ARGS[@]}" \
         "${extra[@]}" \
         --build-arg "VERSION=$version" --build-arg "VCS_REF=$vcs_ref" \
         --build-arg "BUILD_DATE=$build_date" \

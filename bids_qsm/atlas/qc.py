@@ -58,13 +58,15 @@ def registration_figure(
     out_png: Path,
     labels: np.ndarray | None = None,
     title: str | None = None,
+    structures: Iterable[StructureDef] | None = None,
 ) -> Path:
     """PNG of the subject GRE magnitude with the warped template's edges (and label outlines).
 
     Seven slices (three along the third voxel axis, two along each of the others) in the
     acquisition grid. Edges are iso-contours of the warped template at its 35th and 70th
-    intensity percentiles (about the brain and the gray/white boundaries); when labels are
-    available their outlines are drawn too. Written atomically; returns ``out_png``.
+    intensity percentiles (about the brain and the gray/white boundaries). With
+    ``structures`` (and labels, given or from the registration result) the outlines of those
+    structures are drawn in blue. Written atomically; returns ``out_png``.
     """
     import matplotlib
 
@@ -92,6 +94,10 @@ def registration_figure(
     vmax = np.percentile(mag[mag > 0], 99.5) if (mag > 0).any() else 1.0
     zoom = np.sqrt((gre_mag_img.affine[:3, :3] ** 2).sum(axis=0))
 
+    sel = None
+    if labels is not None and structures is not None:
+        wanted = sorted({v for s in structures for v in s.labels})
+        sel = np.isin(np.asarray(labels), wanted).astype(np.float32)
     fig = Figure(figsize=(14, 3.2), dpi=100)
     fig.patch.set_facecolor("black")
     slices = _slices(inside)
@@ -102,10 +108,10 @@ def registration_figure(
         ax.imshow(_take(mag, axis, index), cmap="gray", vmin=0, vmax=vmax, aspect=aspect)
         ax.contour(_take(tpl, axis, index), levels=sorted(levels), colors=["#ff4040", "#40ff40"],
                    linewidths=0.6)  # fmt: skip
-        if labels is not None:
-            lab = _take(np.asarray(labels), axis, index)
+        if sel is not None:
+            lab = _take(sel, axis, index)
             if lab.any():
-                ax.contour(lab > 0, levels=[0.5], colors=["#40c0ff"], linewidths=0.4)
+                ax.contour(lab, levels=[0.5], colors=["#40c0ff"], linewidths=0.5)
         ax.set_axis_off()
     fig.suptitle(title or "template edges (red/green) over the subject GRE", color="w", fontsize=9)
     fig.subplots_adjust(left=0, right=1, bottom=0, top=0.9, wspace=0.02)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .grid import block_mean, irfft3, pad_to_fast, rfft3, upsample_linear
-from .unwrap import auto_downsample, unwrap_quality
+from .unwrap import auto_downsample, unwrap_laplacian, unwrap_quality
 
 TWO_PI = np.float32(2 * np.pi)
 
@@ -211,8 +211,6 @@ def fit_field(
     Single echo: the phase is unwrapped spatially and divided by ``2 pi TE`` (no offset removal
     is possible; a smooth offset is removed later with the background field).
     """
-    from .unwrap import unwrap_laplacian
-
     te = [float(t) for t in te_s]
     mag = np.asarray(mag, np.float32)
     phase = np.asarray(phase, np.float32)

@@ -151,15 +151,25 @@ def lsmr_diagonal_filter(d: np.ndarray, b: np.ndarray, n_iter: int) -> np.ndarra
 
 
 def _grad_forward(x: np.ndarray, ax: int, h: float, out: np.ndarray) -> np.ndarray:
-    """Periodic forward difference along ``ax`` (per mm) into ``out``."""
-    np.subtract(np.roll(x, -1, axis=ax), x, out=out)
-    out *= np.float32(1.0 / h)
+    """Periodic forward difference along ``ax`` (per mm) into ``out`` (no temporaries)."""
+    xs = np.moveaxis(x, ax, 0)
+    os_ = np.moveaxis(out, ax, 0)
+    np.subtract(xs[1:], xs[:-1], out=os_[:-1])
+    np.subtract(xs[0], xs[-1], out=os_[-1])
+    if h != 1.0:
+        out *= np.float32(1.0 / h)
     return out
 
 
 def _grad_adjoint_add(v: np.ndarray, ax: int, h: float, acc: np.ndarray) -> None:
-    """acc += grad_ax^T v  (adjoint of the periodic forward difference: -backward difference)."""
-    acc += (np.roll(v, 1, axis=ax) - v) * np.float32(1.0 / h)
+    """``acc += grad_ax^T v``: adjoint of the periodic forward difference (minus backward one)."""
+    vs = np.moveaxis(v, ax, 0)
+    acc_ = np.moveaxis(acc, ax, 0)
+    if h != 1.0:
+        vs = vs * np.float32(1.0 / h)
+    acc_[1:] += vs[:-1]
+    acc_[0] += vs[-1]
+    acc_ -= vs
 
 
 def _admm_tv(
@@ -176,41 +186,43 @@ def _admm_tv(
     """ADMM for ``min_x 1/2 <x, Q x>_k - <K0, X>_k + lam ||grad x||_1`` (anisotropic TV).
 
     ``Q`` (real, rfft layout) and ``K0`` (complex) define the quadratic data term in k-space;
-    scaled ADMM with splitting ``z = grad x``. Returns the solution and the iteration count.
-    Stops when ``||x_k - x_{k-1}|| / ||x_k|| < tol``.
+    scaled ADMM with the splitting ``z = grad x``. With ``r = grad x + u`` the z- and u-steps
+    are ``u <- clip(r, -lam/rho, lam/rho)``, ``z = r - u``, and the x-step only needs
+    ``w = z - u = r - 2u``, which is all that is stored (3 arrays plus u). One FFT pair per
+    iteration. Stops when ``||x_k - x_{k-1}|| / ||x_k|| < tol``; returns x and the iterations.
     """
     shape = x0.shape
     vs = [float(v) for v in voxel_size]
     L = laplacian_eigenvalues(shape, voxel_size)
     den = Q + np.float32(rho) * L
     inv = np.where(den > 0, 1 / np.where(den > 0, den, 1), 0).astype(np.float32)
+    inv *= np.float32(rho)  # folds the rho of the x-step right-hand side
+    K0 = (K0 / np.float32(rho)).astype(np.complex64)
     x = x0.astype(np.float32, copy=True)
     thr = np.float32(lam / rho)
     u = [np.zeros(shape, np.float32) for _ in range(3)]
-    g = np.empty(shape, np.float32)
+    # Start from z = grad x0, u = 0, i.e. w = grad x0.
+    w = [_grad_forward(x, a, vs[a], np.empty(shape, np.float32)) for a in range(3)]
+    acc = np.empty(shape, np.float32)
     n_iter = 0
-    # The z/u variables start from grad x0 (z = grad x0, u = 0).
-    z = [_grad_forward(x, a, vs[a], np.empty(shape, np.float32)) for a in range(3)]
     for n_iter in range(1, max_iter + 1):
-        # x-step: (Q + rho L) X = K0 + rho F[grad^T (z - u)]
-        acc = np.zeros(shape, np.float32)
+        # x-step: (Q + rho L) X = K0 + rho F[grad^T w]
+        acc.fill(0)
         for a in range(3):
-            np.subtract(z[a], u[a], out=g)
-            _grad_adjoint_add(g, a, vs[a], acc)
+            _grad_adjoint_add(w[a], a, vs[a], acc)
         X = rfft3(acc, threads)
-        X *= np.float32(rho)
         X += K0
         X *= inv
         x_new = irfft3(X, shape, threads)
-        del X, acc
-        # z- and u-steps (soft threshold); with r = grad x + u: u_new = clip(r), z = r - u_new.
+        del X
         for a in range(3):
-            _grad_forward(x_new, a, vs[a], g)
-            g += u[a]
-            np.clip(g, -thr, thr, out=u[a])
-            np.subtract(g, u[a], out=z[a])
-        dx = x_new - x
-        change = float(np.sqrt(np.vdot(dx, dx)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30))
+            r = _grad_forward(x_new, a, vs[a], w[a])
+            r += u[a]
+            np.clip(r, -thr, thr, out=u[a])
+            r -= u[a]
+            r -= u[a]  # w = r - 2u
+        x -= x_new
+        change = float(np.sqrt(np.vdot(x, x)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30))
         x = x_new
         # The first x-step only reproduces x0 (z = grad x0, u = 0): judge from the second on.
         if n_iter > 1 and change < tol:

@@ -37,7 +37,7 @@ def unwrap_quality(
     mask: np.ndarray,
     weight: np.ndarray | None = None,
     downsample: int = 1,
-    max_uncertain_fraction: float = 0.002,
+    max_uncertain_fraction: float = 0.01,
 ) -> np.ndarray:
     """Exact quality-guided 3D unwrapping of ``phase`` (rad) inside ``mask``.
 
@@ -50,8 +50,8 @@ def unwrap_quality(
     the SNR), and every fine voxel takes the 2 pi multiple closest to the trilinearly
     interpolated coarse solution. This is exact wherever the phase differs from its local
     2-voxel average by less than pi, i.e. wherever spatial unwrapping is well posed at all,
-    and about 8x faster for a factor of 2. If more than ``max_uncertain_fraction`` of the mask
-    strays more than pi/2 from the coarse solution, the full-resolution unwrapper is used.
+    and about 8x faster for a factor of 2. If more than ``max_uncertain_fraction`` (1 %) of the
+    mask strays more than pi/2 from the coarse solution, the full-resolution unwrapper is used.
     """
     phase = np.asarray(phase, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)

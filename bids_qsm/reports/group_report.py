@@ -133,18 +133,25 @@ def clinical_figure(
 
 
 def voxelwise_figure(result: Any, template_img: Any, mask_img: Any, path: Path) -> Path:
-    """t map over the template, shown where FDR q < 0.05 (unthresholded if nothing is)."""
+    """t map over the template where FDR q < 0.05, else where uncorrected p < 0.001."""
     from nilearn import plotting
+    from scipy import stats as sps
 
     q = np.asarray(result.q.dataobj)
     t = np.asarray(result.tstat.dataobj)
-    sig = q < 0.05
-    threshold = float(np.abs(t[sig]).min()) if sig.any() else None
+    inside = np.asarray(mask_img.dataobj) > 0
+    sig = (q < 0.05) & inside
+    if sig.any():
+        threshold, label = float(np.abs(t[sig]).min()), "q < 0.05"
+    else:
+        threshold = float(sps.t.isf(0.0005, max(result.df, 1)))
+        label = "no voxel at q < 0.05; shown: uncorrected p < 0.001"
+    vmax = max(float(np.percentile(np.abs(t[inside]), 99.5)), 1.5 * threshold)
     coords = np.argwhere(np.asarray(mask_img.dataobj) > 0)
     zs = np.unique(np.linspace(coords[:, 2].min(), coords[:, 2].max(), 7)[1:-1].round())
     cuts = [float((mask_img.affine @ np.array([0, 0, z, 1]))[2]) for z in zs]
     fig = plt.figure(figsize=(11, 3))
-    title = f"{result.contrast}: t ({'q < 0.05' if sig.any() else 'no voxel at q < 0.05'})"
+    title = f"{result.contrast}: t ({label})"
     plotting.plot_stat_map(
         result.tstat,
         bg_img=template_img,
@@ -156,6 +163,7 @@ def voxelwise_figure(result: Any, template_img: Any, mask_img: Any, path: Path) 
         colorbar=True,
         cmap="RdBu_r",
         symmetric_cbar=True,
+        vmax=vmax,
     )
     return _save_fig(fig, path)
 

@@ -57,7 +57,7 @@ def draw_participant(
     group: str,
     *,
     edss: float | None = None,
-    age: float | None = None,
+    age: int | None = None,
     sex: str | None = None,
     disease_duration: float | None = None,
 ) -> dict:
@@ -69,7 +69,7 @@ def draw_participant(
     if group not in ("HC", "MS"):
         raise ValueError(f"group must be 'HC' or 'MS', not {group!r}")
     if age is None:
-        age = float(np.clip(np.round(rng.normal(43.0 if group == "MS" else 41.0, 9.0)), 20, 70))
+        age = int(np.clip(np.round(rng.normal(43.0 if group == "MS" else 41.0, 9.0)), 20, 70))
     if sex is None:
         sex = "F" if rng.random() < (0.7 if group == "MS" else 0.6) else "M"
     if group == "MS":

@@ -163,12 +163,18 @@ def _tissue_maps(
         t1[eaten] = 3300.0 / 7400.0
 
     gm, wm, csf = TISSUES["gm"], TISSUES["wm"], TISSUES["csf"]
-    d_gm, d_wm = rng.normal(0.0, 0.002, 2)
+    d_gm, d_wm = rng.normal(0.0, 0.001, 2)
     chi = f_gm * np.float32(gm.chi_ppm + d_gm) + f_wm * np.float32(wm.chi_ppm + d_wm)
     r2 = f_csf * csf.r2star_hz + f_gm * gm.r2star_hz + f_wm * wm.r2star_hz
     m0 = f_csf * csf.m0 + f_gm * gm.m0 + f_wm * wm.m0
-    wm_var = _smooth_unit_field(shape, rng, 6.0)
-    chi += np.float32(0.003) * wm_var * f_wm  # slow white matter variation (+-3 ppb)
+    # Slow white matter variation (+-2 ppb, ~6 mm correlation), sampled at WM voxels only.
+    wm_idx = np.nonzero(f_wm > 0)
+    wm_field = ndimage.gaussian_filter(
+        rng.standard_normal(tuple(n // 3 + 2 for n in shape), dtype=np.float32), 2.0
+    )
+    wm_field /= np.float32(wm_field.std() + 1e-12)
+    wm_var = ndimage.map_coordinates(wm_field, np.stack(wm_idx) / np.float32(3.0), order=1)
+    chi[wm_idx] += np.float32(0.002) * wm_var * f_wm[wm_idx]
 
     # Smooth variation inside structures: a coarse random field sampled at their voxels.
     step = 2
@@ -311,7 +317,7 @@ def simulate_subject(
     between_subject_sd_ppm: float = BETWEEN_SUBJECT_SD_PPM,
     effect_scale: float = 1.0,
     participant_label: str = "01",
-    age: float | None = None,
+    age: int | None = None,
     sex: str | None = None,
     disease_duration: float | None = None,
     voxel_mm: tuple[float, float, float] | None = None,
@@ -467,6 +473,8 @@ def simulate_subject(
     if lesion_set is not None:
         t2_ids = to_gre(lesion_set.t2_ids, order=0)
         t1_ids = to_gre(lesion_set.t1_ids, order=0)
+        t2_ids[~brain] = 0
+        t1_ids[~brain] = 0
         lesion_masks = {"T2lesion": t2_ids > 0, "T1lesion": t1_ids > 0}
         lesion_truth = _lesion_truth(t2_ids, t1_ids, lesion_set, chi, r2, affine, vox_mm3)
 
