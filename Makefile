@@ -13,7 +13,7 @@
 PYTHON          ?= python3
 VENV            ?= .venv
 DEMO_DIR        ?= demo
-DEMO_SIM_ARGS   ?= --preset small --n-controls 4 --n-patients 4 --seed 1
+DEMO_SIM_ARGS   ?= --preset small --n-controls 6 --n-patients 6 --seed 1 --lesions
 DEMO_PART_ARGS  ?= --nprocs 2 --omp-nthreads 1
 DEMO_GROUP_ARGS ?=
 PYTEST_ARGS     ?= -m "not container"
@@ -59,7 +59,7 @@ demo-data: $(STAMP_RUN)
 
 demo-participant: $(STAMP_RUN)
 	$(VENV)/bin/bids-qsm $(DEMO_DIR)/bids $(DEMO_DIR)/derivatives participant \
-	  -w $(DEMO_DIR)/work $(DEMO_PART_ARGS)
+	  -w $(DEMO_DIR)/work --lesion-masks $(DEMO_DIR)/bids/derivatives/lesions $(DEMO_PART_ARGS)
 
 demo-group: $(STAMP_RUN)
 	$(VENV)/bin/bids-qsm $(DEMO_DIR)/bids $(DEMO_DIR)/derivatives group $(DEMO_GROUP_ARGS)

@@ -75,7 +75,9 @@ def _write_custom(tmp_path: Path, atlas, table_rows: list[dict]) -> tuple[Path, 
     keep = np.isin(lab, [75, 76, 165]) * lab
     # a different (AAL3-like, +x) grid for the labels: must be resampled onto the template
     src = nib.load(aal3_files()[0])
-    data = resample_labels_to_grid(nib.Nifti1Image(keep.astype(np.int16), atlas.labels_img.affine), src)
+    data = resample_labels_to_grid(
+        nib.Nifti1Image(keep.astype(np.int16), atlas.labels_img.affine), src
+    )
     labels = tmp_path / "atlas_dseg.nii.gz"
     nib.save(nib.Nifti1Image(data.astype(np.int16), src.affine), labels)
     table = tmp_path / "atlas_dseg.tsv"

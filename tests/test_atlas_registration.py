@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -11,8 +13,8 @@ import pytest
 
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
 
-from bids_qsm.atlas.qc import dice, registration_figure, structure_dice  # noqa: E402
-from bids_qsm.atlas.registration import (  # noqa: E402
+from bids_qsm.atlas.qc import dice, registration_figure, structure_dice
+from bids_qsm.atlas.registration import (
     KEY_FROM_TEMPLATE,
     KEY_T1W_TO_GRE,
     KEY_TO_TEMPLATE,
@@ -21,9 +23,9 @@ from bids_qsm.atlas.registration import (  # noqa: E402
     register_atlas,
     warp_to_template,
 )
-from bids_qsm.atlas.registry import load_atlas  # noqa: E402
-from bids_qsm.errors import InputDataError  # noqa: E402
-from bids_qsm.simulate.subject import simulate_subject  # noqa: E402
+from bids_qsm.atlas.registry import load_atlas
+from bids_qsm.errors import InputDataError
+from bids_qsm.simulate.subject import simulate_subject
 
 #: Required Dice per structure (issue 6), both hemispheres.
 THRESHOLDS = {
@@ -121,12 +123,49 @@ def test_register_presets_dice(
         assert "T1wToGRE" in reg.parameters
 
 
+_REPEAT_CODE = """
+import os, sys
+import numpy as np, nibabel as nib
+from pathlib import Path
+from bids_qsm.atlas.registry import load_atlas
+from bids_qsm.atlas.registration import register_atlas, RegistrationParams
+from bids_qsm.simulate.subject import simulate_subject
+sim = simulate_subject("tiny", seed=1)
+mag = nib.Nifti1Image(sim.mag, sim.affine)
+mask = nib.Nifti1Image(sim.brain_mask.astype(np.uint8), sim.affine)
+p = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5))
+out = Path(sys.argv[1])
+r = [register_atlas(mag, mask, load_atlas(), out / str(i), "s", threads=1, seed=3, params=p)
+     for i in range(2)]
+n = int((r[0].labels != r[1].labels).sum())
+print("NDIFF", n, int((r[0].labels > 0).sum()))
+"""
+
+
 @pytest.mark.slow
-def test_register_is_repeatable(tmp_path: Path, atlas) -> None:
-    """Same seed, same threads -> the same labels."""
+def test_register_is_repeatable(tmp_path: Path) -> None:
+    """Same seed, one ITK thread -> identical labels (ITK fixes threads per process)."""
+    env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1")
+    res = subprocess.run(
+        [sys.executable, "-c", _REPEAT_CODE, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("NDIFF")][0]
+    ndiff, nlab = (int(v) for v in line.split()[1:])
+    assert nlab > 1000
+    assert ndiff == 0
+
+
+@pytest.mark.slow
+def test_register_multithread_nearly_repeatable(tmp_path: Path, atlas) -> None:
+    """With 2 threads ANTs' reductions are order-dependent: only boundary voxels may differ."""
     sim = simulate_subject("tiny", seed=1)
     mag, mask, _ = _images(sim)
     params = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5))
-    a = register_atlas(mag, mask, atlas, tmp_path / "a", "sub-01", seed=3, params=params)
-    b = register_atlas(mag, mask, atlas, tmp_path / "b", "sub-01", seed=3, params=params)
-    assert np.array_equal(a.labels, b.labels)
+    a = register_atlas(mag, mask, atlas, tmp_path / "a", "s", threads=2, seed=3, params=params)
+    b = register_atlas(mag, mask, atlas, tmp_path / "b", "s", threads=2, seed=3, params=params)
+    assert (a.labels != b.labels).sum() < 0.01 * (a.labels > 0).sum()

@@ -207,6 +207,10 @@ def detect_container() -> dict[str, str] | None:
             kind = "podman"
         elif os.environ.get("SINGULARITY_CONTAINER") or os.environ.get("APPTAINER_CONTAINER"):
             kind = "singularity"
+        elif os.environ.get("container"):  # set by podman (also with --read-only)
+            kind = os.environ["container"]
+        elif os.environ.get("BIDS_QSM_CONTAINER_TAG"):  # set in the bids-qsm image
+            kind = "docker"
     if kind is None:
         return None
     info = {"Type": kind}

@@ -1,4 +1,4 @@
-"""Background field removal: V-SHARP (default) and PDF.
+"""Background field removal: V-SHARP (default), PDF and LBV.
 
 Both take the total field (any unit; ppm recommended) inside ``mask`` and return the local
 field in the same unit together with the mask it is valid in.
@@ -10,6 +10,10 @@ field in the same unit together with the mask it is valid in.
 * PDF (Liu 2011): background sources ``chi_b`` outside the mask are fitted to the field inside
   it, ``min || W (M (d * chi_b) - f) ||^2`` by conjugate gradients; local = f - d * chi_b. Keeps
   the whole mask (no erosion) but is slower (2 FFT pairs per iteration).
+* LBV (Zhou 2014): the background field solves Laplace's equation in the mask with the total
+  field as boundary value; solved for the local field by preconditioned conjugate gradients
+  (DST preconditioner, about 10-20 iterations). Loses one boundary layer; accurate near the
+  edge like PDF, about as fast as V-SHARP.
 """
 
 from __future__ import annotations
@@ -155,3 +159,98 @@ def pdf(
     local = np.zeros(mask.shape, np.float32)
     local[sl] = ((f_pad - background) * m_pad)[region]
     return local, mask.copy()
+
+
+def _neg_laplacian(x: np.ndarray, inv_h2: list[np.float32], out: np.ndarray) -> np.ndarray:
+    """``out = -lap(x)`` (7-point stencil, per mm^2) with x taken as 0 beyond the array edge."""
+    out.fill(0)
+    for a in range(3):
+        xs = np.moveaxis(x, a, 0)
+        os_ = np.moveaxis(out, a, 0)
+        c = inv_h2[a]
+        os_ += np.float32(2) * c * xs
+        os_[1:] -= c * xs[:-1]
+        os_[:-1] -= c * xs[1:]
+    return out
+
+
+def lbv(
+    field: np.ndarray,
+    mask: np.ndarray,
+    voxel_size: np.ndarray,
+    *,
+    tol: float = 1e-2,
+    max_iter: int = 100,
+    threads: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Laplacian boundary value (LBV, Zhou 2014) local field and its mask.
+
+    The background field ``b`` is harmonic inside the mask and equals the total field on its
+    boundary layer, so the local field ``l = f - b`` solves ``lap l = lap f`` in the interior
+    (the mask minus its boundary layer) with ``l = 0`` on the boundary. Solved by conjugate
+    gradients on the 7-point Laplacian, preconditioned by the inverse of the Dirichlet
+    Laplacian of the bounding box (DST-II, one forward/inverse transform pair per iteration);
+    ``tol`` is the relative residual. Returns the local field (0 outside) and the interior mask.
+    """
+    import scipy.fft as sfft
+    import scipy.ndimage as ndi
+
+    vs = np.asarray(voxel_size, dtype=float)
+    mask = np.asarray(mask, bool)
+    sl = bounding_box(mask, 1)
+    # Pad the box to fast transform sizes (zeros beyond it are outside the mask).
+    pad = [(0, sfft.next_fast_len(s.stop - s.start, real=True) - (s.stop - s.start)) for s in sl]
+    m = np.pad(mask[sl], pad)
+    region = tuple(slice(0, s.stop - s.start) for s in sl)
+    interior = ndi.binary_erosion(m)
+    if not interior.any():
+        return np.zeros(mask.shape, np.float32), np.zeros(mask.shape, bool)
+    w = interior.astype(np.float32)
+    inv_h2 = [np.float32(1.0 / (v * v)) for v in vs]
+    f = np.pad(np.where(mask[sl], field[sl], 0).astype(np.float32), pad)
+    tmp = np.empty(f.shape, np.float32)
+    b = _neg_laplacian(f, inv_h2, np.empty(f.shape, np.float32))
+    b *= -w  # lap f in the interior (all 6 neighbours lie in the mask there)
+    ev = np.zeros(f.shape, np.float32)
+    for a, n in enumerate(f.shape):
+        k = np.arange(1, n + 1)  # DST-II: Dirichlet boundary half a voxel beyond the box
+        e = (2 - 2 * np.cos(np.pi * k / n)) * float(inv_h2[a])
+        shp = [1, 1, 1]
+        shp[a] = n
+        ev += e.reshape(shp).astype(np.float32)
+    inv_ev = (1 / ev).astype(np.float32)
+    del ev
+
+    def apply_a(x: np.ndarray) -> np.ndarray:  # -lap restricted to the interior (SPD)
+        return np.multiply(_neg_laplacian(x, inv_h2, tmp), w, out=tmp)
+
+    def precondition(r: np.ndarray) -> np.ndarray:
+        z = sfft.idstn(sfft.dstn(r, type=2, workers=threads) * inv_ev, type=2, workers=threads)
+        z *= w
+        return z
+
+    # -lap l = -lap f: right-hand side -b.
+    b *= -1
+    x = np.zeros(f.shape, np.float32)
+    r = b
+    z = precondition(r)
+    p = z.copy()
+    rz = float(np.vdot(r, z))
+    b_norm = float(np.sqrt(np.vdot(b, b))) or 1.0
+    for _n_iter in range(max_iter):
+        q = apply_a(p)
+        alpha = rz / float(np.vdot(p, q))
+        x += np.float32(alpha) * p
+        r -= np.float32(alpha) * q
+        if np.sqrt(float(np.vdot(r, r))) <= tol * b_norm:
+            break
+        z = precondition(r)
+        rz_new = float(np.vdot(r, z))
+        p *= np.float32(rz_new / rz)
+        p += z
+        rz = rz_new
+    out = np.zeros(mask.shape, np.float32)
+    out[sl] = (x * w)[region]
+    out_mask = np.zeros(mask.shape, bool)
+    out_mask[sl] = interior[region]
+    return out, out_mask

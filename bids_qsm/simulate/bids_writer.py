@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bids_qsm import __version__
+from bids_qsm.bids.writers import atomic_write_bytes
 from bids_qsm.errors import OutputError, UsageError
 from bids_qsm.simulate.acquisition import HeadPose
 from bids_qsm.simulate.cohort import BETWEEN_SUBJECT_SD_PPM
@@ -38,20 +38,8 @@ _GENERATOR = {
 }
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
 
 
 def _json_default(o: object) -> object:
@@ -63,7 +51,7 @@ def _json_default(o: object) -> object:
 
 
 def _write_tsv(path: Path, df: pd.DataFrame) -> None:
-    _atomic_write_bytes(path, df.to_csv(sep="\t", index=False, na_rep="n/a").encode())
+    atomic_write_bytes(path, df.to_csv(sep="\t", index=False, na_rep="n/a").encode())
 
 
 def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, xyzt_units: str = "mm") -> None:
@@ -72,7 +60,7 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, xyzt_units: s
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units(xyzt_units)
-    _atomic_write_bytes(path, gzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
+    atomic_write_bytes(path, gzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
 
 
 def vendor_phase(phase_rad: np.ndarray) -> np.ndarray:
@@ -354,7 +342,7 @@ def _write_dataset_files(
             "GeneratedBy": [_GENERATOR],
         },
     )
-    _atomic_write_bytes(
+    atomic_write_bytes(
         root / "README",
         (
             "Simulated multi-echo GRE dataset written by bids-qsm-simulate.\n\n"

@@ -96,6 +96,28 @@ def omp_threads(config: Any) -> int:
     return max(1, int(n))
 
 
+THREAD_VARIABLES: tuple[str, ...] = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+)
+
+
+def set_thread_limits(threads: int, force: bool = False) -> None:
+    """Limit BLAS/OpenMP/ITK threads of the Nipype worker processes (inherited environment).
+
+    ``force`` (``--omp-nthreads`` given) overrides values already in the environment;
+    otherwise a scheduler's or user's setting is kept.
+    """
+    for var in THREAD_VARIABLES:
+        if force:
+            os.environ[var] = str(threads)
+        else:
+            os.environ.setdefault(var, str(threads))
+
+
 def init_qsm_wf(*, options: dict[str, Any], threads: int, name: str = "qsm_wf") -> pe.Workflow:
     """QSM reconstruction: brain mask, exact unwrapping, echo fit, V-SHARP/PDF, inversion, R2*.
 
@@ -331,7 +353,7 @@ def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
         return 0
 
     work_dir = Path(config.execution.work_dir or out_dir.parent / "work" / out_dir.name)
-    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(omp_threads(config)))
+    set_thread_limits(omp_threads(config), force=config.nipype.omp_nthreads is not None)
     failed: list[str] = []
     n = len(by_subject)
     plugin = config.nipype.get_plugin()
