@@ -47,7 +47,7 @@ demo: demo-data demo-participant demo-group
 	@echo "Input BIDS dataset:  $(DEMO_DIR)/bids"
 	@echo "Derivatives:         $(DEMO_DIR)/derivatives"
 	@echo "Reports:"
-	@find $(DEMO_DIR)/derivatives -maxdepth 3 -name '*.html' | sort | sed 's/^/  /'
+	@ls $(DEMO_DIR)/derivatives/sub-*.html $(DEMO_DIR)/derivatives/group/group.html 2>/dev/null | sed 's/^/  /'
 	@echo "Logs and settings:   $(DEMO_DIR)/derivatives/sub-*/log/ and $(DEMO_DIR)/derivatives/group/log/"
 
 demo-data: $(STAMP_RUN)
