@@ -106,7 +106,9 @@ class RegisterAtlas(SimpleInterface):
             reg.labels, mag_img.affine, os.path.join(cwd, "dseg.nii"), dtype=np.int16
         )
         self._results["transforms"] = {k: str(v) for k, v in reg.transforms.items()}
-        fig = registration_figure(mag_img, reg, os.path.join(cwd, "registration.png"))
+        fig = registration_figure(
+            mag_img, reg, os.path.join(cwd, "registration.png"), structures=atlas.structures
+        )
         self._results["figure_file"] = str(fig)
         self._results["params_file"] = save_json(
             {
