@@ -284,6 +284,41 @@ def real_gre_dir() -> Path:
 REAL_GRE_TE_S = (0.004, 0.008, 0.012)
 
 
+def wrap_real_sample(
+    factory: BidsFactory,
+    real_dir: Path,
+    subjects: tuple[str, ...] = ("01",),
+    units: str | None = "arbitrary",
+    four_d: bool = False,
+) -> Path:
+    """Write the real sample as ``sub-<l>/anat/..._MEGRE`` for each subject label (3 T).
+
+    ``units`` goes into the phase sidecars (``None`` leaves it out, so the app must detect
+    the arbitrary units); ``four_d=True`` keeps all echoes in one file per part.
+    """
+    for sub in subjects:
+        folder = factory.anat_dir(sub)
+        for part, src in (("mag", "Mag.nii"), ("phase", "Phase.nii")):
+            img = nib.load(str(real_dir / src))
+            data = np.asarray(img.dataobj, dtype=np.float32)
+            meta: dict[str, Any] = {"MagneticFieldStrength": 3.0}
+            if part == "phase" and units is not None:
+                meta["Units"] = units
+            if four_d:
+                stem = f"sub-{sub}_part-{part}_MEGRE"
+                factory.save_nifti(folder / f"{stem}.nii.gz", data, img.affine)
+                factory.write_json(
+                    folder / f"{stem}.json", {**meta, "EchoTime": list(REAL_GRE_TE_S)}
+                )
+                continue
+            for e, te in enumerate(REAL_GRE_TE_S):
+                stem = f"sub-{sub}_echo-{e + 1}_part-{part}_MEGRE"
+                factory.save_nifti(folder / f"{stem}.nii.gz", data[..., e], img.affine)
+                factory.write_json(folder / f"{stem}.json", {**meta, "EchoTime": te})
+        factory.add_participant(sub, age=40, sex="F", group="HC")
+    return factory.root
+
+
 @pytest.fixture
 def real_gre_bids(real_gre_dir: Path, tmp_path: Path) -> Callable[..., Path]:
     """Factory wrapping the real sample into BIDS: ``real_gre_bids(units, four_d) -> root``.
@@ -295,25 +330,6 @@ def real_gre_bids(real_gre_dir: Path, tmp_path: Path) -> Callable[..., Path]:
 
     def make(units: str | None = "arbitrary", four_d: bool = False, name: str = "real") -> Path:
         factory = BidsFactory(tmp_path / f"bids_{name}")
-        folder = factory.anat_dir("01")
-        for part, src in (("mag", "Mag.nii"), ("phase", "Phase.nii")):
-            img = nib.load(str(real_gre_dir / src))
-            data = np.asarray(img.dataobj, dtype=np.float32)
-            meta: dict[str, Any] = {"MagneticFieldStrength": 3.0}
-            if part == "phase" and units is not None:
-                meta["Units"] = units
-            if four_d:
-                stem = f"sub-01_part-{part}_MEGRE"
-                factory.save_nifti(folder / f"{stem}.nii.gz", data, img.affine)
-                factory.write_json(
-                    folder / f"{stem}.json", {**meta, "EchoTime": list(REAL_GRE_TE_S)}
-                )
-                continue
-            for e, te in enumerate(REAL_GRE_TE_S):
-                stem = f"sub-01_echo-{e + 1}_part-{part}_MEGRE"
-                factory.save_nifti(folder / f"{stem}.nii.gz", data[..., e], img.affine)
-                factory.write_json(folder / f"{stem}.json", {**meta, "EchoTime": te})
-        factory.add_participant("01", age=40, sex="F", group="HC")
-        return factory.root
+        return wrap_real_sample(factory, real_gre_dir, ("01",), units=units, four_d=four_d)
 
     return make

@@ -28,8 +28,9 @@ DGM = ("thalamus", "caudate", "putamen", "globus_pallidus")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
+    # one control (sub-01) and one patient with lesions (sub-02)
     bids = write_bids_dataset(
-        root / "bids", preset="tiny", n_controls=0, n_patients=1, seed=7, lesions=True
+        root / "bids", preset="tiny", n_controls=1, n_patients=1, seed=7, lesions=True
     )
     out = root / "out"
     code = execute(
@@ -40,15 +41,28 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"bids": bids, "out": out}
 
 
+def test_group_level_reads_the_participant_outputs(tiny_run: dict[str, Path]) -> None:
+    """The group level on real participant outputs (two subjects: tables, no inference)."""
+    out = tiny_run["out"]
+    code = execute([str(tiny_run["bids"]), str(out), "group", "--n-permutations", "0"])
+    assert code == 0
+    long = pd.read_csv(out / "group" / "seg-AAL3_stats.tsv", sep="\t")
+    assert set(long.participant_id) == {"sub-01", "sub-02"}
+    assert {"group", "age", "sex"} <= set(long.columns)
+    lesions = pd.read_csv(out / "group" / "desc-lesions_stats.tsv", sep="\t")
+    assert set(lesions.participant_id) == {"sub-02"}
+    assert (out / "group" / "group.html").is_file()
+
+
 def _bilateral(df: pd.DataFrame) -> pd.DataFrame:
     return df[df.hemisphere == "bilateral"].set_index("structure")
 
 
 def test_regional_susceptibility_matches_truth(tiny_run: dict[str, Path]) -> None:
     out, bids = tiny_run["out"], tiny_run["bids"]
-    est = _bilateral(pd.read_csv(out / "sub-01/anat/sub-01_seg-AAL3_stats.tsv", sep="\t"))
+    est = _bilateral(pd.read_csv(out / "sub-02/anat/sub-02_seg-AAL3_stats.tsv", sep="\t"))
     truth = pd.read_csv(bids / "derivatives/simulation/regional_truth.tsv", sep="\t")
-    truth = _bilateral(truth[truth.participant_id == "sub-01"])
+    truth = _bilateral(truth[truth.participant_id == "sub-02"])
     # the map is referenced to the whole-brain mean, as is the truth's brainref column
     true_chi = truth.loc[list(DGM), "chi_mean_ppm_brainref"]
     err = (est.loc[list(DGM), "chi_mean_ppm"] - true_chi).abs()
@@ -66,10 +80,10 @@ def test_regional_susceptibility_matches_truth(tiny_run: dict[str, Path]) -> Non
 
 def test_registered_atlas_overlaps_true_labels(tiny_run: dict[str, Path]) -> None:
     out, bids = tiny_run["out"], tiny_run["bids"]
-    est = np.asarray(nib.load(str(out / "sub-01/anat/sub-01_seg-AAL3_dseg.nii.gz")).dataobj)
+    est = np.asarray(nib.load(str(out / "sub-02/anat/sub-02_seg-AAL3_dseg.nii.gz")).dataobj)
     true = np.asarray(
         nib.load(
-            str(bids / "derivatives/simulation/sub-01/anat/sub-01_seg-AAL3_dseg.nii.gz")
+            str(bids / "derivatives/simulation/sub-02/anat/sub-02_seg-AAL3_dseg.nii.gz")
         ).dataobj
     )
     assert est.shape == true.shape
@@ -83,11 +97,11 @@ def test_registered_atlas_overlaps_true_labels(tiny_run: dict[str, Path]) -> Non
 
 def test_lesion_table_finds_the_simulated_lesions(tiny_run: dict[str, Path]) -> None:
     out, bids = tiny_run["out"], tiny_run["bids"]
-    table = pd.read_csv(out / "sub-01/anat/sub-01_desc-lesions_stats.tsv", sep="\t")
+    table = pd.read_csv(out / "sub-02/anat/sub-02_desc-lesions_stats.tsv", sep="\t")
     assert set(table.label) >= {"T2lesion"}
     t2 = table[table.label == "T2lesion"]
     total = t2[t2.lesion_id == "total"].iloc[0]
-    mask = nib.load(str(bids / "derivatives/lesions/sub-01/anat/sub-01_label-T2lesion_mask.nii.gz"))
+    mask = nib.load(str(bids / "derivatives/lesions/sub-02/anat/sub-02_label-T2lesion_mask.nii.gz"))
     true_volume = float((np.asarray(mask.dataobj) > 0).sum() * np.prod(mask.header.get_zooms()))
     assert total.volume_mm3 == pytest.approx(true_volume, rel=0.05)
     assert (t2.lesion_id != "total").sum() >= 1
@@ -106,9 +120,9 @@ def test_derivatives_pass_the_bids_validator(tiny_run: dict[str, Path]) -> None:
 
 def test_report_shows_every_figure(tiny_run: dict[str, Path]) -> None:
     out = tiny_run["out"]
-    html = (out / "sub-01.html").read_text()
+    html = (out / "sub-02.html").read_text()
     for key in ("chimap", "mask", "atlas", "registration", "minip", "r2star", "phaseiron"):
         assert key in html.lower(), key
-    figures = list((out / "sub-01" / "figures").glob("*.png"))
+    figures = list((out / "sub-02" / "figures").glob("*.png"))
     assert len(figures) >= 7
     assert all(f.stat().st_size > 5000 for f in figures)

@@ -41,22 +41,11 @@ def _digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, real_gre_dir: Path) -> dict[str, Path]:
     """Run the participant level once on the real sample (arbitrary-unit phase, no Units)."""
-    from conftest import REAL_GRE_TE_S, BidsFactory
+    from conftest import BidsFactory, wrap_real_sample
 
     root = tmp_path_factory.mktemp("real")
     factory = BidsFactory(root / "bids")
-    folder = factory.anat_dir("01")
-    for part, src in (("mag", "Mag.nii"), ("phase", "Phase.nii")):
-        img = nib.load(str(real_gre_dir / src))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        for e, te in enumerate(REAL_GRE_TE_S):
-            stem = f"sub-01_echo-{e + 1}_part-{part}_MEGRE"
-            factory.save_nifti(folder / f"{stem}.nii.gz", data[..., e], img.affine)
-            meta = {"MagneticFieldStrength": 3.0, "EchoTime": te}
-            if part == "phase":
-                meta["Units"] = "arbitrary"
-            factory.write_json(folder / f"{stem}.json", meta)
-    factory.add_participant("01", age=40, sex="F", group="HC")
+    wrap_real_sample(factory, real_gre_dir, ("01",))
     out, work = root / "out", root / "work"
     code = execute([str(factory.root), str(out), "participant", "-w", str(work), "--nprocs", "2"])
     assert code == 0

@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 
 from bids_qsm.cli.run import execute
@@ -23,23 +21,9 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture
 def two_subjects(tmp_path: Path, real_gre_dir: Path) -> Path:
-    from conftest import REAL_GRE_TE_S, BidsFactory
+    from conftest import BidsFactory, wrap_real_sample
 
-    factory = BidsFactory(tmp_path / "bids")
-    for sub in ("01", "02"):
-        folder = factory.anat_dir(sub)
-        for part, src in (("mag", "Mag.nii"), ("phase", "Phase.nii")):
-            img = nib.load(str(real_gre_dir / src))
-            data = np.asarray(img.dataobj, dtype=np.float32)
-            for e, te in enumerate(REAL_GRE_TE_S):
-                stem = f"sub-{sub}_echo-{e + 1}_part-{part}_MEGRE"
-                factory.save_nifti(folder / f"{stem}.nii.gz", data[..., e], img.affine)
-                meta = {"MagneticFieldStrength": 3.0, "EchoTime": te}
-                if part == "phase":
-                    meta["Units"] = "arbitrary"
-                factory.write_json(folder / f"{stem}.json", meta)
-        factory.add_participant(sub, age=40, sex="F", group="HC")
-    return factory.root
+    return wrap_real_sample(BidsFactory(tmp_path / "bids"), real_gre_dir, ("01", "02"))
 
 
 def test_two_parallel_jobs_share_one_output_dir(two_subjects: Path, tmp_path: Path) -> None:

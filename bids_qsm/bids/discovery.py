@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bids_qsm.bids.writers import parse_entities
+from bids_qsm.bids.writers import ENTITY_ORDER, parse_entities
 from bids_qsm.config import Config
 from bids_qsm.errors import InputDataError, NoDataError
 
@@ -35,27 +35,19 @@ LOGGER = logging.getLogger(__name__)
 GRE_SUFFIXES: tuple[str, str] = ("MEGRE", "T2starw")
 NIFTI_EXTENSIONS: list[str] = [".nii", ".nii.gz"]
 
-#: Entities that name an acquisition (everything but echo and part), in BIDS order.
-ACQ_ENTITIES: tuple[str, ...] = (
-    "sub",
-    "ses",
-    "task",
-    "acq",
-    "ce",
-    "rec",
-    "dir",
-    "run",
-    "flip",
-    "inv",
-    "mt",
-    "chunk",
+#: Derivative entities: never part of a raw acquisition's name.
+_DERIVATIVE_ENTITIES = {"space", "desc", "label", "seg", "res", "den"}
+
+#: Entities that name an acquisition (everything but echo, part and derivative entities), in
+#: BIDS order.
+ACQ_ENTITIES: tuple[str, ...] = tuple(
+    e for e in ENTITY_ORDER if e not in {"echo", "part", *_DERIVATIVE_ENTITIES}
 )
 
 #: Keys accepted in a --bids-filter-file and the suffix each one queries.
 FILTER_KEYS: dict[str, str] = {"megre": "MEGRE", "t2starw": "T2starw", "t1w": "T1w"}
 
 _PARTS = ("mag", "phase", "real", "imag")
-_DERIVATIVE_ENTITIES = {"space", "desc", "label", "seg", "res", "den"}
 
 
 @dataclass
