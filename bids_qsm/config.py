@@ -42,7 +42,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 ANALYSIS_LEVELS: tuple[str, str] = ("participant", "group")
 
 UNWRAPPING_METHODS = ("quality", "laplacian")
-BG_REMOVAL_METHODS = ("vsharp", "pdf")
+BG_REMOVAL_METHODS = ("vsharp", "pdf", "lbv")
 INVERSION_METHODS = ("rts", "tikhonov", "tv", "tkd")
 REFERENCE_REGIONS = ("brain", "csf", "none")
 SWI_HIGHPASS_METHODS = ("gaussian", "homodyne")

@@ -66,14 +66,15 @@ def test_regional_susceptibility_matches_truth(tiny_run: dict[str, Path]) -> Non
     # the map is referenced to the whole-brain mean, as is the truth's brainref column
     true_chi = truth.loc[list(DGM), "chi_mean_ppm_brainref"]
     err = (est.loc[list(DGM), "chi_mean_ppm"] - true_chi).abs()
-    # 3 mm voxels, registration-derived labels: within 30 ppb per structure, 20 ppb on average
-    assert (err < 0.030).all(), err.to_dict()
-    assert err.mean() < 0.020
+    # 3 mm voxels, registration-derived labels, default V-SHARP (which underestimates by
+    # 10-30 %, see docs/methods_qsm.md): within 40 ppb per structure, 25 ppb on average
+    assert (err < 0.040).all(), err.to_dict()
+    assert err.mean() < 0.025
     # iron ranking of the seed studies: pallidum > putamen, caudate > thalamus
     chi = est["chi_mean_ppm"]
     assert chi["globus_pallidus"] > max(chi["putamen"], chi["caudate"]) > chi["thalamus"]
     slope = np.polyfit(true_chi, chi.loc[list(DGM)], 1)[0]
-    assert 0.7 < slope < 1.4
+    assert 0.6 < slope < 1.3
     # R2* is higher in the iron-rich pallidum than in the thalamus
     assert est.loc["globus_pallidus", "r2star_mean_hz"] > est.loc["thalamus", "r2star_mean_hz"]
 

@@ -270,7 +270,9 @@ def build_parser() -> BidsQsmArgumentParser:
         "--bg-removal",
         dest="workflow.bg_removal",
         choices=BG_REMOVAL_METHODS,
-        help=f"background field removal: V-SHARP or PDF (default: {_WF.bg_removal})",
+        help="background field removal: V-SHARP (12 mm max radius), PDF, or LBV (Laplacian "
+        "boundary value; the most accurate on the simulator, see docs/methods_qsm.md) "
+        f"(default: {_WF.bg_removal})",
     )
     g.add_argument(
         "--inversion",
