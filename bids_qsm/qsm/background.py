@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cg import conjugate_gradient
 from .geometry import dipole_kernel, sphere_kernel
 from .grid import bounding_box, irfft3, pad_to_fast, rfft3
 
@@ -140,21 +141,7 @@ def pdf(
         return outside * dconv(w2 * dconv(outside * x))
 
     b = outside * dconv(w2 * f_pad)
-    x = np.zeros(shape, np.float32)
-    r = b.copy()
-    p = r.copy()
-    rr = float(np.vdot(r, r))
-    b_norm = np.sqrt(float(np.vdot(b, b))) or 1.0
-    for _ in range(max_iter):
-        if np.sqrt(rr) <= tol * b_norm:
-            break
-        q = normal(p)
-        alpha = rr / float(np.vdot(p, q))
-        x += np.float32(alpha) * p
-        r -= np.float32(alpha) * q
-        rr_new = float(np.vdot(r, r))
-        p = r + np.float32(rr_new / rr) * p
-        rr = rr_new
+    x = conjugate_gradient(normal, b, tol, max_iter)
     background = dconv(outside * x)
     local = np.zeros(mask.shape, np.float32)
     local[sl] = ((f_pad - background) * m_pad)[region]

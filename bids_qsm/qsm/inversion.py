@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cg import conjugate_gradient
 from .geometry import dipole_kernel
 from .grid import bounding_box, irfft3, laplacian_eigenvalues, pad_to_fast, rfft3
 
@@ -106,21 +107,7 @@ def tikhonov(
         return out
 
     b = dconv(f * m)
-    x = np.zeros(shape, np.float32)
-    r = b.copy()
-    p = r.copy()
-    rr = float(np.vdot(r, r))
-    b_norm = np.sqrt(float(np.vdot(b, b))) or 1.0
-    for _ in range(max_iter):
-        if np.sqrt(rr) <= tol * b_norm:
-            break
-        q = normal(p)
-        alpha = rr / float(np.vdot(p, q))
-        x += np.float32(alpha) * p
-        r -= np.float32(alpha) * q
-        rr_new = float(np.vdot(r, r))
-        p = r + np.float32(rr_new / rr) * p
-        rr = rr_new
+    x = conjugate_gradient(normal, b, tol, max_iter)
     return _unpad(x, mask, sl, region)
 
 
