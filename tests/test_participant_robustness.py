@@ -111,3 +111,29 @@ def test_workflow_graph_over_options(two_subjects: Path, options: dict) -> None:
             assert qsm.inputs.options[key] == options[key]
     reg = wf.get_node("gre_wf.atlas_wf.register")
     assert reg.inputs.skip is bool(options.get("skip_registration", False))
+
+
+def test_user_brain_mask_replaces_the_automatic_one(two_subjects: Path, tmp_path: Path) -> None:
+    """--brain-mask-source: the susceptibility is computed inside the user's mask."""
+    import nibabel as nib
+    import numpy as np
+
+    src = two_subjects / "sub-01" / "anat" / "sub-01_echo-1_part-mag_MEGRE.nii.gz"
+    ref = nib.load(str(src))
+    user = np.zeros(ref.shape, np.uint8)
+    user[8:32, 8:32, 4:16] = 1  # a box well inside the 40 x 40 x 20 field of view
+    masks = tmp_path / "masks" / "sub-01" / "anat"
+    masks.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(user, ref.affine), str(masks / "sub-01_desc-brain_mask.nii.gz"))
+    out = tmp_path / "out"
+    code = execute(
+        [str(two_subjects), str(out), "participant", "--participant-label", "01",
+         "-w", str(tmp_path / "work"), "--skip-bids-validation",
+         "--brain-mask-source", str(tmp_path / "masks")]
+    )  # fmt: skip
+    assert code == 0
+    used = nib.load(str(out / "sub-01/anat/sub-01_desc-brain_mask.nii.gz")).get_fdata() > 0
+    assert used.any()
+    assert not (used & (user == 0)).any()  # nothing outside the user's mask
+    chi = nib.load(str(out / "sub-01/anat/sub-01_Chimap.nii.gz")).get_fdata()
+    assert not chi[user == 0].any()

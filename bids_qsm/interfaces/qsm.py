@@ -45,14 +45,22 @@ class ReconstructQSM(SimpleInterface):
     output_spec = _QSMOutputSpec
 
     def _run_interface(self, runtime):
+        import numpy as np
+
         from bids_qsm.qsm.pipeline import QSMOptions, reconstruct_qsm
 
         mag, affine = load_array(self.inputs.mag_file)
         phase, _ = load_array(self.inputs.phase_file)
         meta = load_json(self.inputs.meta_file)
-        mask = (
-            load_array(self.inputs.mask_file, bool)[0] if isdefined(self.inputs.mask_file) else None
-        )
+        mask = None
+        if isdefined(self.inputs.mask_file):
+            import nibabel as nib
+
+            from bids_qsm.interfaces.nifti_io import resample_mask_to
+
+            # a user mask may come on another grid (e.g. from a T1w pipeline)
+            ref = nib.Nifti1Image(np.zeros(mag.shape[:3], np.uint8), affine)
+            mask = resample_mask_to(nib.load(self.inputs.mask_file), ref)
         opts = QSMOptions(**(self.inputs.options or {}))
         res = reconstruct_qsm(
             mag,
@@ -69,8 +77,6 @@ class ReconstructQSM(SimpleInterface):
 
         def out(name: str, arr, **kw) -> str:
             return save_array(arr, affine, os.path.join(cwd, f"{name}.nii"), **kw)
-
-        import numpy as np
 
         self._results.update(
             chi_file=out("chi", res.chi_ppm),

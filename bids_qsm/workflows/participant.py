@@ -200,6 +200,17 @@ def init_gre_wf(*, acquisition: Any, config: Any, name: str) -> pe.Workflow:
         LoadGRE(acquisition=acq, b0_tesla=config.execution.b0_tesla), name="load", mem_gb=1.5
     )
     qsm_wf = init_qsm_wf(options=qsm_options(config), threads=threads)
+    if config.execution.brain_mask_source:
+        user_mask = find_user_brain_mask(Path(config.execution.brain_mask_source), acquisition)
+        if user_mask is None:
+            LOGGER.warning(
+                "sub-%s: no brain mask in %s; using the automatic mask",
+                acquisition.subject,
+                config.execution.brain_mask_source,
+            )
+        else:
+            LOGGER.info("sub-%s: user brain mask %s", acquisition.subject, user_mask)
+            qsm_wf.get_node("qsm").inputs.mask_file = str(user_mask)
     swi_wf = init_swi_wf(options=swi_options(config))
     atlas_wf = init_atlas_wf(
         atlas=atlas,
@@ -269,6 +280,33 @@ def init_gre_wf(*, acquisition: Any, config: Any, name: str) -> pe.Workflow:
             (lesions, ds, [("stats_file", "lesion_tsv")]),
         ])  # fmt: skip
     return wf
+
+
+def find_user_brain_mask(folder: Path, acquisition: Any) -> Path | None:
+    """The user's brain mask for an acquisition in a ``--brain-mask-source`` folder.
+
+    Looks for ``sub-<l>[_ses-<l>]..._desc-brain_mask.nii[.gz]`` anywhere below ``folder``;
+    with several candidates, the one whose name starts with the acquisition's source prefix
+    (same acq/run) wins. Returns None when the subject has none.
+    """
+    from bids_qsm.errors import InputDataError
+
+    sub = f"sub-{acquisition.subject}"
+    found = sorted(
+        p
+        for p in Path(folder).rglob(f"{sub}_*desc-brain_mask.nii*")
+        if acquisition.session is None or f"_ses-{acquisition.session}_" in p.name
+    )
+    exact = [p for p in found if p.name.startswith(acquisition.source_prefix + "_")]
+    if exact:
+        found = exact
+    if len(found) > 1:
+        raise InputDataError(
+            f"several brain masks match {acquisition.source_prefix}: "
+            + ", ".join(p.name for p in found),
+            folder,
+        )
+    return found[0] if found else None
 
 
 def _wf_name(acquisition: Any) -> str:
