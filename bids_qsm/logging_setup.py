@@ -29,9 +29,11 @@ _BUFFER_CAPACITY = 100_000
 class _ElapsedFormatter(logging.Formatter):
     """Terminal formatter: ``[bids-qsm +MM:SS] message``; tracebacks only when asked."""
 
-    def __init__(self, show_tracebacks: bool) -> None:
+    def __init__(self, show_tracebacks: bool, first_line_only: bool = False) -> None:
         super().__init__()
         self.show_tracebacks = show_tracebacks
+        #: Nipype puts whole tracebacks in its messages: keep their first line only.
+        self.first_line_only = first_line_only
 
     def format(self, record: logging.LogRecord) -> str:
         elapsed = int(time.monotonic() - _START)
@@ -39,7 +41,11 @@ class _ElapsedFormatter(logging.Formatter):
         minutes, seconds = divmod(rest, 60)
         stamp = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
         level = "" if record.levelno == logging.INFO else f"{record.levelname}: "
-        text = f"[bids-qsm +{stamp}] {level}{record.getMessage()}"
+        message = record.getMessage()
+        if self.first_line_only:
+            lines = [ln for ln in message.splitlines() if ln.strip()]
+            message = lines[0] if lines else ""
+        text = f"[bids-qsm +{stamp}] {level}{message}"
         if self.show_tracebacks and record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
@@ -110,7 +116,9 @@ def setup_logging(verbosity: int = 0) -> logging.Logger:
         nlog.propagate = False
         nconsole = logging.StreamHandler()
         nconsole.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
-        nconsole.setFormatter(_ElapsedFormatter(show_tracebacks=verbosity >= 2))
+        nconsole.setFormatter(
+            _ElapsedFormatter(show_tracebacks=verbosity >= 2, first_line_only=verbosity < 2)
+        )
         _state.install(name, nconsole)
     logging.getLogger("py.warnings").propagate = False
     logging.captureWarnings(True)

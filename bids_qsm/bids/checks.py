@@ -9,8 +9,9 @@ the B0 direction in voxel axes (from the affine), stored in ``acq.metadata``.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from bids_qsm.bids.discovery import GreAcquisition
 from bids_qsm.errors import InputDataError
-from bids_qsm.qsm.geometry import b0_direction_from_affine
+from bids_qsm.qsm.geometry import b0_direction_from_affine, voxel_sizes
 from bids_qsm.qsm.phase import detect_phase_units
 
 LOGGER = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def check_acquisition(acq: GreAcquisition) -> None:
                 path,
             )
 
+    _check_thickness(ref_shape, ref_affine, ref)
     acq.echo_times_s = _echo_times(acq, primary, secondary, headers)
     if not per_echo and len(primary) == 1 and _n_volumes(headers[primary[0]].shape) > 1:
         LOGGER.debug("%s: all echoes in one 4D file", primary[0].name)
@@ -190,8 +192,9 @@ def check_acquisition(acq: GreAcquisition) -> None:
         img = load_header(path)
         if len(img.shape) != 3 and not (len(img.shape) == 4 and img.shape[3] == 1):
             raise InputDataError(f"{len(img.shape)}D image of shape {img.shape} where 3D", path)
-        for _ in iter_volumes(img, path):
-            pass
+        for vol in iter_volumes(img, path):
+            if path in acq.lesion_masks.values():
+                check_binary_mask(vol, path)
     LOGGER.debug(
         "%s: %d echo(es) TE=%s s, B0=%.3g T, phase units %s, B0 direction %s",
         acq.source_prefix,
@@ -201,6 +204,42 @@ def check_acquisition(acq: GreAcquisition) -> None:
         acq.phase_units,
         acq.metadata["B0Direction"],
     )
+
+
+#: Fewest voxels along any axis for a 3D reconstruction (dipole inversion, background removal).
+MIN_VOXELS_PER_AXIS = 3
+
+
+def _check_thickness(shape: tuple[int, ...], affine: np.ndarray, path: Path) -> None:
+    """Refuse images too thin for 3D QSM (e.g. a single slice), naming the axis and size."""
+    sizes = voxel_sizes(affine)
+    for axis, n in enumerate(shape[:3]):
+        if n < MIN_VOXELS_PER_AXIS:
+            raise InputDataError(
+                f"image has only {n} voxel(s) ({n * float(sizes[axis]):.3g} mm) along axis "
+                f"{axis}: QSM needs a 3D volume of at least {MIN_VOXELS_PER_AXIS} voxels along "
+                "every axis",
+                path,
+            )
+
+
+def check_binary_mask(data: np.ndarray, path: Path) -> None:
+    """A mask must hold 0 and one other value (e.g. 1 or 255); anything else -> exit 65.
+
+    A probabilistic map or an intensity image given as mask (e.g. a FLAIR) is refused rather
+    than thresholded: any threshold would be a guess at what the lesion is.
+    """
+    finite = data[np.isfinite(data)]
+    values = np.unique(finite[finite != 0])
+    if values.size > 1:
+        raise InputDataError(
+            f"mask is not binary: {values.size} distinct non-zero values in "
+            f"[{float(values.min()):.4g}, {float(values.max()):.4g}] (expected 0 and 1); "
+            "binarise it first (e.g. threshold a probability map at 0.5)",
+            path,
+        )
+    if values.size == 1 and values[0] < 0:
+        raise InputDataError(f"mask value {float(values[0]):g} is negative (expected 1)", path)
 
 
 def _check_echo_numbers(acq: GreAcquisition, part: str) -> None:
@@ -228,6 +267,7 @@ def _echo_times(
 ) -> list[float]:
     """Echo times (s) per volume from the sidecars of the primary files (checked)."""
     times: list[float] = []
+    sources: list[tuple[Path, int]] = []  # (file, volume index) of each echo time
     for path in primary:
         te = acq.file_metadata.get(path, {}).get("EchoTime")
         n = _n_volumes(headers[path].shape)
@@ -246,8 +286,8 @@ def _echo_times(
                     f"EchoTime {value} looks like milliseconds (BIDS uses seconds)", path
                 )
         times.extend(float(v) for v in values)
-    if len(set(times)) != len(times):
-        raise InputDataError(f"repeated EchoTime values {times}", primary[0])
+        sources.extend((path, i) for i in range(len(values)))
+    _check_echo_order(times, sources)
     for path, prim in zip(secondary, primary, strict=False):
         te = acq.file_metadata.get(path, {}).get("EchoTime")
         if te is None:
@@ -257,11 +297,41 @@ def _echo_times(
         own_values = list(own) if isinstance(own, (list, tuple)) else [own]
         if not np.allclose(values, own_values, rtol=1e-4, atol=1e-7):
             raise InputDataError(f"EchoTime {te} differs from {own} of {prim.name}", path)
-    if times != sorted(times):
-        LOGGER.warning(
-            "%s: echo times %s are not increasing with the echo number", acq.source_prefix, times
-        )
     return times
+
+
+def _check_echo_order(times: list[float], sources: list[tuple[Path, int]]) -> None:
+    """Echo times must be distinct and increase with the echo number (or volume index).
+
+    The error names the file holding the repeated or out-of-order value. Echoes are not
+    re-sorted: a numbering that contradicts the echo times is more often a conversion error
+    than a deliberate choice, so it is refused (exit 65) rather than guessed around.
+    """
+
+    def where(source: tuple[Path, int]) -> str:
+        path, vol = source
+        return f"{path.name} (volume {vol + 1})" if _is_multi(sources, path) else path.name
+
+    first: dict[float, tuple[Path, int]] = {}
+    for k, (te, source) in enumerate(zip(times, sources, strict=True)):
+        if te in first:
+            raise InputDataError(
+                f"EchoTime {te:g} s repeats that of {where(first[te])}: each echo needs its own "
+                "echo time",
+                source[0],
+            )
+        first[te] = source
+        if k and te < times[k - 1]:
+            raise InputDataError(
+                f"EchoTime {te:g} s of {where(source)} is shorter than {times[k - 1]:g} s of "
+                f"{where(sources[k - 1])}: number the echoes (or order the volumes) by "
+                "increasing EchoTime",
+                source[0],
+            )
+
+
+def _is_multi(sources: list[tuple[Path, int]], path: Path) -> bool:
+    return sum(1 for p, _ in sources if p == path) > 1
 
 
 def _set_phase_units(acq: GreAcquisition, lo: float, hi: float) -> None:
@@ -293,6 +363,27 @@ def _set_phase_units(acq: GreAcquisition, lo: float, hi: float) -> None:
         lo,
         hi,
     )
+
+
+def check_json_files(bids_dir: Path, subjects: Sequence[str]) -> None:
+    """Parse every JSON file at the dataset top level and in the selected subjects' folders.
+
+    A malformed sidecar raises :class:`InputDataError` (65) naming the file, before pybids
+    (which would fail with a long ``OSError``) or the validator see it.
+    """
+    root = Path(bids_dir)
+    files = sorted(root.glob("*.json"))
+    for subject in subjects:
+        files.extend(sorted((root / f"sub-{subject}").rglob("*.json")))
+    for path in files:
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            json.loads(path.read_bytes())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InputDataError(f"malformed JSON ({exc})", path) from exc
+        except OSError as exc:
+            raise InputDataError(f"unreadable JSON file ({exc.strerror or exc})", path) from exc
 
 
 def check_acquisitions(acquisitions: list[GreAcquisition]) -> None:

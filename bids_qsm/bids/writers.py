@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +54,43 @@ ENTITY_ORDER: tuple[str, ...] = (
 )
 
 
+#: ``.<final name>.<host>-<pid>.<random>.tmp<ext>``: the writer of a temporary file.
+_TMP_WRITER = re.compile(r"\.([A-Za-z0-9_-]+)-(\d+)\.[A-Za-z0-9_]+\.tmp")
+#: Temporaries of another host are taken as stale after this long (s).
+STALE_AFTER_S = 24 * 3600.0
+
+
+def _writer_tag() -> str:
+    return f"{socket.gethostname().replace('.', '_') or 'host'}-{os.getpid()}"
+
+
+def is_stale_temporary(path: Path) -> bool:
+    """True for a temporary file left by a killed writer (safe to delete).
+
+    Temporaries carry the writer's host and process id: one of this host whose process is
+    gone is stale; one of another host (a parallel job on a shared file system) only after
+    :data:`STALE_AFTER_S`; one without a writer tag (older versions) always.
+    """
+    m = _TMP_WRITER.search(Path(path).name)
+    if m is None:
+        return True
+    host, pid = m.group(1), int(m.group(2))
+    if host == _writer_tag().rsplit("-", 1)[0]:
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    try:
+        return time.time() - Path(path).lstat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``.
@@ -65,9 +105,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as exc:
         raise OutputError(f"cannot create folder: {exc.strerror or exc}", path.parent) from exc
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.{_writer_tag()}.", suffix=f".tmp{suffix}", dir=path.parent
+        )
+    except OSError as exc:
+        raise OutputError(f"cannot write file: {exc.strerror or exc}", path) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -80,6 +123,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_output_folders(output_dir: Path, subjects: Iterable[str]) -> None:
+    """Fail early (73) when an existing ``sub-<l>[/ses-<l>]/anat`` output folder is unwritable.
+
+    Otherwise the run would only find out when writing the derivatives, after the processing.
+    """
+    for subject in subjects:
+        sub_dir = Path(output_dir) / f"sub-{subject}"
+        for folder in [sub_dir / "anat", *sorted(sub_dir.glob("ses-*/anat"))]:
+            if not folder.exists() and not folder.is_symlink():
+                continue
+            if not folder.is_dir():
+                raise OutputError("output folder is not a folder", folder)
+            try:
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                raise OutputError(
+                    f"output folder is not writable ({exc.strerror or exc})", folder
+                ) from exc
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -503,8 +504,22 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         section, name = key.split(".", 1)
         sections.setdefault(section, {})[name] = value
     config.update(sections, source="command line")
+    absolute_paths(config)
     _check_consistency(config)
     return config
+
+
+def absolute_paths(config: Config) -> None:
+    """Make every path setting absolute (relative to the current folder), in place.
+
+    Nipype runs each step in its own working folder, so a relative ``--lesion-masks`` (or
+    atlas, mask folder, filter file...) would otherwise be looked up there.
+    """
+    for section_name in ("execution", "nipype", "workflow", "group"):
+        section = getattr(config, section_name)
+        for name, value in vars(section).items():
+            if isinstance(value, Path):
+                setattr(section, name, Path(os.path.abspath(value.expanduser())))
 
 
 def _check_consistency(config: Config) -> None:

@@ -105,6 +105,17 @@ def prepare_directories(config: Config) -> bool:
     return temporary
 
 
+def remove_stale_temporaries(config: Config) -> int:
+    """Delete the temporary files an interrupted run left in OUTPUT_DIR (logged)."""
+    from bids_qsm.workflows.outputs import clean_stale_temporaries
+
+    assert config.execution.output_dir is not None
+    n = clean_stale_temporaries(config.execution.output_dir)
+    if n:
+        LOGGER.info("Removed %d temporary file(s) left by an interrupted run", n)
+    return n
+
+
 def _writable(folder: Path) -> bool:
     try:
         with tempfile.TemporaryFile(dir=folder):
@@ -136,9 +147,13 @@ def setup_run_logs(config: Config, owners: Sequence[str]) -> list[Path]:
 
 def run_participant(config: Config) -> int:
     """The participant level up to the workflow: validate, discover, check, then dispatch."""
-    from bids_qsm.bids.checks import check_acquisition
+    from bids_qsm.bids.checks import check_acquisition, check_json_files
     from bids_qsm.bids.discovery import discover, get_layout, selected_subjects
-    from bids_qsm.bids.writers import update_bidsignore, write_dataset_description
+    from bids_qsm.bids.writers import (
+        check_output_folders,
+        update_bidsignore,
+        write_dataset_description,
+    )
 
     ex = config.execution
     assert ex.bids_dir is not None and ex.output_dir is not None
@@ -155,6 +170,8 @@ def run_participant(config: Config) -> int:
             )
         raise NoDataError("no sub-* folders in BIDS_DIR", ex.bids_dir)
     setup_run_logs(config, [f"sub-{s}" for s in subjects])
+    check_output_folders(ex.output_dir, subjects)
+    check_json_files(ex.bids_dir, subjects)
     LOGGER.info(
         "bids-qsm %s, participant level, run %s: %d subject(s) (%s)",
         __version__,
@@ -230,6 +247,7 @@ def execute(argv: Sequence[str] | None = None) -> int:
             )
         if prepare_directories(config):
             temporary_work = config.execution.work_dir
+        remove_stale_temporaries(config)
         code = run_participant(config) if level == "participant" else run_group(config)
         LOGGER.info(
             "bids-qsm finished (exit %d) in %.1f s%s",

@@ -33,11 +33,14 @@ def vsharp_radii(
 ) -> list[float]:
     """Radii (mm) from ``max_radius_mm`` down to ``min_radius_mm`` in steps of ``step_mm``.
 
-    Defaults: step and minimum radius of two largest voxel edges (12, 10, ..., 2 mm at 1 mm).
+    Defaults, in mm: step of two of the finest voxel edges, smallest radius of two finest edges
+    but at least one coarsest edge, so that the smallest sphere still spans three slices
+    (12, 10, ..., 2 mm at 1 mm isotropic; 12, 11, ..., 5 mm at 0.5 x 0.5 x 5 mm, where two
+    coarsest edges would leave the single radius 12 mm and erode the mask by 10 mm).
     """
-    vmax = float(np.max(voxel_size))
-    step = 2 * vmax if step_mm is None else float(step_mm)
-    lo = 2 * vmax if min_radius_mm is None else float(min_radius_mm)
+    vmin, vmax = float(np.min(voxel_size)), float(np.max(voxel_size))
+    step = 2 * vmin if step_mm is None else float(step_mm)
+    lo = max(2 * vmin, vmax) if min_radius_mm is None else float(min_radius_mm)
     radii = list(np.arange(float(max_radius_mm), lo - 1e-6, -step))
     return [float(r) for r in radii] or [float(max_radius_mm)]
 
@@ -65,6 +68,8 @@ def vsharp(
     """
     vs = np.asarray(voxel_size, dtype=float)
     mask = np.asarray(mask, bool)
+    if not mask.any():  # nothing left to filter: the caller reports the empty mask
+        return np.zeros(mask.shape, np.float32), mask.copy()
     radii = sorted(radii_mm or vsharp_radii(vs, max_radius_mm, min_radius_mm), reverse=True)
     sl = bounding_box(mask)
     pad = tuple(int(np.ceil(radii[0] / v)) + 1 for v in vs)
@@ -124,6 +129,8 @@ def pdf(
     """
     vs = np.asarray(voxel_size, dtype=float)
     mask = np.asarray(mask, bool)
+    if not mask.any():  # nothing to fit: the caller reports the empty mask
+        return np.zeros(mask.shape, np.float32), mask.copy()
     sl = bounding_box(mask)
     pad = tuple(int(np.ceil(pad_mm / v)) for v in vs)
     f_pad, region = pad_to_fast(np.where(mask, field, 0)[sl], pad)
@@ -184,6 +191,8 @@ def lbv(
 
     vs = np.asarray(voxel_size, dtype=float)
     mask = np.asarray(mask, bool)
+    if not mask.any():
+        return np.zeros(mask.shape, np.float32), mask.copy()
     sl = bounding_box(mask, 1)
     # Pad the box to fast transform sizes (zeros beyond it are outside the mask).
     pad = [(0, sfft.next_fast_len(s.stop - s.start, real=True) - (s.stop - s.start)) for s in sl]

@@ -40,6 +40,19 @@ def erode_mask(mask: np.ndarray, voxel_size: np.ndarray, radius_mm: float) -> np
     return ndi.binary_erosion(mask, structure=st)
 
 
+def erode_voxels(mask: np.ndarray, voxel_size: np.ndarray, n_voxels: int) -> np.ndarray:
+    """Erode by ``n_voxels`` of the finest voxel edge, measured in mm along every axis.
+
+    One step removes ``min(voxel_size)`` mm from every side: on isotropic voxels this is the
+    usual 6-connected one-voxel erosion, on thick slices (e.g. 0.5 x 0.5 x 5 mm) it erodes
+    in-plane only instead of removing 5 mm of brain at the top and the bottom.
+    """
+    if n_voxels <= 0:
+        return mask.astype(bool, copy=True)
+    vs = np.asarray(voxel_size, dtype=float)
+    return ndi.binary_erosion(mask, structure=ball(float(vs.min()) / vs), iterations=n_voxels)
+
+
 def _downsample_factors(voxel_size: np.ndarray, target_mm: float) -> tuple[int, ...]:
     return tuple(max(1, int(round(target_mm / float(v)))) for v in voxel_size)
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.ndimage as ndi
 
 from .. import errors
 from .background import lbv, pdf, vsharp, vsharp_radii
@@ -25,7 +24,7 @@ from .echofit import fit_field
 from .geometry import hz_to_ppm
 from .grid import bounding_box
 from .inversion import rts, tikhonov, tkd, tv_admm
-from .mask import brain_mask, largest_component, refine_mask
+from .mask import brain_mask, erode_voxels, largest_component, refine_mask
 from .phase import apply_phase_sign, combine_magnitude
 from .r2star import fit_r2star
 from .reference import csf_mask_from_r2star, reference_chi
@@ -256,7 +255,7 @@ def reconstruct_qsm(
             # the midbrain) whose strong field V-SHARP would otherwise treat as local.
             q_mask = refine_mask(q_mask, r2, float(r2_max), fill=False)
     if opt.mask_erosion_vox > 0:
-        q_mask = largest_component(ndi.binary_erosion(q_mask, iterations=opt.mask_erosion_vox))
+        q_mask = largest_component(erode_voxels(q_mask, vs, opt.mask_erosion_vox))
     field_ppm = hz_to_ppm(fit.field_hz, b0_tesla).astype(np.float32)
     radii = vsharp_radii(vs, opt.vsharp_max_radius_mm, opt.vsharp_min_radius_mm, opt.vsharp_step_mm)
     if opt.bg_removal == "vsharp":

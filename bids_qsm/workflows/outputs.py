@@ -162,8 +162,7 @@ def write_acquisition_derivatives(
             sidecar["ReferenceValue"] = qsm_params["reference_value_ppm"]
             sidecar["ReferenceValueUnits"] = "ppm"
             sidecar["SusceptibilitySign"] = "paramagnetic positive"
-            sidecar["StageTimings"] = qsm_params.get("timings_s", {})
-            sidecar["AtlasRegistration"] = registration or {}
+            sidecar["AtlasRegistration"] = _without_timings(registration)
         if key in ("swi", "minip", "hpphase", "phaseiron") and swi_params:
             sidecar["SWIPipeline"] = swi_params["parameters"]
         sidecar["ProcessingSoftware"] = software
@@ -177,7 +176,7 @@ def write_acquisition_derivatives(
             "Description": f"{atlas_name} atlas labels registered to the GRE space",
             "Sources": sources,
             "Atlas": atlas_name,
-            "Registration": registration or {},
+            "Registration": _without_timings(registration),
             "ProcessingSoftware": software,
         }
         atomic_write_json(path.with_name(path.name.replace(".nii.gz", ".json")), side)
@@ -215,11 +214,24 @@ def write_acquisition_derivatives(
     return written
 
 
+def _without_timings(params: dict[str, Any] | None) -> dict[str, Any]:
+    """``params`` without run-dependent timings (kept in the log folder instead)."""
+    return {k: v for k, v in (params or {}).items() if k != "timings_s"}
+
+
 def clean_stale_temporaries(folder: Path) -> int:
-    """Remove temporary files (``.<name>.*.tmp*``) a killed run left in ``folder``."""
+    """Remove temporary files (``.<name>.*.tmp*``) a killed run left in ``folder``.
+
+    Temporaries of writers still running (parallel jobs into the same folder) are kept; see
+    :func:`bids_qsm.bids.writers.is_stale_temporary`. Returns the number removed.
+    """
+    from bids_qsm.bids.writers import is_stale_temporary
+
     n = 0
     for tmp in Path(folder).rglob(".*.tmp*"):
-        if tmp.is_file():
+        if "log" in tmp.relative_to(folder).parts[:-1] or not is_stale_temporary(tmp):
+            continue
+        if tmp.is_file() or tmp.is_symlink():
             tmp.unlink(missing_ok=True)
             n += 1
         elif tmp.is_dir():

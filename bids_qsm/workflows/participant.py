@@ -28,12 +28,14 @@ from nipype import config as nipype_config
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from bids_qsm.errors import BidsQsmError
 from bids_qsm.interfaces.atlas import RegisterAtlas
 from bids_qsm.interfaces.gre import LoadGRE
 from bids_qsm.interfaces.outputs import WriteDerivatives
 from bids_qsm.interfaces.qsm import ReconstructQSM
 from bids_qsm.interfaces.stats import LesionStats, RegionalStats
 from bids_qsm.interfaces.swi import ComputeSWI
+from bids_qsm.workflows.errors_bridge import run_error, subject_error
 from bids_qsm.workflows.specs import acquisition_to_dict, atlas_spec_from_config
 
 LOGGER = logging.getLogger("bids_qsm.participant")
@@ -392,7 +394,7 @@ def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
 
     work_dir = Path(config.execution.work_dir or out_dir.parent / "work" / out_dir.name)
     set_thread_limits(omp_threads(config), force=config.nipype.omp_nthreads is not None)
-    failed: list[str] = []
+    failed: dict[str, BidsQsmError] = {}
     n = len(by_subject)
     plugin = config.nipype.get_plugin()
     for i, (subject, acqs) in enumerate(sorted(by_subject.items()), start=1):
@@ -407,16 +409,13 @@ def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
             progress = NodeProgress(subject)
             logging.getLogger("nipype.workflow").addHandler(progress)
             try:
-                wf.run(**plugin)
+                graph = wf.run(**plugin)
+                write_stage_timings(graph, log_dir)
             except Exception as exc:  # a failing subject must not stop the others
-                failed.append(subject)
-                LOGGER.error(
-                    "sub-%s failed: %s (crash files in %s)",
-                    subject,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                    log_dir,
-                )
-                LOGGER.debug("sub-%s traceback", subject, exc_info=True)
+                sources = {_wf_name(a): a.all_files()[0] for a in acqs}
+                failed[subject] = subject_error(subject, log_dir, sources, exc)
+                LOGGER.error("sub-%s failed: %s", subject, failed[subject])
+                LOGGER.debug("sub-%s traceback (crash files: %s)", subject, log_dir, exc_info=1)
                 if config.nipype.stop_on_first_crash:
                     break
                 continue
@@ -426,13 +425,38 @@ def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
             report = write_subject_report(config, subject, acqs, out_dir)
             LOGGER.info("sub-%s done in %.1f s; report: %s", subject, time.monotonic() - t0, report)
         except Exception as exc:
-            failed.append(subject)
-            LOGGER.error("sub-%s: report failed: %s", subject, exc)
+            failed[subject] = BidsQsmError(f"sub-{subject}: report failed: {exc}")
+            LOGGER.error("%s", failed[subject])
             LOGGER.debug("report traceback", exc_info=True)
     write_citation(config, out_dir)
     if failed:
-        LOGGER.error(
-            "%d of %d subject(s) failed: %s", len(failed), n, ", ".join(sorted(set(failed)))
-        )
-        return 1
+        LOGGER.error("%d of %d subject(s) failed: %s", len(failed), n, ", ".join(sorted(failed)))
+        raise run_error(failed, n)
     return 0
+
+
+def write_stage_timings(graph: Any, log_dir: Path) -> Path | None:
+    """Write the per-stage timings (s) of this run to ``log_dir/stage_timings.json``.
+
+    Timings change from run to run, so they are kept with the logs rather than in the
+    derivative sidecars (which a re-run must rewrite byte for byte). ``graph`` is the execution
+    graph returned by ``Workflow.run``; keys are the nodes' full names.
+    """
+    from bids_qsm.bids.writers import atomic_write_json
+    from bids_qsm.interfaces.nifti_io import load_json
+
+    timings: dict[str, Any] = {}
+    for node in sorted(graph.nodes(), key=lambda nd: nd.fullname):
+        if node.name not in STAGE_LABELS:
+            continue
+        try:
+            result = node.result
+            timings[node.fullname] = {"elapsed_s": round(float(result.runtime.duration), 2)}
+            params = getattr(result.outputs, "params_file", None)
+            if params and Path(params).is_file():
+                timings[node.fullname]["stages_s"] = load_json(params).get("timings_s", {})
+        except Exception:  # timings are informative only
+            LOGGER.debug("no timings for %s", node.fullname, exc_info=True)
+    if not timings:
+        return None
+    return atomic_write_json(Path(log_dir) / "stage_timings.json", timings)

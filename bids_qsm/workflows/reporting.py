@@ -190,16 +190,17 @@ def write_subject_report(config: Any, subject: str, acquisitions: list[Any], out
             qc=qc,
             warnings=warnings,
             methods_markdown=methods_boilerplate(params, __version__),
+            # Nothing run-specific (run id, timings, run log folder) unless the run failed,
+            # so that a re-run with the same inputs rewrites the page byte for byte; the
+            # timings are in <log folder>/stage_timings.json.
             provenance={
                 "version": __version__,
                 "command": " ".join(sys.argv),
-                "run_id": config.execution.run_id,
-                "stage_timings_s": chi_side.get("StageTimings", {}),
                 "software": chi_side.get("ProcessingSoftware", {}),
                 "crash_files": sorted(
                     str(p) for p in (log_dir.glob("crash-*") if log_dir.is_dir() else [])
                 ),
-                "log_dir": str(log_dir),
+                "log_dir": str(log_dir.parent),
             },
         )
         report = write_participant_report(inputs, out_dir)
