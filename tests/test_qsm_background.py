@@ -89,4 +89,7 @@ def test_lbv_anisotropic_voxels_and_tolerance():
 
 def test_vsharp_radii_default():
     assert vsharp_radii(np.ones(3)) == [12.0, 10.0, 8.0, 6.0, 4.0, 2.0]
-    assert vsharp_radii(np.array([0.5, 0.5, 2.0]), 12.0)[-1] == 4.0
+    # in mm: smallest radius two finest edges but at least one coarsest edge (3 slices)
+    assert vsharp_radii(np.array([0.5, 0.5, 2.0]), 12.0)[-1] == 2.0
+    thick = vsharp_radii(np.array([0.5, 0.5, 5.0]), 12.0)
+    assert thick == [12.0, 11.0, 10.0, 9.0, 8.0, 7.0, 6.0, 5.0]  # not [12.0] alone

@@ -72,14 +72,23 @@ def _with_sub(label: object) -> str:
 
 
 def read_tsv(path: Path) -> pd.DataFrame:
-    """Read a BIDS TSV: ``n/a`` as missing, entity columns kept as text (``n/a`` when empty)."""
-    df = pd.read_csv(
-        path,
-        sep="\t",
-        na_values=["n/a"],
-        keep_default_na=True,
-        dtype={c: str for c in (*ENTITY_COLUMNS, "lesion_id", "label")},
-    )
+    """Read a BIDS TSV: ``n/a`` as missing, entity columns kept as text (``n/a`` when empty).
+
+    An unreadable, undecodable, malformed or empty table raises :class:`InputDataError` (65).
+    """
+    try:
+        df = pd.read_csv(
+            path,
+            sep="\t",
+            na_values=["n/a"],
+            keep_default_na=True,
+            dtype={c: str for c in (*ENTITY_COLUMNS, "lesion_id", "label")},
+        )
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise InputDataError(f"corrupt table ({type(exc).__name__}: {reason})", path) from exc
+    if df.shape[1] < 2:
+        raise InputDataError(f"corrupt table: {df.shape[1]} column (not tab-separated?)", path)
     for col in ("session_id", "acq", "run"):
         if col in df.columns:
             df[col] = df[col].fillna("n/a").astype(str)
@@ -98,13 +107,17 @@ def read_participants(bids_dir: Path, group_column: str = "group") -> pd.DataFra
             "participants.tsv not found: the group level needs it for the group and covariates",
             path,
         )
-    df = pd.read_csv(
-        path,
-        sep="\t",
-        na_values=["n/a"],
-        keep_default_na=True,
-        dtype={"participant_id": str, group_column: str},
-    )
+    try:
+        df = pd.read_csv(
+            path,
+            sep="\t",
+            na_values=["n/a"],
+            keep_default_na=True,
+            dtype={"participant_id": str, group_column: str},
+        )
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise InputDataError(f"corrupt table ({type(exc).__name__}: {reason})", path) from exc
     if "participant_id" not in df.columns:
         raise InputDataError("no participant_id column", path)
     if group_column not in df.columns:
