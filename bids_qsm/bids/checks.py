@@ -365,16 +365,22 @@ def _set_phase_units(acq: GreAcquisition, lo: float, hi: float) -> None:
     )
 
 
-def check_json_files(bids_dir: Path, subjects: Sequence[str]) -> None:
-    """Parse every JSON file at the dataset top level and in the selected subjects' folders.
+def check_json_files(bids_dir: Path, subjects: Sequence[str] | None = None) -> None:
+    """Parse every JSON file at the dataset top level and in the subjects' folders.
 
-    A malformed sidecar raises :class:`InputDataError` (65) naming the file, before pybids
-    (which would fail with a long ``OSError``) or the validator see it.
+    ``subjects`` defaults to every ``sub-*`` folder: pybids indexes them all, so one malformed
+    sidecar anywhere would stop the run. It raises :class:`InputDataError` (65) naming the
+    file, before pybids (which fails with a long ``OSError``) or the validator see it.
     """
     root = Path(bids_dir)
     files = sorted(root.glob("*.json"))
-    for subject in subjects:
-        files.extend(sorted((root / f"sub-{subject}").rglob("*.json")))
+    folders = (
+        sorted(p for p in root.glob("sub-*") if p.is_dir())
+        if subjects is None
+        else [root / f"sub-{s}" for s in subjects]
+    )
+    for folder in folders:
+        files.extend(sorted(folder.rglob("*.json")))
     for path in files:
         if path.name.startswith(".") or not path.is_file():
             continue

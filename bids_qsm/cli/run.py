@@ -8,6 +8,7 @@ traceback goes to the run's log file (and to the terminal with ``-vv``).
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from bids_qsm.errors import (
     BidsQsmError,
     BidsValidationError,
     ExitCode,
+    InputDataError,
     InputMissingError,
     NoDataError,
     OutputError,
@@ -171,7 +173,7 @@ def run_participant(config: Config) -> int:
         raise NoDataError("no sub-* folders in BIDS_DIR", ex.bids_dir)
     setup_run_logs(config, [f"sub-{s}" for s in subjects])
     check_output_folders(ex.output_dir, subjects)
-    check_json_files(ex.bids_dir, subjects)
+    check_json_files(ex.bids_dir)
     LOGGER.info(
         "bids-qsm %s, participant level, run %s: %d subject(s) (%s)",
         __version__,
@@ -208,6 +210,10 @@ def run_participant(config: Config) -> int:
         except Exception as exc:
             if exc.__class__.__name__ == "BIDSValidationError":  # pybids' own
                 raise BidsValidationError(str(exc), ex.bids_dir) from exc
+            bad = re.search(r"filename='([^']+)'", str(exc))
+            if bad:  # e.g. a JSON file pybids cannot decode
+                what = f"unreadable by pybids ({type(exc).__name__})"
+                raise InputDataError(what, bad[1]) from exc
             raise
         acquisitions = discover(config, layout)
     if not light:
