@@ -92,7 +92,8 @@ def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     subprocess.run(sim, cwd=root, env=env, check=True, capture_output=True)
     args = ["demo/bids", "demo/derivatives", "participant", "--lesion-masks",
             "demo/bids/derivatives/lesions", "--nprocs", "2", "--omp-nthreads", "1",
-            "--participant-label", "02", "--skip-bids-validation", "--skip-registration"]  # fmt: skip
+            "--participant-label", "02", "--skip-bids-validation",
+            "--skip-registration"]  # fmt: skip
     cmd = [sys.executable, "-m", "bids_qsm"]
     first = subprocess.run(
         [*cmd, *args, "-w", "demo/work"], cwd=root, env=env, capture_output=True, text=True
@@ -318,10 +319,11 @@ def test_thick_slices_keep_a_usable_mask() -> None:
     mag, phase = gre_signal(ph.total_field_ppm, ph.brain, te, 3.0, snr=100)
     res = reconstruct_qsm(mag, phase, te, 3.0, vs, (0, 0, 1), options=QSMOptions(), threads=1)
     assert res.mask.sum() >= 0.35 * ph.brain.sum()  # measured 0.41
-    grid = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * d for n, d in zip(shape, vs)],
-                       indexing="ij")  # fmt: skip
+    axes = [(np.arange(n) - (n - 1) / 2) * d for n, d in zip(shape, vs, strict=True)]
+    grid = np.meshgrid(*axes, indexing="ij")
     for (cx, cy, cz), radius, chi in ph.spheres:
-        core = sum((g - c) ** 2 for g, c in zip(grid, (cx, cy, cz))) <= (0.7 * radius) ** 2
+        dist2 = sum((g - c) ** 2 for g, c in zip(grid, (cx, cy, cz), strict=True))
+        core = dist2 <= (0.7 * radius) ** 2
         core &= res.mask
         assert core.sum() > 50
         mean = float(res.chi_ppm[core].mean())
