@@ -389,3 +389,24 @@ def test_only_stale_temporaries_are_removed(tmp_path: Path) -> None:
         assert live.exists() and not killed.exists() and not old_style.exists()
         live.write_text("{}")
     assert (folder / "y.json").read_text() == "{}"
+
+
+def test_crash_file_parsing(tmp_path: Path) -> None:
+    """The last traceback line of a Nipype crash file gives the class, code and message."""
+    from bids_qsm.workflows.errors_bridge import failure_to_error, read_crash_file
+
+    head = "Node: sub_01_wf.gre_wf.qsm_wf.qsm\nWorking directory: /w/qsm\n\nNode inputs:\n\n"
+    head += "options = {'bg_removal': 'vsharp'}\n\nTraceback (most recent call last):\n"
+    head += '\t  File "x.py", line 1, in f\n'
+    src = {"gre_wf": Path("/data/sub-01/anat/sub-01_echo-1_part-mag_MEGRE.nii.gz")}
+    cases = {
+        "\tbids_qsm.errors.InputDataError: the brain mask is empty\n": (65, str(src["gre_wf"])),
+        "\tOSError: [Errno 28] No space left on device: '/w/qsm/chi.nii'\n": (73, "No space"),
+        "\tValueError: mask is empty: nothing to reconstruct\n": (1, "step qsm"),
+    }
+    for i, (last, (code, fragment)) in enumerate(cases.items()):
+        crash = tmp_path / f"crash-{i}.txt"
+        crash.write_text(head + last)
+        error = failure_to_error(read_crash_file(crash), src)
+        assert error.exit_code == code and fragment in str(error), str(error)
+        assert "\n" not in str(error)

@@ -39,6 +39,8 @@ _ERROR_CLASSES: dict[str, type[BidsQsmError]] = {
 }
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*): (.*)$")
 #: A message "names a file" when it holds a path or a file name with a known extension.
+#: errno ENOSPC, EROFS, EDQUOT: the work dir or OUTPUT_DIR cannot be written (73).
+_NO_SPACE = re.compile(r"\[Errno (28|30|122)\]")
 _FILE_TOKEN = re.compile(r"/|\.(nii|json|tsv|gz|txt|toml|h5|mat|png)\b")
 
 
@@ -73,6 +75,10 @@ def read_crash_file(path: Path) -> NodeFailure:
     cls = _ERROR_CLASSES.get(name) if error_type.startswith("bids_qsm.errors.") else None
     code = int(cls.exit_code) if cls is not None else int(ExitCode.FAILURE)
     if cls is None:
+        if _NO_SPACE.search(message) and name in ("OSError", "IOError"):
+            code = int(ExitCode.CANNOT_CREATE_OUTPUT)  # disk full, read-only, quota (work dir)
+        elif name == "MemoryError":
+            message = f"{message} out of memory: lower --nprocs or --omp-nthreads".strip()
         message = f"{name}: {message}"
     return NodeFailure(node, error_type, message, code, Path(path))
 
