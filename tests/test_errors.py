@@ -410,3 +410,29 @@ def test_crash_file_parsing(tmp_path: Path) -> None:
         error = failure_to_error(read_crash_file(crash), src)
         assert error.exit_code == code and fragment in str(error), str(error)
         assert "\n" not in str(error)
+
+
+def test_every_path_option_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
+    from bids_qsm.cli.parser import parse_args
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("bids", "lesions", "masks"):
+        (tmp_path / folder).mkdir()
+    for name in ("labels.nii.gz", "table.tsv", "template.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "filter.json").write_text('{"megre": {}}')
+    (tmp_path / "plugin.yml").write_text(LINEAR)
+    (tmp_path / "settings.toml").write_text('[execution]\nbids_database_dir = "db"\n')
+    config = parse_args([
+        "bids", "out", "participant", "-w", "work", "--lesion-masks", "lesions",
+        "--brain-mask-source", "masks", "--bids-filter-file", "filter.json",
+        "--use-plugin", "plugin.yml", "--config-file", "settings.toml",
+        "--atlas-labels", "labels.nii.gz", "--atlas-table", "table.tsv",
+        "--atlas-template", "template.nii.gz", "--atlas-name", "Mine",
+    ])  # fmt: skip
+    ex, wf = config.execution, config.workflow
+    paths = [ex.bids_dir, ex.output_dir, ex.work_dir, ex.lesion_masks, ex.brain_mask_source,
+             ex.bids_filter_file, ex.bids_database_dir, ex.config_file, config.nipype.use_plugin,
+             wf.atlas_labels, wf.atlas_table, wf.atlas_template]  # fmt: skip
+    for path in paths:
+        assert path.is_absolute() and path.parent == tmp_path, path
