@@ -50,6 +50,7 @@ EPILOG = """exit codes:
   16  BIDS validation failed            65  bad or inconsistent input data
   17  unknown analysis level            66  input missing (BIDS_DIR or a given file)
                                         73  OUTPUT_DIR or work dir cannot be created
+  several failing subjects: the most severe code, 73 > 1 > 66 > 65
 Full documentation: docs/usage.md"""
 
 
