@@ -256,9 +256,13 @@ def test_malformed_sidecar_json_exit_65(
     bad.write_text('{"EchoTime": 0.008, "Units": "rad",')  # truncated
     code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
                         "--participant-label", "01", "--skip-bids-validation")  # fmt: skip
-    assert code == ExitCode.DATA_ERROR
+    assert code == ExitCode.DATA_ERROR  # sub-02 not selected: pybids still reads it
     error_line(err, str(bad), "malformed JSON")
     assert not fake_participant
+    code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
+                        "--participant-label", "02", "--skip-bids-validation")  # fmt: skip
+    assert code == ExitCode.DATA_ERROR  # selected: found before pybids
+    error_line(err, str(bad), "malformed JSON", "line 1 column")
 
 
 def test_group_level_corrupt_stats_table_exit_65(tmp_path: Path, capsys) -> None:

@@ -368,9 +368,10 @@ def _set_phase_units(acq: GreAcquisition, lo: float, hi: float) -> None:
 def check_json_files(bids_dir: Path, subjects: Sequence[str] | None = None) -> None:
     """Parse every JSON file at the dataset top level and in the subjects' folders.
 
-    ``subjects`` defaults to every ``sub-*`` folder: pybids indexes them all, so one malformed
-    sidecar anywhere would stop the run. It raises :class:`InputDataError` (65) naming the
-    file, before pybids (which fails with a long ``OSError``) or the validator see it.
+    ``subjects`` defaults to every ``sub-*`` folder. A malformed file raises
+    :class:`InputDataError` (65) naming it, before pybids (which fails with a long ``OSError``)
+    or the validator see it. (pybids indexes every subject: the command line checks the
+    selected ones here and turns pybids' error on any other file into the same message.)
     """
     root = Path(bids_dir)
     files = sorted(root.glob("*.json"))
@@ -382,14 +383,18 @@ def check_json_files(bids_dir: Path, subjects: Sequence[str] | None = None) -> N
     for folder in folders:
         files.extend(sorted(folder.rglob("*.json")))
     for path in files:
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        try:
-            json.loads(path.read_bytes())
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise InputDataError(f"malformed JSON ({exc})", path) from exc
-        except OSError as exc:
-            raise InputDataError(f"unreadable JSON file ({exc.strerror or exc})", path) from exc
+        if not path.name.startswith(".") and path.is_file():
+            check_json_file(path)
+
+
+def check_json_file(path: Path) -> None:
+    """Raise :class:`InputDataError` (65) naming ``path`` if it is not valid JSON."""
+    try:
+        json.loads(Path(path).read_bytes())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputDataError(f"malformed JSON ({exc})", path) from exc
+    except OSError as exc:
+        raise InputDataError(f"unreadable JSON file ({exc.strerror or exc})", path) from exc
 
 
 def check_acquisitions(acquisitions: list[GreAcquisition]) -> None:

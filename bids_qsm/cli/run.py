@@ -149,7 +149,7 @@ def setup_run_logs(config: Config, owners: Sequence[str]) -> list[Path]:
 
 def run_participant(config: Config) -> int:
     """The participant level up to the workflow: validate, discover, check, then dispatch."""
-    from bids_qsm.bids.checks import check_acquisition, check_json_files
+    from bids_qsm.bids.checks import check_acquisition, check_json_file, check_json_files
     from bids_qsm.bids.discovery import discover, get_layout, selected_subjects
     from bids_qsm.bids.writers import (
         check_output_folders,
@@ -173,7 +173,7 @@ def run_participant(config: Config) -> int:
         raise NoDataError("no sub-* folders in BIDS_DIR", ex.bids_dir)
     setup_run_logs(config, [f"sub-{s}" for s in subjects])
     check_output_folders(ex.output_dir, subjects)
-    check_json_files(ex.bids_dir)
+    check_json_files(ex.bids_dir, subjects)
     LOGGER.info(
         "bids-qsm %s, participant level, run %s: %d subject(s) (%s)",
         __version__,
@@ -211,7 +211,9 @@ def run_participant(config: Config) -> int:
             if exc.__class__.__name__ == "BIDSValidationError":  # pybids' own
                 raise BidsValidationError(str(exc), ex.bids_dir) from exc
             bad = re.search(r"filename='([^']+)'", str(exc))
-            if bad:  # e.g. a JSON file pybids cannot decode
+            if bad:  # e.g. the JSON sidecar of a subject not selected
+                if bad[1].endswith(".json"):
+                    check_json_file(Path(bad[1]))
                 what = f"unreadable by pybids ({type(exc).__name__})"
                 raise InputDataError(what, bad[1]) from exc
             raise
