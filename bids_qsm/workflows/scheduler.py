@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -162,7 +163,7 @@ def run_one_subject(
             with heartbeat(tracker.activity if status_file is None else (lambda: None), LOGGER):
                 wf.run(**plugin)
         except Exception as exc:  # a failing subject must not stop the others
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = error_summary(exc)
             LOGGER.error("sub-%s failed: %s (crash files in %s)", subject, message, log_dir)
             LOGGER.debug("sub-%s traceback", subject, exc_info=True)
             _failure_page(write_failure_report, config, subject, acquisitions, message)
@@ -179,6 +180,32 @@ def run_one_subject(
     seconds = time.monotonic() - t0
     LOGGER.info("sub-%s done in %.1f s; report: %s", subject, seconds, report)
     return SubjectResult(subject, True, "", seconds)
+
+
+_NODE_ERR_RE = re.compile(r"executing Node (\S+?)\.?$")
+_EXC_LINE_RE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt))(?::\s*(.*))?$")
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line for a failed workflow: ``<stage>: <ExceptionType>: <message>``.
+
+    Nipype wraps the node's exception into a generic "Exception raised while executing Node
+    x" with the traceback as text; the last exception line of that text is the real cause.
+    """
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    node = None
+    m = _NODE_ERR_RE.search(lines[0])
+    if m:
+        from bids_qsm.workflows.participant import STAGE_LABELS
+
+        node = STAGE_LABELS.get(m.group(1), m.group(1))
+    cause = next((ln for ln in reversed(lines[1:]) if _EXC_LINE_RE.match(ln)), None)
+    if cause is None:
+        return lines[0] if node is None else f"{node}: {lines[0]}"
+    return f"{node}: {cause}" if node else cause
 
 
 def _failure_page(
