@@ -127,3 +127,32 @@ def test_run_subjects_in_parallel_with_heartbeat_logs_and_failure_page(
     page = (out / "sub-02.html").read_text()
     assert "Processing failed" in page and "boom: simulated registration failure" in page
     assert (out / "sub-01.html").read_text() == "ok"
+
+
+def test_citation_is_the_same_whichever_subject_writes_it(tmp_path: Path) -> None:
+    import json
+
+    from bids_qsm.workflows.reporting import write_citation
+
+    cfg = Config()
+
+    def sidecar(label: str, ref: float, dice: float) -> None:
+        anat = tmp_path / f"sub-{label}" / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"sub-{label}_Chimap.json").write_text(
+            json.dumps(
+                {
+                    "ReferenceValue": ref,
+                    "ReferenceRegion": "brain",
+                    "AtlasRegistration": {"brain_dice": dice, "template": "MNI152NLin6Asym"},
+                    "StageTimings": {"total": ref * 1000},
+                }
+            )
+        )
+
+    sidecar("02", 0.0123, 0.91)
+    first = write_citation(cfg, tmp_path).read_bytes()
+    sidecar("01", -0.0456, 0.87)  # now the first subject found: different values
+    second = write_citation(cfg, tmp_path).read_bytes()
+    assert first == second
+    assert b"0.0123" not in first and b"0.012" not in first
