@@ -161,8 +161,7 @@ def choose_slices(
 
     With ``labels`` (a deep-gray-matter segmentation) the slices span the labelled extent
     widened by ``margin_mm`` on both sides; otherwise the central 70 % of the mask extent.
-    An extent thinner than ``n`` slices is widened symmetrically; indices are unique and
-    sorted (fewer than ``n`` only if the whole volume has fewer slices).
+    Indices are unique and sorted (fewer than ``n`` if the volume is thin).
     """
     nz = mask.shape[2]
     dz = float(np.asarray(voxel_size, float).reshape(-1)[2])
@@ -181,8 +180,6 @@ def choose_slices(
     lo, hi = max(lo, 0), min(hi, nz - 1)
     if hi < lo:
         lo, hi = 0, nz - 1
-    while hi - lo + 1 < n and (lo > 0 or hi < nz - 1):  # thin extent: widen to n slices
-        lo, hi = max(lo - 1, 0), min(hi + 1, nz - 1)
     return sorted({int(round(v)) for v in np.linspace(lo, hi, num=max(n, 1))})
 
 
