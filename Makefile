@@ -3,26 +3,31 @@
 #
 #   make demo            simulate a small cohort, run the participant and group levels on it
 #   make test            ruff check + the whole test suite (except the container test)
+#   make test-fast       the unit tests only (not marked slow; about 2 min on 2 cores)
 #   make lint            ruff check + ruff format --check (+ hadolint on the Dockerfile)
 #   make bench           run every benchmarks/bench_*.py
 #   make test-container  build the container and smoke-test it (scripts/container-smoke.sh)
 #   make clean           remove the demo outputs and caches (keeps .venv)
 #
-# Variables worth overriding, e.g. `make demo DEMO_SIM_ARGS="--preset small --n-controls 2"`:
+# Variables worth overriding, e.g. `make demo DEMO_SIM_ARGS="--preset small --n-controls 8"`.
+# The participant level runs several subjects at once (--nprocs, default: all CPUs; threads per
+# subject: --omp-nthreads, default CPUs / subjects at once), see docs/usage.md.
 
 PYTHON          ?= python3
 VENV            ?= .venv
 DEMO_DIR        ?= demo
-DEMO_SIM_ARGS   ?= --preset small --n-controls 6 --n-patients 6 --seed 1 --lesions
-DEMO_PART_ARGS  ?= --nprocs 2 --omp-nthreads 1
-DEMO_GROUP_ARGS ?=
+DEMO_SIM_ARGS   ?= --preset tiny --n-controls 4 --n-patients 4 --seed 1 --lesions
+DEMO_PART_ARGS  ?=
+DEMO_GROUP_ARGS ?= --n-permutations 200
 PYTEST_ARGS     ?= -m "not container"
+PYTEST_FAST     ?= -m "not slow and not container and not slurm"
+DEMO_ABS        := $(abspath $(DEMO_DIR))
 
 VPY    := $(VENV)/bin/python
 STAMP_RUN  := $(VENV)/.stamp-install
 STAMP_TEST := $(VENV)/.stamp-install-test
 
-.PHONY: demo demo-data demo-participant demo-group test lint bench test-container clean venv
+.PHONY: demo demo-data demo-participant demo-group test test-fast lint bench test-container clean venv
 
 $(VPY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required (set PYTHON=...)")'
@@ -54,21 +59,25 @@ demo-data: $(STAMP_RUN)
 	@if [ -f $(DEMO_DIR)/bids/dataset_description.json ]; then \
 	  echo "Using the existing simulated dataset in $(DEMO_DIR)/bids (make clean to regenerate)"; \
 	else \
-	  $(VENV)/bin/bids-qsm-simulate $(DEMO_DIR)/bids $(DEMO_SIM_ARGS); \
+	  echo "$(VENV)/bin/bids-qsm-simulate $(DEMO_ABS)/bids $(DEMO_SIM_ARGS)"; \
+	  $(VENV)/bin/bids-qsm-simulate $(DEMO_ABS)/bids $(DEMO_SIM_ARGS); \
 	fi
 
 demo-participant: $(STAMP_RUN)
-	$(VENV)/bin/bids-qsm $(DEMO_DIR)/bids $(DEMO_DIR)/derivatives participant \
-	  -w $(DEMO_DIR)/work --lesion-masks $(DEMO_DIR)/bids/derivatives/lesions $(DEMO_PART_ARGS)
+	$(VENV)/bin/bids-qsm $(DEMO_ABS)/bids $(DEMO_ABS)/derivatives participant \
+	  -w $(DEMO_ABS)/work --lesion-masks $(DEMO_ABS)/bids/derivatives/lesions $(DEMO_PART_ARGS)
 
 demo-group: $(STAMP_RUN)
-	$(VENV)/bin/bids-qsm $(DEMO_DIR)/bids $(DEMO_DIR)/derivatives group $(DEMO_GROUP_ARGS)
+	$(VENV)/bin/bids-qsm $(DEMO_ABS)/bids $(DEMO_ABS)/derivatives group $(DEMO_GROUP_ARGS)
 
 # ---------------------------------------------------------------------------- checks
 test: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+
+test-fast: $(STAMP_TEST)
+	$(VPY) -m pytest $(PYTEST_FAST) -q
 
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .

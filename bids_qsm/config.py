@@ -146,6 +146,8 @@ class GroupConfig:
     control_label: str = "HC"
     voxelwise: bool = True
     n_permutations: int = 1000
+    #: participants left out of the statistics: labels and/or TSV files (participant_id, reason)
+    exclude_participants: list[str] = field(default_factory=list)
 
 
 SECTIONS: dict[str, type] = {

@@ -7,14 +7,22 @@
   logger names and full tracebacks. Records emitted before the folders are known are buffered
   and replayed into them by :func:`add_log_dir`.
 
-Use :func:`stage` around each processing stage to log its start, end and duration.
+Use :func:`stage` around each processing stage to log its start, end and duration; a
+:func:`heartbeat` thread logs "still running" every :data:`HEARTBEAT_S` seconds while it runs,
+so that long silent steps (ANTs registration, permutations) never leave the terminal quiet.
+
+A subject's log file (``OUTPUT_DIR/sub-<label>/log/...``) only receives the run-wide lines and
+the lines about that subject: a record whose message names other subjects (``sub-<label>``)
+and not this one is left out (:class:`OwnerFilter`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +32,32 @@ LOG_FILENAME = "bids_qsm.log"
 
 _START = time.monotonic()
 _BUFFER_CAPACITY = 100_000
+#: Seconds between two "still running" lines of :func:`heartbeat`.
+HEARTBEAT_S = 15.0
+_SUBJECT_RE = re.compile(r"(?<![A-Za-z0-9])sub-([A-Za-z0-9]+)")
+
+
+class OwnerFilter(logging.Filter):
+    """Keep a record for subject ``label``'s log unless it names only other subjects."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            named = set(_SUBJECT_RE.findall(record.getMessage()))
+        except Exception:  # a malformed record: keep it
+            return True
+        return not named or self.label in named
+
+
+def _owner_label(log_dir: Path) -> str | None:
+    """``01`` for ``.../sub-01/log/<run-id>``; None for the group or other folders."""
+    parts = Path(log_dir).parts
+    if len(parts) >= 3 and parts[-2] == "log" and parts[-3].startswith("sub-"):
+        return parts[-3][4:]
+    return None
 
 
 class _ElapsedFormatter(logging.Formatter):
@@ -137,6 +171,9 @@ def add_log_dir(log_dir: Path) -> Path:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(_FILE_FORMAT)
+    owner = _owner_label(Path(log_dir))
+    if owner:
+        handler.addFilter(OwnerFilter(owner))
     if _state.buffer is not None:
         for record in _state.buffer.records:
             handler.handle(record)
@@ -149,6 +186,28 @@ def add_log_dir(log_dir: Path) -> Path:
 def log_files() -> list[Path]:
     """The log files written by this run so far."""
     return list(_state.files)
+
+
+def keep_only_log_dir(log_dir: Path) -> Path:
+    """In a worker process of one subject: log to ``log_dir`` only (returns the log file).
+
+    The other log files inherited from the parent (or from the previous subject of a reused
+    worker process) are closed; ``log_dir``'s file is opened if needed.
+    """
+    release_buffer()
+    keep = (Path(log_dir) / LOG_FILENAME).resolve()
+    for path, handler in list(_state.files.items()):
+        if path == keep:
+            continue
+        for name in _FILE_LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
+        _state.installed = [(n, h) for n, h in _state.installed if h is not handler]
+        del _state.files[path]
+        try:
+            handler.close()
+        except Exception:  # a closed fd inherited by fork
+            pass
+    return add_log_dir(Path(log_dir))
 
 
 def release_buffer() -> None:
@@ -185,8 +244,62 @@ def stage(name: str, logger: logging.Logger | None = None) -> Iterator[None]:
     log.info("%s ...", name)
     start = time.monotonic()
     try:
-        yield
+        with heartbeat(lambda: name, log):
+            yield
     except BaseException:
         log.debug("%s failed after %.1f s", name, time.monotonic() - start)
         raise
     log.info("%s done (%.1f s)", name, time.monotonic() - start)
+
+
+class Heartbeat:
+    """Daemon thread logging ``still running <what> (N s)`` every ``interval`` seconds.
+
+    ``what`` is called at each beat; it returns the current activity, or None to stay quiet
+    (e.g. between two stages). Use :func:`heartbeat` rather than this class directly.
+    """
+
+    def __init__(
+        self,
+        what: Callable[[], str | None],
+        logger: logging.Logger | None = None,
+        interval: float | None = None,
+    ) -> None:
+        self.what = what
+        self.log = logger or logging.getLogger(LOGGER_NAME)
+        self.interval = HEARTBEAT_S if interval is None else float(interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bids-qsm-heartbeat", daemon=True)
+        self.start_time = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            activity = self.what()
+            if activity:
+                elapsed = time.monotonic() - self.start_time
+                self.log.info("still running %s, %d s", activity, int(elapsed))
+
+    def start(self) -> Heartbeat:
+        """Start the thread (returns self)."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+@contextmanager
+def heartbeat(
+    what: Callable[[], str | None],
+    logger: logging.Logger | None = None,
+    interval: float | None = None,
+) -> Iterator[Heartbeat]:
+    """Log ``still running <what()>, N s`` every ``interval`` s (15) while the block runs."""
+    beat = Heartbeat(what, logger, interval).start()
+    try:
+        yield beat
+    finally:
+        beat.stop()

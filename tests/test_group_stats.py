@@ -32,6 +32,14 @@ def effect_cohort(tmp_path_factory) -> Cohort:
 
 
 @pytest.fixture(scope="module")
+def clinical_cohort(tmp_path_factory) -> Cohort:
+    """16 patients: the clinical models have >= 10 residual df (8 patients would not)."""
+    return fabricate_cohort(
+        tmp_path_factory.mktemp("clinical"), n_patients=16, seed=11, transforms=False
+    )
+
+
+@pytest.fixture(scope="module")
 def null_cohort(tmp_path_factory) -> Cohort:
     return fabricate_cohort(
         tmp_path_factory.mktemp("null"), seed=12, null_effect=True, transforms=False
@@ -68,12 +76,13 @@ def test_effects_detected_with_right_signs(effect_cohort: Cohort) -> None:
     assert (gd["n"] == 16).all() and (gd["n_control"] == 8).all()
 
 
-def test_edss_association_sign(effect_cohort: Cohort) -> None:
-    p, _, design, data = _analysis(effect_cohort)
+def test_edss_association_sign(clinical_cohort: Cohort) -> None:
+    p, _, design, data = _analysis(clinical_cohort)
     variables = G.default_clinical_columns(p, design)
     assert variables == ["EDSS", "disease_duration"]
     cl = G.clinical_associations(data, design, ["chi_mean_ppm"], variables)
-    assert (cl["n"] == 8).all() and set(cl["population"]) == {"MS"}
+    assert (cl["n"] == 16).all() and set(cl["population"]) == {"MS"}
+    assert (cl["df"] >= 10).all() and (cl["reason"] == "").all()
     assert _row(cl, "thalamus", variable="EDSS")["r"] < -0.5
     for st in BASAL_GANGLIA:
         assert _row(cl, st, variable="EDSS")["r"] > 0.3, st
@@ -87,8 +96,8 @@ def test_null_effect_nothing_significant(null_cohort: Cohort) -> None:
     assert not (gd["q"] < 0.05).any()
 
 
-def test_partial_r_equals_residual_correlation(effect_cohort: Cohort) -> None:
-    _, _, design, data = _analysis(effect_cohort)
+def test_partial_r_equals_residual_correlation(clinical_cohort: Cohort) -> None:
+    _, _, design, data = _analysis(clinical_cohort)
     cl = G.clinical_associations(data, design, ["chi_mean_ppm"], ["EDSS"])
     r_tab = _row(cl, "putamen", variable="EDSS")["r"]
     d = data[
@@ -216,14 +225,14 @@ def test_read_participants_errors(tmp_path: Path) -> None:
 
 def test_constant_measure_not_tested() -> None:
     rng = np.random.default_rng(0)
-    n = 12
+    n = 16  # 4 parameters: 12 residual df (>= the minimum of 10)
     data = pd.DataFrame(
         {
             "participant_id": [f"sub-{i:02d}" for i in range(n)],
             "session_id": "n/a",
             "structure": "whole_brain",
             "hemisphere": "bilateral",
-            "group": ["HC"] * 6 + ["MS"] * 6,
+            "group": ["HC"] * 8 + ["MS"] * 8,
             "age": rng.uniform(20, 60, n),
             "volume_mm3": rng.uniform(1.1e6, 1.3e6, n),
             # referenced to the whole brain: zero up to float32 rounding
@@ -234,6 +243,94 @@ def test_constant_measure_not_tested() -> None:
     design = G.Design("group", "HC", ["MS"], ["age"], True)
     gd = G.group_differences(data, design, ["chi_mean_ppm", "r2star_mean_hz"]).set_index("measure")
     assert np.isnan(gd.loc["chi_mean_ppm", "p"]) and np.isnan(gd.loc["chi_mean_ppm", "q"])
-    assert np.isfinite(gd.loc["r2star_mean_hz", "p"])
+    assert gd.loc["chi_mean_ppm", "reason"] == "constant measure"
+    assert np.isfinite(gd.loc["r2star_mean_hz", "p"]) and gd.loc["r2star_mean_hz", "reason"] == ""
     assert gd.loc["r2star_mean_hz", "q"] == pytest.approx(gd.loc["r2star_mean_hz", "p"])
     assert gd.loc["r2star_mean_hz", "model"] == "r2star_mean_hz ~ group + age + volume"
+
+
+def test_df_guard_small_patient_group_not_reported(effect_cohort: Cohort) -> None:
+    """8 patients, EDSS + age + sex (+ volume): < 10 residual df, so no r, no p, no FDR."""
+    p, _, design, data = _analysis(effect_cohort)
+    cl = G.clinical_associations(data, design, ["chi_mean_ppm"], ["EDSS"])
+    assert (cl["df"] < 10).all()
+    assert cl["r"].isna().all() and cl["p"].isna().all() and cl["q"].isna().all()
+    assert cl["reason"].str.contains("residual df").all()
+    assert cl["reason"].str.contains("< 10").all()
+    # only the variable in the model: 8 - 2 = 6 residual df, still below the minimum
+    lean = G.Design("group", "HC", ["MS"], [], False)
+    cl2 = G.clinical_associations(data, lean, ["chi_mean_ppm"], ["EDSS"])
+    assert (cl2["df"] == 6).all() and cl2["r"].isna().all()
+    gd = G.group_differences(data, design, ["chi_mean_ppm"])
+    assert (gd["reason"] == "").all() and gd["q"].notna().all()  # 16 - 4 = 12 df: tested
+
+
+def test_singular_design_has_reason() -> None:
+    rng = np.random.default_rng(1)
+    n = 20
+    data = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:02d}" for i in range(n)],
+            "session_id": "n/a",
+            "structure": "putamen",
+            "hemisphere": "bilateral",
+            "group": ["HC"] * 10 + ["MS"] * 10,
+            "age": rng.uniform(20, 60, n),
+            "chi_mean_ppm": rng.normal(0.05, 0.01, n),
+        }
+    )
+    data["age2"] = 2 * data["age"]  # collinear covariate
+    design = G.Design("group", "HC", ["MS"], ["age", "age2"], False)
+    gd = G.group_differences(data, design, ["chi_mean_ppm"])
+    assert gd["reason"].iloc[0].startswith("singular design") and np.isnan(gd["p"].iloc[0])
+
+
+def test_effect_size_matches_textbook_cohens_d() -> None:
+    """No covariate: d = (mean_case - mean_ctrl) / pooled SD; g = J(df) d; CI brackets g."""
+    from bids_qsm.stats.effects import hedges_correction, standardized_difference
+
+    rng = np.random.default_rng(2)
+    hc, ms = rng.normal(0.10, 0.02, 12), rng.normal(0.13, 0.02, 10)
+    n = hc.size + ms.size
+    data = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:02d}" for i in range(n)],
+            "session_id": "n/a",
+            "structure": "putamen",
+            "hemisphere": "bilateral",
+            "group": ["HC"] * hc.size + ["MS"] * ms.size,
+            "chi_mean_ppm": np.r_[hc, ms],
+        }
+    )
+    gd = G.group_differences(data, G.Design("group", "HC", ["MS"], [], False), ["chi_mean_ppm"])
+    row = gd.iloc[0]
+    pooled = np.sqrt(((hc.size - 1) * hc.var(ddof=1) + (ms.size - 1) * ms.var(ddof=1)) / (n - 2))
+    d = (ms.mean() - hc.mean()) / pooled
+    assert row["cohens_d"] == pytest.approx(d, rel=1e-9)
+    assert row["hedges_g"] == pytest.approx(d * (1 - 3 / (4 * (n - 2) - 1)), rel=2e-3)
+    assert row["g_ci_low"] < row["hedges_g"] < row["g_ci_high"]
+    se = np.sqrt(1 / hc.size + 1 / ms.size + d * d / (2 * (n - 2)))
+    j = hedges_correction(n - 2)
+    assert row["g_ci_high"] - row["g_ci_low"] == pytest.approx(2 * 1.959964 * j * se, rel=1e-5)
+    assert np.isnan(standardized_difference(1.0, 0.0, 5, 5, 8)[0])
+
+
+def test_read_exclusions(tmp_path: Path) -> None:
+    from bids_qsm.errors import InputMissingError
+    from bids_qsm.stats.effects import read_exclusions
+
+    tsv = tmp_path / "exclude.tsv"
+    tsv.write_text("participant_id\treason\nsub-04\tmotion\n07\t\n")
+    out = read_exclusions(["03", "sub-05", "exclude.tsv"], base=tmp_path)
+    assert out == {
+        "sub-03": "--exclude-participants",
+        "sub-04": "motion",
+        "sub-05": "--exclude-participants",
+        "sub-07": "listed in exclude.tsv",
+    }
+    with pytest.raises(InputMissingError):
+        read_exclusions(["missing.tsv"], base=tmp_path)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("subject\nsub-01\n")
+    with pytest.raises(InputDataError):
+        read_exclusions([str(bad)])

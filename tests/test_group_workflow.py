@@ -151,3 +151,65 @@ def test_cli_exit_codes_and_one_line(tmp_path, capsys) -> None:
     assert execute([str(c.bids_dir), str(c.output_dir), "group"]) == 65
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(err) == 1 and "participants.tsv" in err[0] and "'group'" in err[0]
+
+
+def test_exclusions_honoured_and_outputs_byte_identical_on_rerun(tmp_path) -> None:
+    """--exclude-participants (label + TSV) leaves them out of every model; the tables, the
+    report and its figures are byte-identical when the group level runs again."""
+    c = fabricate_cohort(tmp_path, seed=5, transforms=False)
+    excl = tmp_path / "exclude.tsv"
+    excl.write_text("participant_id\treason\nsub-02\tmotion artefact\n")
+    cfg = _config(
+        c.bids_dir,
+        c.output_dir,
+        tmp_path / "work",
+        voxelwise=False,
+        exclude_participants=["10", str(excl)],
+    )
+    (c.output_dir / "sub-01.html").write_text("<html></html>")  # a subject report with 2 flags
+    meta = {"prefix": "sub-01", "id": "sub-01", "n_flags": 2, "n_errors": 0, "parts": []}
+    section = c.output_dir / "sub-01" / "figures" / "sub-01_desc-section_report.html"
+    section.parent.mkdir(parents=True, exist_ok=True)
+    section.write_text(f"<!-- bids-qsm-section {json.dumps(meta)} -->\n<div></div>\n")
+    assert run_group_level(cfg, atlas=toy_atlas()) == 0
+    g = c.output_dir / "group"
+    gd = pd.read_csv(g / "seg-AAL3_desc-groupdiff_stats.tsv", sep="\t", na_values="n/a")
+    chi = gd[gd["measure"] == "chi_mean_ppm"]
+    assert (chi["n"] == 14).all() and (chi["n_control"] == 7).all() and (chi["n_case"] == 7).all()
+    assert (gd["n"] <= 14).all()
+    assert {"hedges_g", "g_ci_low", "g_ci_high", "reason"} <= set(gd.columns)
+    z = pd.read_csv(g / "seg-AAL3_desc-zscores_stats.tsv", sep="\t", na_values="n/a")
+    assert not {"sub-02", "sub-10"} & set(z["participant_id"])
+    thr = pd.read_csv(g / "seg-AAL3_desc-aptthresholds_stats.tsv", sep="\t", na_values="n/a")
+    assert len(thr)
+    listed = pd.read_csv(g / "desc-excluded_participants.tsv", sep="\t", na_values="n/a")
+    assert listed.to_dict("list") == {
+        "participant_id": ["sub-02", "sub-10"],
+        "reason": ["motion artefact", "--exclude-participants"],
+    }
+    html = (g / "group.html").read_text()
+    for needle in (
+        "Excluded participants (2)",
+        "motion artefact",
+        'href="../sub-01.html"',
+        "2 QC flag(s)",
+        "Hedges&#x27; g (95% CI)",
+        "Cohort QC",
+        "_forest.png",
+        "desc-zscores_heatmap.png",
+        "ppb",
+    ):
+        assert needle in html, needle
+    for src in [s.split('"')[0] for s in html.split('src="')[1:]]:
+        assert (g / src).is_file()
+    files = sorted(
+        p for p in g.rglob("*") if p.is_file() and p.suffix in {".tsv", ".json", ".html", ".png"}
+    )
+    before = {p: p.read_bytes() for p in files}
+    assert run_group_level(cfg, atlas=toy_atlas()) == 0
+    after = sorted(
+        p for p in g.rglob("*") if p.is_file() and p.suffix in {".tsv", ".json", ".html", ".png"}
+    )
+    assert after == files
+    changed = [p.name for p in files if p.read_bytes() != before[p]]
+    assert not changed, changed

@@ -188,3 +188,13 @@ def test_structure_labels_from_dseg_table() -> None:
     same, nm = F.structure_labels_from_table(labels, table.drop(columns="structure"))
     assert same is labels or np.array_equal(same, labels)
     assert nm[75] == "Caudate_L"
+
+
+def test_choose_slices_give_n_slices_through_the_deep_gray_matter() -> None:
+    """12 distinct slices through the labelled extent (+- margin), not the whole mask."""
+    mask = np.zeros((20, 20, 60), bool)
+    mask[2:18, 2:18, 2:58] = True
+    labels = np.zeros(mask.shape, np.int16)
+    labels[8:12, 8:12, 25:35] = 1  # deep gray matter: 10 slices of 2 mm
+    sl = F.choose_slices(mask, (2.0, 2.0, 2.0), 12, labels=labels, margin_mm=6.0)
+    assert len(sl) == 12 and min(sl) >= 25 - 3 and max(sl) <= 34 + 3

@@ -420,6 +420,15 @@ def build_parser() -> BidsQsmArgumentParser:
         f"(default: {_GROUP.control_label})",
     )
     g.add_argument(
+        "--exclude-participants",
+        dest="group.exclude_participants",
+        metavar="LABEL_OR_TSV",
+        nargs="*",
+        help="leave participants out of the group statistics: labels (03 or sub-03) and/or "
+        "TSV files with a participant_id column and an optional reason column (shown in the "
+        "group report)",
+    )
+    g.add_argument(
         "--voxelwise",
         dest="group.voxelwise",
         action=argparse.BooleanOptionalAction,

@@ -1,196 +1,280 @@
-"""``OUTPUT_DIR/group/group.html``: figures, tables and a methods paragraph of the group level.
+"""``OUTPUT_DIR/group/group.html``: the group report, in the style of the subject reports.
 
-Figures (PNG, ``group/figures/``): per-structure values by group for each tested measure,
-scatter plots of each measure against each clinical variable in the patients with the OLS
-fit, and the voxelwise t maps over the template. Every file is written atomically.
+Same CSS, header and sticky navigation as ``sub-<label>.html``. Sections: summary, cohort
+(demographics per group), cohort QC (every participant's report badge, registration Dice,
+z-score outliers, exclusion, link to the subject report), excluded participants, group
+differences (forest plot of Hedges' g, values by group, tables), clinical associations
+(added-variable plots of the tested rows), normative z-scores, lesions, SWI thresholds,
+voxelwise analysis and methods (run times are in the log). Susceptibility is displayed in
+ppb; the TSV tables keep ppm. No timestamp: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
-import html
-import io
+import json
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import nilearn
 import numpy as np
 import pandas as pd
 import statsmodels
 
 from bids_qsm import __version__
-from bids_qsm.bids.writers import atomic_write_bytes, atomic_write_text
+from bids_qsm.bids.writers import atomic_write_text
+from bids_qsm.reports import group_figures as GF
+from bids_qsm.reports.participant import _CSS, _esc
+from bids_qsm.stats.effects import MIN_RESIDUAL_DF
 from bids_qsm.stats.group import DEFAULT_MEASURES, Design
 
-_LABELS = {
-    "chi_mean_ppm": "mean susceptibility (ppm)",
-    "phaseiron_mean_rad": "mean phase iron (rad)",
-    "r2star_mean_hz": "mean R2* (Hz)",
-    "mpapt_rad": "MP-APT (rad)",
-    "apt_volume_mm3": "abnormal-phase volume (mm^3)",
-}
+__all__ = ["GroupCohort", "demographics_table", "methods_paragraph", "write_group_report"]
+
+_META_RE = re.compile(r"^<!-- bids-qsm-section (\{.*?\}) -->")
+_NUMERIC_RE = re.compile(r"^(?:[-+]?\d|–$)")
+_EXTRA_CSS = """
+table.data td.ok{color:var(--ok)} table.data td.warn{color:var(--warn)}
+table.data tr.excl td{background:#f6f6f6;color:var(--muted)}
+.figrow img{max-width:100%;height:auto;display:block;margin:6px 0 14px;background:#fff}
+"""
 
 
-def _save_fig(fig: plt.Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+@dataclass
+class GroupCohort:
+    """What the report shows besides the statistics: everyone with outputs, z, lesions."""
+
+    participants: pd.DataFrame
+    long: pd.DataFrame
+    zscores: pd.DataFrame = field(default_factory=pd.DataFrame)
+    lesions: pd.DataFrame | None = None
+    exclusions: dict[str, str] = field(default_factory=dict)
+    output_dir: Path | None = None
 
 
-def _grid(n: int, ncols: int = 4) -> tuple[plt.Figure, np.ndarray]:
-    nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
-    fig.subplots_adjust(
-        left=0.06, right=0.98, bottom=0.08, top=1 - 0.35 / nrows, hspace=0.6, wspace=0.35
+# ----------------------------------------------------------------------------- tables
+def _num(v: Any, digits: int = 3) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return _esc(v) if v not in (None, "") else "–"
+    return "–" if not np.isfinite(f) else f"{f:.{digits}g}"
+
+
+def _html_table(df: pd.DataFrame, cls: str = "data", row_classes: Sequence[str] = ()) -> str:
+    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
+    rows = []
+    for i, (_, r) in enumerate(df.iterrows()):
+        rc = row_classes[i] if i < len(row_classes) else ""
+        cells = "".join(
+            f'<td class="num">{v}</td>' if isinstance(v, str) and _NUMERIC_RE.match(v)
+            else f"<td>{v}</td>"
+            for v in r.to_numpy()
+        )  # fmt: skip
+        rows.append(f'<tr class="{rc}">{cells}</tr>')
+    return (
+        f'<div class="tablewrap"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()
 
 
-def _bilateral(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["hemisphere"] == "bilateral"]
+def demographics_table(participants: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """One row per group (and all): n, then every participants.tsv column summarised.
 
-
-def group_figure(
-    data: pd.DataFrame, design: Design, groupdiff: pd.DataFrame, measure: str, path: Path
-) -> Path:
-    """Box + points of ``measure`` by group, one panel per structure (bilateral rows)."""
-    bil = _bilateral(data)
-    structures = list(dict.fromkeys(bil["structure"]))
+    Numbers: mean ± SD (min–max); EDSS: median [min–max]; text: counts per level.
+    """
+    gcol = design.group_column
     levels = [design.control_label, *design.case_labels]
-    fig, axes = _grid(len(structures))
-    rng = np.random.default_rng(0)
-    for ax, st in zip(axes, structures, strict=False):
-        d = bil[bil["structure"] == st]
-        vals = [
-            d.loc[d[design.group_column].astype(str) == lv, measure].dropna().to_numpy()
-            for lv in levels
-        ]
-        ax.boxplot(vals, showfliers=False, widths=0.5)
-        ax.set_xticks(range(1, len(levels) + 1), levels)
-        for i, v in enumerate(vals):
-            ax.plot(i + 1 + rng.uniform(-0.12, 0.12, v.size), v, "o", ms=3, alpha=0.7)
-        row = groupdiff[
-            (groupdiff["structure"] == st)
-            & (groupdiff["hemisphere"] == "bilateral")
-            & (groupdiff["measure"] == measure)
-        ]
-        title = st.replace("_", " ")
-        if len(row) and np.isfinite(row["q"].iloc[0]):
-            title += f"\nq = {row['q'].iloc[0]:.2g}"
-        ax.set_title(title, fontsize=9)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(f"{_LABELS.get(measure, measure)} by group (bilateral)", fontsize=10)
-    return _save_fig(fig, path)
+    cols = [c for c in participants.columns if c not in ("participant_id", gcol)]
+    rows = []
+    for label, sub in [(lv, participants[participants[gcol].astype(str) == lv]) for lv in levels]:
+        row = {"group": _esc(label), "n": str(len(sub))}
+        for c in cols:
+            s = sub[c].dropna()
+            if s.empty:
+                row[c] = "–"
+            elif pd.api.types.is_numeric_dtype(participants[c]):
+                v = s.astype(float)
+                if c.upper() == "EDSS":
+                    row[c] = f"{v.median():.3g} [{v.min():.3g}–{v.max():.3g}]"
+                else:
+                    sd = f" ± {v.std(ddof=1):.3g}" if len(v) > 1 else ""
+                    row[c] = f"{v.mean():.3g}{sd} ({v.min():.3g}–{v.max():.3g})"
+            else:
+                counts = s.astype(str).value_counts().sort_index()
+                row[c] = _esc(", ".join(f"{k} {n}" for k, n in counts.items()))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["group", "n", *cols])
 
 
-def clinical_figure(
-    data: pd.DataFrame,
-    design: Design,
-    clinical: pd.DataFrame,
-    measure: str,
-    variable: str,
-    path: Path,
-) -> Path:
-    """Scatter of ``measure`` against ``variable`` in the patients with an OLS fit line."""
-    import statsmodels.api as sm
-
-    bil = _bilateral(data)
-    bil = bil[bil[design.group_column].astype(str).isin(design.case_labels)]
-    structures = list(dict.fromkeys(bil["structure"]))
-    fig, axes = _grid(len(structures))
-    for ax, st in zip(axes, structures, strict=False):
-        d = bil[bil["structure"] == st][[variable, measure]].dropna()
-        ax.plot(d[variable], d[measure], "o", ms=3.5, alpha=0.8)
-        if len(d) >= 3 and d[variable].nunique() > 1:
-            fit = sm.OLS(d[measure].astype(float), sm.add_constant(d[variable].astype(float))).fit()
-            xs = np.linspace(d[variable].min(), d[variable].max(), 20)
-            ax.plot(xs, fit.params.iloc[0] + fit.params.iloc[1] * xs, "-", lw=1.5)
-        row = clinical[
-            (clinical["structure"] == st)
-            & (clinical["hemisphere"] == "bilateral")
-            & (clinical["measure"] == measure)
-            & (clinical["variable"] == variable)
-        ]
-        title = st.replace("_", " ")
-        if len(row) and np.isfinite(row["r"].iloc[0]):
-            title += f"\npartial r = {row['r'].iloc[0]:.2f}, q = {row['q'].iloc[0]:.2g}"
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(variable, fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(
-        f"{_LABELS.get(measure, measure)} vs {variable} in patients (bilateral; line: "
-        "unadjusted OLS fit, r: adjusted)",
-        fontsize=10,
-    )
-    return _save_fig(fig, path)
+def _report_status(output_dir: Path, pid: str) -> tuple[str, str]:
+    """(badge html, css class) from the subject report's section metadata."""
+    figdir = output_dir / pid / "figures"
+    metas = []
+    for p in sorted(figdir.glob("*_desc-section_report.html")) if figdir.is_dir() else []:
+        m = _META_RE.match(p.read_text(encoding="utf-8").split("\n", 1)[0])
+        if m:
+            metas.append(json.loads(m.group(1)))
+    if not metas:
+        return '<span class="badge na">no report</span>', ""
+    errs = sum(int(m.get("n_errors", 0)) for m in metas)
+    flags = sum(int(m.get("n_flags", 0)) for m in metas)
+    if errs:
+        return f'<span class="badge warn">{errs} error(s)</span>', "warn"
+    if flags:
+        return f'<span class="badge warn">{flags} QC flag(s)</span>', "warn"
+    return '<span class="badge ok">OK</span>', "ok"
 
 
-def voxelwise_figure(result: Any, template_img: Any, mask_img: Any, path: Path) -> Path:
-    """t map over the template where FDR q < 0.05, else where uncorrected p < 0.001."""
-    from nilearn import plotting
-    from scipy import stats as sps
-
-    q = np.asarray(result.q.dataobj)
-    t = np.asarray(result.tstat.dataobj)
-    inside = np.asarray(mask_img.dataobj) > 0
-    sig = (q < 0.05) & inside
-    if sig.any():
-        threshold, label = float(np.abs(t[sig]).min()), "q < 0.05"
-    else:
-        threshold = float(sps.t.isf(0.0005, max(result.df, 1)))
-        label = "no voxel at q < 0.05; shown: uncorrected p < 0.001"
-    vmax = max(float(np.percentile(np.abs(t[inside]), 99.5)), 1.5 * threshold)
-    coords = np.argwhere(np.asarray(mask_img.dataobj) > 0)
-    zs = np.unique(np.linspace(coords[:, 2].min(), coords[:, 2].max(), 7)[1:-1].round())
-    cuts = [float((mask_img.affine @ np.array([0, 0, z, 1]))[2]) for z in zs]
-    fig = plt.figure(figsize=(11, 3))
-    title = f"{result.contrast}: t ({label})"
-    plotting.plot_stat_map(
-        result.tstat,
-        bg_img=template_img,
-        threshold=threshold,
-        display_mode="z",
-        cut_coords=cuts,
-        figure=fig,
-        title=title,
-        colorbar=True,
-        cmap="RdBu_r",
-        symmetric_cbar=True,
-        vmax=vmax,
-    )
-    return _save_fig(fig, path)
+def _dice(output_dir: Path, pid: str) -> str:
+    for side in sorted((output_dir / pid).glob("**/anat/*_Chimap.json")):
+        try:
+            reg = json.loads(side.read_text()).get("AtlasRegistration") or {}
+        except (OSError, ValueError):
+            continue
+        return _num(reg.get("brain_dice"), 3)
+    return "–"
 
 
+def qc_table(cohort: GroupCohort, design: Design, measure: str) -> tuple[pd.DataFrame, list[str]]:
+    """Cohort QC: one row per participant of participants.tsv (with or without outputs)."""
+    out_dir = Path(cohort.output_dir or ".")
+    have = set(cohort.long["participant_id"]) if len(cohort.long) else set()
+    z = cohort.zscores
+    if len(z):
+        z = z[(z["measure"] == measure) & (z["hemisphere"] == "bilateral")]
+    rows, classes = [], []
+    for _, p in cohort.participants.sort_values("participant_id").iterrows():
+        pid = str(p["participant_id"])
+        badge, _ = _report_status(out_dir, pid)
+        link = (
+            f'<a href="../{_esc(pid)}.html">{_esc(pid)}</a>'
+            if (out_dir / f"{pid}.html").is_file()
+            else _esc(pid)
+        )
+        zz = z[z["participant_id"] == pid] if len(z) else z
+        out = zz[zz["z"].abs() >= 3] if len(zz) else zz
+        flags = ", ".join(
+            f"{str(r.structure).replace('_', ' ')} ({r.z:+.1f})" for r in out.itertuples()
+        )
+        if pid in cohort.exclusions:
+            status, cls = f"excluded: {_esc(cohort.exclusions[pid])}", "excl"
+        elif pid not in have:
+            status, cls = "no regional table (failed or not run)", "excl"
+        else:
+            status, cls = "analysed", ""
+        rows.append(
+            {
+                "participant": link,
+                "group": _esc(p.get(design.group_column, "")),
+                "subject report": badge,
+                "registration Dice": _dice(out_dir, pid),
+                "|z| \u2265 3 (\u03c7, bilateral)": _esc(flags or "none") if len(zz) else "–",
+                "status": status,
+            }
+        )
+        classes.append(cls)
+    return pd.DataFrame(rows), classes
+
+
+def _stat_rows(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Display rows of a groupdiff (kind="diff") or clinical table; chi in ppb."""
+    rows = []
+    for _, r in table.iterrows():
+        factor, unit = GF.display_scale(str(r["measure"]))
+        base = {
+            "structure": _esc(str(r["structure"]).replace("_", " ")),
+            "hemi": _esc(r["hemisphere"]),
+            "measure": _esc(GF.QUANTITY.get(r["measure"], r["measure"])),
+        }
+        if kind == "diff":
+            est = factor * float(r["estimate"])
+            lo, hi = factor * float(r["ci_low"]), factor * float(r["ci_high"])
+            base.update(
+                {
+                    "contrast": _esc(r["contrast"]),
+                    "difference (95% CI)": f"{_num(est)} [{_num(lo)}, {_num(hi)}] {unit}"
+                    if np.isfinite(est) else "–",
+                    "Hedges' g (95% CI)": f"{_num(r['hedges_g'], 2)} "
+                    f"[{_num(r['g_ci_low'], 2)}, {_num(r['g_ci_high'], 2)}]",
+                    "n (ctrl/case)": f"{int(r['n_control'])}/{int(r['n_case'])}",
+                }
+            )  # fmt: skip
+        else:
+            base.update(
+                {
+                    "variable": _esc(r["variable"]),
+                    "partial r (95% CI)": f"{_num(r['r'], 2)} [{_num(r['ci_low'], 2)}, "
+                    f"{_num(r['ci_high'], 2)}]",
+                    f"slope ({unit} per unit)": _num(factor * float(r["slope"])),
+                    "n": str(int(r["n"])),
+                }
+            )
+        base.update(
+            {
+                "t": _num(r["t"]),
+                "df": _num(r["df"]),
+                "p": _num(r["p"], 2),
+                "q": _num(r["q"], 2),
+                "not tested because": _esc(r["reason"]) if r["reason"] else "",
+            }
+        )
+        rows.append(base)
+    return pd.DataFrame(rows)
+
+
+def lesion_summary(lesions: pd.DataFrame | None, exclusions: Mapping[str, str]) -> pd.DataFrame:
+    """Per participant: lesions, total volume, volume-weighted mean χ and mean rim χ (ppb)."""
+    if lesions is None or lesions.empty:
+        return pd.DataFrame()
+    rows = []
+    for pid, d in lesions.groupby("participant_id", sort=True):
+        vol = d["volume_mm3"].astype(float)
+        chi = d["chi_mean_ppm"].astype(float)
+        ok = np.isfinite(chi) & (vol > 0)
+        wmean = float(np.average(chi[ok], weights=vol[ok])) * 1000 if ok.any() else np.nan
+        rim = d["rim_chi_mean_ppm"].astype(float) if "rim_chi_mean_ppm" in d else pd.Series()
+        rows.append(
+            {
+                "participant": _esc(pid) + (" (excluded)" if pid in exclusions else ""),
+                "lesions": str(len(d)),
+                "total volume (mm\u00b3)": _num(vol.sum(), 4),
+                "mean \u03c7, volume-weighted (ppb)": _num(wmean),
+                "mean rim \u03c7 (ppb)": _num(1000 * rim.mean()) if len(rim) else "–",
+                "largest lesion (mm\u00b3)": _num(vol.max(), 4),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- text
 def methods_paragraph(
     design: Design, atlas_name: str, settings: Mapping[str, Any], voxelwise: Any
 ) -> str:
     """Methods text generated from the parameters actually used."""
     cov = ", ".join(design.covariates) or "no covariate"
     vol = " and the structure's volume" if design.use_volume else ""
-    measures = ", ".join(_LABELS.get(m, m) for m in settings.get("measures", []))
+    measures = ", ".join(GF.QUANTITY.get(m, m) for m in settings.get("measures", []))
     text = (
         f"Group statistics were computed with bids-qsm {__version__}. For every {atlas_name} "
         f"structure and hemisphere (and both hemispheres together), the regional {measures} "
         f"were compared between {' and '.join(design.case_labels)} and {design.control_label} "
         f"participants with ordinary least squares (statsmodels {statsmodels.__version__}), "
-        f"adjusting for {cov}{vol}; 95% confidence intervals and two-sided p values were "
-        "corrected for the false discovery rate (Benjamini-Hochberg) over all structures, "
-        "hemispheres and measures of each contrast. Associations with clinical variables "
+        f"adjusting for {cov}{vol}; effect sizes are Hedges' g (the adjusted difference over "
+        "the residual standard deviation, small-sample corrected) with 95% confidence "
+        "intervals. Models with fewer than "
+        f"{MIN_RESIDUAL_DF} residual degrees of freedom, a singular design or a constant "
+        "measure were not tested (their rows say why) and were left out of the false "
+        "discovery rate correction (Benjamini-Hochberg, over all tested structures, "
+        "hemispheres and measures of each contrast). Associations with clinical variables "
         f"({', '.join(settings.get('clinical_columns', [])) or 'none'}) were tested in the "
-        f"patients as partial correlations adjusted for {cov}{vol}, with FDR correction over "
-        "all tests of each variable. Normative z-scores used the controls' mean and standard "
-        "deviation (leave-one-out for controls). SWI abnormal-phase tissue was defined per "
-        "structure as voxels whose phase iron exceeded the healthy-control mean + 2 SD of the "
-        "pooled control voxels (the Buffalo 'mean - 2 SD' of the filtered phase, whose sign is "
-        "opposite), and MP-APT and the abnormal-phase volume were recomputed with these "
-        "thresholds (Hagemeier et al. 2012)."
+        f"patients as partial correlations adjusted for {cov}{vol}, with the same rules and "
+        "FDR correction over the tests of each variable. Normative z-scores used the controls' "
+        "mean and standard deviation (leave-one-out for controls). SWI abnormal-phase tissue "
+        "was defined per structure as voxels whose phase iron exceeded the healthy-control "
+        "mean + 2 SD of the pooled control voxels, and MP-APT and the abnormal-phase volume "
+        "were recomputed with these thresholds (Hagemeier et al. 2012)."
     )
     if voxelwise is not None:
         perm = int(settings.get("n_permutations", 0))
@@ -210,18 +294,97 @@ def methods_paragraph(
     return text
 
 
-def _table_html(df: pd.DataFrame, max_rows: int | None = None) -> str:
-    if max_rows is not None:
-        df = df.head(max_rows)
-    return df.to_html(
-        index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a", border=0, classes="tbl"
+def _img(path: Path | None, alt: str) -> str:
+    if path is None:
+        return f'<p class="muted">No figure: {_esc(alt)} has no non-constant values.</p>'
+    return f'<div class="figrow"><img src="figures/{_esc(path.name)}" alt="{_esc(alt)}"></div>'
+
+
+def _alnum(text: str) -> str:
+    return "".join(ch for ch in text.replace("-", "vs") if ch.isalnum())
+
+
+# ----------------------------------------------------------------------------- page
+def _sections_stats(
+    prefix: str,
+    figdir: Path,
+    design: Design,
+    data: pd.DataFrame,
+    groupdiff: pd.DataFrame,
+    clinical: pd.DataFrame,
+    measures: Sequence[str],
+) -> list[tuple[str, str, str]]:
+    out = []
+    parts = []
+    for contrast in dict.fromkeys(groupdiff["contrast"]):
+        f = GF.forest_figure(
+            groupdiff, measures, contrast, figdir / f"{prefix}_desc-{_alnum(contrast)}_forest.png"
+        )
+        parts.append(_img(f, f"forest plot {contrast}"))
+    for m in measures[:3]:  # the forest plot shows every measure
+        f = GF.group_figure(
+            data, design, groupdiff, m, figdir / f"{prefix}_desc-{_alnum(m)}_groups.png"
+        )
+        parts.append(_img(f, GF.axis_label(m)))
+    tested = groupdiff[groupdiff["reason"] == ""]
+    sig = tested[tested["q"] < 0.05]
+    parts.append(
+        f"<p>{len(sig)} of {len(tested)} tested comparisons at q &lt; 0.05; "
+        f"{len(groupdiff) - len(tested)} rows not tested (see the last column).</p>"
+        + (_html_table(_stat_rows(sig, "diff")) if len(sig) else "")
+        + "<details><summary>All group-difference rows</summary>"
+        + _html_table(_stat_rows(groupdiff, "diff"))
+        + "</details>"
     )
+    out.append(("groupdiff", "Group differences", "".join(parts)))
+
+    parts = []
+    if len(clinical):
+        tested = clinical[clinical["reason"] == ""]
+        for v in dict.fromkeys(tested["variable"]):
+            for m in [mm for mm in measures if (tested["measure"] == mm).any()][:2]:
+                f = GF.partial_regression_figure(
+                    data, design, clinical, m, v, figdir / f"{prefix}_desc-{_alnum(m + v)}_avp.png"
+                )
+                if f is not None:
+                    parts.append(_img(f, f"{m} vs {v}"))
+        if tested.empty:
+            reasons = clinical["reason"].value_counts()
+            parts.append(
+                '<p class="status warn">No clinical association was tested: '
+                + _esc("; ".join(f"{k} ({n} rows)" for k, n in reasons.head(3).items()))
+                + f". A model needs at least {MIN_RESIDUAL_DF} residual degrees of freedom "
+                "(patients minus model parameters).</p>"
+            )
+        sig = tested[tested["q"] < 0.05]
+        parts.append(
+            f"<p>{len(sig)} of {len(tested)} tested associations at q &lt; 0.05.</p>"
+            + (_html_table(_stat_rows(sig, "clin")) if len(sig) else "")
+            + "<details><summary>All clinical rows</summary>"
+            + _html_table(_stat_rows(clinical, "clin"))
+            + "</details>"
+        )
+    else:
+        parts.append('<p class="muted">No clinical variable.</p>')
+    out.append(("clinical", "Clinical associations (patients)", "".join(parts)))
+    return out
 
 
-_CSS = """body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}
-.tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;
-border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}
-details{margin:.5em 0}h2{border-bottom:2px solid #444}"""
+def _nav_page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
+    links = "".join(f'<a href="#{k}">{_esc(t)}</a>' for k, t, _ in sections)
+    body = "\n".join(
+        f'<section id="{k}" class="card"><h3>{_esc(t)}</h3>\n{h}\n</section>'
+        for k, t, h in sections
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}{_EXTRA_CSS}</style>\n</head>\n<body>\n"
+        f"<header><h1>{_esc(title)}</h1><p>{_esc(subtitle)}</p></header>\n"
+        f'<nav><div class="acqnav"><b>Group</b>{links}</div></nav>\n<main>\n{body}\n</main>\n'
+        "<footer>Generated by bids-qsm. Tables: the TSV files in this folder (susceptibility "
+        "in ppm there, in ppb here).</footer>\n</body>\n</html>\n"
+    )
 
 
 def write_group_report(
@@ -236,119 +399,98 @@ def write_group_report(
     voxelwise: Any,
     settings: Mapping[str, Any],
     timings: Mapping[str, float] | None = None,
+    cohort: GroupCohort | None = None,
 ) -> Path:
     """Write ``group_dir/group.html`` and its figures; return the HTML path."""
     group_dir = Path(group_dir)
     figdir = group_dir / "figures"
+    prefix = f"seg-{atlas_name}"
     measures: Sequence[str] = settings.get("measures", list(DEFAULT_MEASURES))
-    sections: list[str] = []
-    counts = (
-        data.drop_duplicates("participant_id")[design.group_column]
-        .astype(str)
-        .value_counts()
-        .to_dict()
-    )
-    sections.append(
-        "<h2>Cohort</h2><p>"
-        + ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(counts.items()))
-        + " participants. Atlas "
-        f"{html.escape(atlas_name)}. Covariates: {html.escape(', '.join(design.covariates))}"
+    first = "chi_mean_ppm" if "chi_mean_ppm" in measures else (measures[0] if measures else "")
+    analysed = data.drop_duplicates("participant_id")
+    cohort = cohort or GroupCohort(participants=analysed, long=data, output_dir=group_dir.parent)
+    counts = analysed[design.group_column].astype(str).value_counts().sort_index()
+    tested = groupdiff[groupdiff["reason"] == ""]
+    sections: list[tuple[str, str, str]] = []
+
+    summary = (
+        f"<p>{len(analysed)} participants analysed ("
+        + ", ".join(f"{_esc(k)} {v}" for k, v in counts.items())
+        + f"); {len(cohort.exclusions)} excluded. Atlas {_esc(atlas_name)}. Covariates: "
+        + _esc(", ".join(design.covariates) or "none")
         + (" + structure volume" if design.use_volume else "")
-        + (
-            f" (skipped, not in participants.tsv: {html.escape(', '.join(design.skipped))})"
-            if design.skipped
-            else ""
-        )
-        + ".</p>"
+        + (f" (skipped, not in participants.tsv: {_esc(', '.join(design.skipped))})"
+           if design.skipped else "")
+        + f".</p><p>{int((tested['q'] < 0.05).sum())} of {len(tested)} tested group "
+        f"comparisons at q &lt; 0.05. Models with fewer than {MIN_RESIDUAL_DF} residual degrees "
+        "of freedom are shown as description only, never as findings.</p>"
+    )  # fmt: skip
+    sections.append(("summary", "Summary", summary))
+    pids = set(analysed["participant_id"])
+    demo = demographics_table(
+        cohort.participants[cohort.participants["participant_id"].isin(pids)], design
     )
+    sections.append(("cohort", "Cohort (analysed participants)", _html_table(demo)))
+    qc, classes = qc_table(cohort, design, first)
+    sections.append(("qc", "Cohort QC", _html_table(qc, row_classes=classes)))
+    excl = pd.DataFrame(
+        {"participant": [_esc(k) for k in cohort.exclusions], "reason": [
+            _esc(v) for v in cohort.exclusions.values()]}
+    )  # fmt: skip
     sections.append(
-        "<h2>Methods</h2><p>"
-        + html.escape(methods_paragraph(design, atlas_name, settings, voxelwise))
-        + "</p>"
-    )
-
-    sections.append("<h2>Group differences</h2>")
-    for m in measures:
-        f = group_figure(
-            data, design, groupdiff, m, figdir / f"seg-{atlas_name}_desc-{_alnum(m)}_groups.png"
+        (
+            "excluded",
+            f"Excluded participants ({len(excl)})",
+            _html_table(excl)
+            if len(excl)
+            else '<p class="muted">None (use --exclude-participants LABEL or TSV).</p>',
         )
-        sections.append(f'<img src="figures/{f.name}" alt="{m} by group">')
-    sig = groupdiff[groupdiff["q"] < 0.05]
+    )
+    sections += _sections_stats(prefix, figdir, design, data, groupdiff, clinical, measures)
+    if len(cohort.zscores) and first:
+        f = GF.zscore_figure(
+            cohort.zscores,
+            first,
+            [design.control_label, *design.case_labels],
+            figdir / f"{prefix}_desc-zscores_heatmap.png",
+        )
+        sections.append(("zscores", "Normative z-scores", _img(f, "z-scores")))
+    les = lesion_summary(cohort.lesions, cohort.exclusions)
     sections.append(
-        f"<p>{len(sig)} of {int(groupdiff['p'].notna().sum())} tests at q &lt; 0.05."
-        "</p>" + _table_html(sig.drop(columns=["model"]))
+        ("lesions", "Lesions", _html_table(les) if len(les) else '<p class="muted">None.</p>')
     )
-    sections.append(
-        "<details><summary>All group-difference tests</summary>"
-        + _table_html(groupdiff.drop(columns=["model"]))
-        + "</details>"
-    )
-
-    sections.append("<h2>Clinical associations (patients)</h2>")
-    variables = list(dict.fromkeys(clinical["variable"])) if len(clinical) else []
-    for v in variables:
-        for m in measures[:1] if v != "EDSS" else measures[:2]:
-            f = clinical_figure(
-                data,
-                design,
-                clinical,
-                m,
-                v,
-                figdir / f"seg-{atlas_name}_desc-{_alnum(m + v)}_scatter.png",
-            )
-            sections.append(f'<img src="figures/{f.name}" alt="{m} vs {v}">')
-    if len(clinical):
-        sig = clinical[clinical["q"] < 0.05]
-        sections.append(
-            f"<p>{len(sig)} of {int(clinical['p'].notna().sum())} tests at "
-            "q &lt; 0.05.</p>" + _table_html(sig.drop(columns=["model"]))
-        )
-        sections.append(
-            "<details><summary>All clinical tests</summary>"
-            + _table_html(clinical.drop(columns=["model"]))
-            + "</details>"
-        )
-    else:
-        sections.append("<p>No clinical variable.</p>")
-
     if thresholds is not None and len(thresholds):
-        sections.append(
-            "<h2>SWI abnormal-phase thresholds (controls)</h2>" + _table_html(thresholds)
-        )
-
-    sections.append("<h2>Voxelwise analysis</h2>")
-    if voxelwise is None:
-        sections.append("<p>Not run (disabled, or too few warped susceptibility maps).</p>")
-    else:
-        for r in voxelwise.results:
-            f = voxelwise_figure(
-                r,
-                voxelwise.template_img,
-                voxelwise.mask_img,
-                figdir / f"space-{voxelwise.template_name}_desc-{_alnum(r.contrast)}_tstat.png",
-            )
-            sections.append(
-                f'<img src="figures/{f.name}" alt="{r.contrast} t map">'
-                f"<p>{html.escape(r.contrast)}: {r.n_significant_q05} of "
-                f"{r.n_voxels} mask voxels at q &lt; 0.05 (n = {r.n}, "
-                f"df = {r.df}).</p>"
-            )
-        sections.append(
-            "<p>Maps: " + ", ".join(html.escape(p.name) for p in voxelwise.files) + "</p>"
-        )
-    if timings:
-        sections.append(
-            "<h2>Run time</h2><p>"
-            + ", ".join(f"{html.escape(k)}: {v:.1f} s" for k, v in timings.items())
-            + "</p>"
-        )
-    doc = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids-qsm group report"
-        f"</title><style>{_CSS}</style></head><body><h1>bids-qsm group report "
-        f"(seg-{html.escape(atlas_name)})</h1>" + "\n".join(sections) + "</body></html>\n"
+        thr = thresholds.map(lambda v: _num(v, 4) if isinstance(v, float) else _esc(v))
+        sections.append(("swi", "SWI abnormal-phase thresholds", _html_table(thr)))
+    sections.append(("voxelwise", "Voxelwise analysis", _voxelwise_html(voxelwise, figdir)))
+    sections.append(
+        ("methods", "Methods", '<div class="methods"><p>'
+         + _esc(methods_paragraph(design, atlas_name, settings, voxelwise)) + "</p></div>")
+    )  # fmt: skip
+    # ``timings`` stay in the log (group/log/<run-id>/): the page has no run-dependent content
+    page = _nav_page(
+        f"bids-qsm group report (seg-{atlas_name})",
+        f"bids-qsm {__version__} · {len(analysed)} participants · "
+        + " vs ".join([*design.case_labels, design.control_label]),
+        sections,
     )
-    return atomic_write_text(group_dir / "group.html", doc)
+    return atomic_write_text(group_dir / "group.html", page)
 
 
-def _alnum(text: str) -> str:
-    return "".join(ch for ch in text.replace("-", "vs") if ch.isalnum())
+def _voxelwise_html(voxelwise: Any, figdir: Path) -> str:
+    if voxelwise is None:
+        return '<p class="muted">Not run (disabled, or too few warped susceptibility maps).</p>'
+    parts = []
+    for r in voxelwise.results:
+        f = GF.voxelwise_figure(
+            r,
+            voxelwise.template_img,
+            voxelwise.mask_img,
+            figdir / f"space-{voxelwise.template_name}_desc-{_alnum(r.contrast)}_tstat.png",
+        )
+        parts.append(
+            _img(f, f"{r.contrast} t map") + f"<p>{_esc(r.contrast)}: {r.n_significant_q05} of "
+            f"{r.n_voxels} mask voxels at q &lt; 0.05 (n = {r.n}, df = {r.df}).</p>"
+        )
+    parts.append("<p>Maps: " + ", ".join(_esc(p.name) for p in voxelwise.files) + "</p>")
+    return "".join(parts)

@@ -147,7 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="SD of the random head rotation about each axis (degrees)",
     )
     p.add_argument("--nthreads", type=int, default=2, help="FFT threads")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: debug messages; -vv: tracebacks (progress lines are always printed)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -155,10 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.verbose and not args.quiet:
+        logging.getLogger("bids_qsm").setLevel(logging.DEBUG)
     from bids_qsm.simulate.bids_writer import write_bids_dataset
 
     t0 = time.perf_counter()

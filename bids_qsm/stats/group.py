@@ -29,6 +29,12 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from bids_qsm.errors import InputDataError, InputMissingError
+from bids_qsm.stats.effects import (
+    MIN_RESIDUAL_DF,
+    df_problem,
+    model_problem,
+    standardized_difference,
+)
 
 LOGGER = logging.getLogger("bids_qsm.group")
 
@@ -343,19 +349,16 @@ def _model_columns(design: Design, measure: str, variable: str | None = None) ->
     return list(dict.fromkeys(cols))
 
 
-def _fit(y: pd.Series, X: pd.DataFrame):  # -> RegressionResultsWrapper | None
-    """OLS fit, or None when the model is not estimable (rank, residual df, constant y)."""
-    if len(y) <= X.shape[1] or np.linalg.matrix_rank(X.to_numpy()) < X.shape[1]:
-        return None
-    v = y.to_numpy(float)
-    # constant up to rounding, e.g. the whole-brain mean of a map referenced to the brain
-    if not np.isfinite(v).all() or float(np.ptp(v)) <= max(1e-7, 1e-9 * float(np.abs(v).max())):
-        return None
-    return sm.OLS(y.astype(float), X).fit()
+def _fit(y: pd.Series, X: pd.DataFrame):  # -> (RegressionResultsWrapper | None, str)
+    """OLS fit and "" , or (None, reason) when the model is not estimable (see effects)."""
+    problem = model_problem(y.to_numpy(float), X.to_numpy(float))
+    if problem:
+        return None, problem
+    return sm.OLS(y.astype(float), X).fit(), ""
 
 
 def _bh(p: pd.Series) -> pd.Series:
-    """Benjamini-Hochberg q values (NaN p stay NaN and are not counted)."""
+    """Benjamini-Hochberg q values (NaN p, i.e. untested rows, stay NaN and are not counted)."""
     q = pd.Series(np.nan, index=p.index)
     ok = p.notna()
     if ok.any():
@@ -403,6 +406,18 @@ GROUPDIFF_COLUMNS: dict[str, dict[str, str]] = {
     "n_case": {"Description": "Participants of the case group in the model."},
     "control_mean": {"Description": "Unadjusted mean of the controls."},
     "case_mean": {"Description": "Unadjusted mean of the case group."},
+    "cohens_d": {
+        "Description": "Standardised adjusted difference: estimate / residual SD of the model "
+        "(Cohen's d when there is no covariate)."
+    },
+    "hedges_g": {"Description": "cohens_d with Hedges' small-sample correction J(df)."},
+    "g_ci_low": {"Description": "Lower bound of the 95% CI of hedges_g."},
+    "g_ci_high": {"Description": "Upper bound of the 95% CI of hedges_g."},
+    "reason": {
+        "Description": "Why t, p and q are n/a: model not estimable (too few participants, "
+        f"singular design, constant measure) or residual df < {MIN_RESIDUAL_DF} (estimate and "
+        "effect size then only describe the sample). Empty: tested, counted in the FDR."
+    },
     "model": {"Description": "Model formula (volume = the structure's volume_mm3, in mL)."},
 }
 
@@ -413,10 +428,12 @@ def group_differences(
     """OLS group comparison per structure, hemisphere, measure and contrast.
 
     ``data``: long regional table joined with participants, one acquisition per participant.
-    Returns the columns of :data:`GROUPDIFF_COLUMNS`; q is Benjamini-Hochberg over all rows
-    of a contrast (structures x hemispheres x measures). Rows whose model is not estimable
-    (too few participants, constant measure such as the whole-brain reference mean) are kept
-    with NaN statistics and excluded from the FDR.
+    Returns the columns of :data:`GROUPDIFF_COLUMNS`; q is Benjamini-Hochberg over the tested
+    rows of a contrast (structures x hemispheres x measures). Rows whose model is not
+    estimable (too few participants, singular design, constant measure such as the
+    whole-brain reference mean) or has fewer than :data:`MIN_RESIDUAL_DF` residual df are kept
+    with NaN t/p/q, a ``reason``, and are excluded from the FDR; every estimable row gets
+    Cohen's d and Hedges' g with a 95% CI.
     """
     units = {**DEFAULT_MEASURES, **(units or {})}
     rows: list[dict[str, object]] = []
@@ -430,14 +447,25 @@ def group_differences(
                 .isin([design.control_label, *design.case_labels])
             ]
             X = design_matrix(sub, design)
-            res = _fit(sub[measure], X) if len(sub) else None
+            res, why = _fit(sub[measure], X) if len(sub) else (None, "no participant")
             is_ctrl = sub[design.group_column].astype(str) == design.control_label
             for case in design.case_labels:
                 label = f"{case}-{design.control_label}"
                 col = _group_col(design.group_column, case)
                 is_case = sub[design.group_column].astype(str) == case
                 ok = res is not None and is_ctrl.sum() >= 2 and is_case.sum() >= 2
+                reason = why or ("" if ok else "fewer than 2 participants in a group")
+                if ok:
+                    reason = df_problem(res.df_resid) or ""
+                tested = ok and not reason
                 ci = res.conf_int(0.05).loc[col] if ok else (np.nan, np.nan)
+                eff = standardized_difference(
+                    res.params[col] if ok else np.nan,
+                    float(np.sqrt(res.scale)) if ok else np.nan,
+                    int(is_case.sum()),
+                    int(is_ctrl.sum()),
+                    res.df_resid if ok else np.nan,
+                )
                 rows.append(
                     {
                         "structure": structure,
@@ -448,14 +476,19 @@ def group_differences(
                         "estimate": res.params[col] if ok else np.nan,
                         "ci_low": ci[0],
                         "ci_high": ci[1],
-                        "t": res.tvalues[col] if ok else np.nan,
+                        "t": res.tvalues[col] if tested else np.nan,
                         "df": res.df_resid if ok else np.nan,
-                        "p": res.pvalues[col] if ok else np.nan,
+                        "p": res.pvalues[col] if tested else np.nan,
                         "n": int(len(sub)),
                         "n_control": int(is_ctrl.sum()),
                         "n_case": int(is_case.sum()),
                         "control_mean": sub.loc[is_ctrl, measure].mean(),
                         "case_mean": sub.loc[is_case, measure].mean(),
+                        "cohens_d": eff[0],
+                        "hedges_g": eff[1],
+                        "g_ci_low": eff[2],
+                        "g_ci_high": eff[3],
+                        "reason": reason,
                         "model": design.formula(measure),
                     }
                 )
@@ -488,6 +521,11 @@ CLINICAL_COLUMNS: dict[str, dict[str, str]] = {
         "of the variable."
     },
     "n": {"Description": "Participants in the model (complete cases)."},
+    "reason": {
+        "Description": "Why r, slope, t, p and q are n/a: model not estimable (too few "
+        "patients, singular design, constant variable or measure) or residual df < "
+        f"{MIN_RESIDUAL_DF}. Empty: tested, counted in the FDR."
+    },
     "model": {"Description": "Model formula."},
 }
 
@@ -514,7 +552,9 @@ def clinical_associations(
     Model per structure, hemisphere, measure and variable: ``measure ~ variable + covariates
     [+ volume]`` (OLS) in the participants whose group is not the control label (clinical
     scores such as EDSS or disease duration are undefined or zero in controls). q:
-    Benjamini-Hochberg over all rows of one variable.
+    Benjamini-Hochberg over the tested rows of one variable; rows with fewer than
+    :data:`MIN_RESIDUAL_DF` residual df or a non-estimable model get n/a statistics and a
+    ``reason`` instead.
     """
     units = {**DEFAULT_MEASURES, **(units or {})}
     patients = data[data[design.group_column].astype(str).isin(design.case_labels)]
@@ -532,7 +572,17 @@ def clinical_associations(
             for measure in measures:
                 sub = region[_model_columns(design, measure, variable)].dropna()
                 X = design_matrix(sub, design, with_group=False, variable=variable)
-                res = _fit(sub[measure], X) if len(sub) and sub[variable].nunique() > 1 else None
+                if not len(sub):
+                    res, reason = None, "no patient"
+                elif sub[variable].nunique() < 2:
+                    res, reason = None, f"{variable} constant in the patients"
+                else:
+                    res, reason = _fit(sub[measure], X)
+                if res is not None:
+                    reason = df_problem(res.df_resid) or ""
+                df_resid = res.df_resid if res is not None else np.nan
+                if reason:
+                    res = None
                 r = lo = hi = np.nan
                 if res is not None:
                     t = float(res.tvalues[variable])
@@ -554,9 +604,10 @@ def clinical_associations(
                         "ci_high": hi,
                         "slope": res.params[variable] if res is not None else np.nan,
                         "t": res.tvalues[variable] if res is not None else np.nan,
-                        "df": res.df_resid if res is not None else np.nan,
+                        "df": df_resid,
                         "p": res.pvalues[variable] if res is not None else np.nan,
                         "n": int(len(sub)),
+                        "reason": reason,
                         "model": design.formula(measure, with_group=False, variable=variable),
                     }
                 )

@@ -29,11 +29,18 @@ import pandas as pd
 from bids_qsm.atlas.structures import aal3_structures
 from bids_qsm.bids.writers import atomic_path, atomic_save_nifti, atomic_write_json
 from bids_qsm.errors import InputMissingError
+from bids_qsm.logging_setup import heartbeat
 from bids_qsm.stats import group as G
 from bids_qsm.stats import group_swi as S
+from bids_qsm.stats.effects import read_exclusions
 from bids_qsm.stats.regional import COLUMN_DESCRIPTIONS
 
 LOGGER = logging.getLogger("bids_qsm.group")
+
+EXCLUSION_COLUMNS: dict[str, dict[str, str]] = {
+    "participant_id": {"Description": "Participant left out of the group statistics."},
+    "reason": {"Description": "Why (from the exclusion TSV, or --exclude-participants)."},
+}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -54,6 +61,7 @@ class GroupSettings:
     nprocs: int = 1
     atlas: str = "AAL3"
     random_seed: int = 0
+    exclude_participants: list[str] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, config: Any) -> GroupSettings:
@@ -90,6 +98,9 @@ class GroupSettings:
             nprocs=int(get("nprocs", "nipype", default=os.cpu_count() or 1)),
             atlas=str(atlas),
             random_seed=int(get("random_seed", "execution", default=0)),
+            exclude_participants=[
+                str(x) for x in (get("exclude_participants", "group", default=[]) or [])
+            ],
         )
 
 
@@ -98,7 +109,8 @@ class GroupSettings:
 def _step(name: str, timings: dict[str, float]) -> Iterator[None]:
     t0 = time.perf_counter()
     LOGGER.info("group: %s ...", name)
-    yield
+    with heartbeat(lambda: f"group: {name}", LOGGER):
+        yield
     timings[name] = time.perf_counter() - t0
     LOGGER.info("group: %s done in %.1f s", name, timings[name])
 
@@ -197,6 +209,16 @@ def run_group_level(config: Any, *, atlas: Any = None) -> int:
         path=ptsv,
         adjust_volume=s.adjust_volume,
     )
+    exclusions = read_exclusions(s.exclude_participants, base=s.bids_dir)
+    unknown = sorted(set(exclusions) - set(participants["participant_id"]))
+    if unknown:
+        LOGGER.warning("excluded but not in participants.tsv: %s", ", ".join(unknown))
+    if exclusions:
+        LOGGER.info(
+            "group: %d participant(s) excluded from the statistics: %s",
+            len(exclusions),
+            ", ".join(f"{k} ({v})" for k, v in exclusions.items()),
+        )
     pcols = _participant_columns(s.bids_dir, participants)
     long_cols = {**COLUMN_DESCRIPTIONS, **pcols}
     LOGGER.info(
@@ -235,7 +257,7 @@ def run_group_level(config: Any, *, atlas: Any = None) -> int:
                 participants.loc[
                     participants[s.group_column].astype(str) == s.control_label, "participant_id"
                 ]
-            )
+            ) - set(exclusions)
             ctrl_inputs = [v for k, v in inputs.items() if k[0] in controls]
             if len(ctrl_inputs) >= 2:
                 thresholds = S.control_thresholds(ctrl_inputs, structures)
@@ -269,6 +291,15 @@ def run_group_level(config: Any, *, atlas: Any = None) -> int:
                     pcols,
                     "Lesion tables of every participant, joined with participants.tsv.",
                 )
+            excl = pd.DataFrame(
+                {"participant_id": list(exclusions), "reason": list(exclusions.values())}
+            )
+            write_table(
+                excl,
+                group_dir / "desc-excluded_participants.tsv",
+                EXCLUSION_COLUMNS,
+                "Participants left out of every group statistic (--exclude-participants).",
+            )
             if thresholds is not None:
                 write_table(
                     thresholds,
@@ -277,7 +308,9 @@ def run_group_level(config: Any, *, atlas: Any = None) -> int:
                     "Abnormal-phase thresholds derived from the healthy controls.",
                 )
 
-        data = G.regional_analysis_data(long, design)
+        data = G.regional_analysis_data(
+            long[~long["participant_id"].isin(list(exclusions))], design
+        )
         measures = G.present_measures(data)
         with _step("group differences (OLS)", timings):
             groupdiff = G.group_differences(data, design, measures)
@@ -311,7 +344,7 @@ def run_group_level(config: Any, *, atlas: Any = None) -> int:
                 vox = _voxelwise(config, s, data, design, paths, group_dir, atlas)
 
     with _step("report", timings):
-        from bids_qsm.reports.group_report import write_group_report
+        from bids_qsm.reports.group_report import GroupCohort, write_group_report
 
         write_group_report(
             group_dir,
@@ -328,6 +361,14 @@ def run_group_level(config: Any, *, atlas: Any = None) -> int:
                 "clinical_columns": variables,
             },
             timings=timings,
+            cohort=GroupCohort(
+                participants=participants,
+                long=long,
+                zscores=zscores,
+                lesions=lesions,
+                exclusions=exclusions,
+                output_dir=s.output_dir,
+            ),
         )
     LOGGER.info(
         "group level finished in %.1f s (%s)",

@@ -10,8 +10,9 @@ Every box is a thin interface (``bids_qsm.interfaces``) around the pure numerica
 (``bids_qsm.qsm``, ``bids_qsm.swi``, ``bids_qsm.atlas``, ``bids_qsm.stats``). Nodes run with
 MultiProc by default (``--nprocs``, ``--omp-nthreads``, ``--mem-mb``) or any Nipype plugin
 (``--use-plugin``); the work directory caches finished nodes, so a re-run only redoes what
-changed. Subjects run one after the other: a failing subject is logged (crash files in its log
-folder) and the others go on.
+changed. Subjects are scheduled by :mod:`bids_qsm.workflows.scheduler` (several at once when
+``--nprocs`` allows): a failing subject is logged (crash files in its log folder), gets a report
+page saying why, and the others go on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,13 @@ from nipype import config as nipype_config
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
-from bids_qsm.errors import BidsQsmError
 from bids_qsm.interfaces.atlas import RegisterAtlas
 from bids_qsm.interfaces.gre import LoadGRE
 from bids_qsm.interfaces.outputs import WriteDerivatives
 from bids_qsm.interfaces.qsm import ReconstructQSM
 from bids_qsm.interfaces.stats import LesionStats, RegionalStats
 from bids_qsm.interfaces.swi import ComputeSWI
-from bids_qsm.workflows.errors_bridge import run_error, subject_error
+from bids_qsm.workflows.errors_bridge import run_error
 from bids_qsm.workflows.specs import acquisition_to_dict, atlas_spec_from_config
 
 LOGGER = logging.getLogger("bids_qsm.participant")
@@ -184,10 +183,15 @@ def init_atlas_wf(
     return wf
 
 
-def init_gre_wf(*, acquisition: Any, config: Any, name: str) -> pe.Workflow:
-    """Everything for one GRE acquisition, from raw files to written derivatives."""
+def init_gre_wf(
+    *, acquisition: Any, config: Any, name: str, threads: int | None = None
+) -> pe.Workflow:
+    """Everything for one GRE acquisition, from raw files to written derivatives.
+
+    ``threads``: threads of the QSM and registration nodes (default :func:`omp_threads`).
+    """
     acq = acquisition_to_dict(acquisition)
-    threads = omp_threads(config)
+    threads = threads or omp_threads(config)
     atlas = atlas_spec_from_config(config.workflow)
     entities = {
         "participant_id": f"sub-{acquisition.subject}",
@@ -318,11 +322,15 @@ def _wf_name(acquisition: Any) -> str:
     return f"gre_{label}_wf" if label else "gre_wf"
 
 
-def init_participant_wf(*, subject: str, acquisitions: list[Any], config: Any) -> pe.Workflow:
+def init_participant_wf(
+    *, subject: str, acquisitions: list[Any], config: Any, threads: int | None = None
+) -> pe.Workflow:
     """One subject's workflow: one :func:`init_gre_wf` per acquisition."""
     wf = pe.Workflow(name=f"sub_{subject}_wf")
     for acq in acquisitions:
-        wf.add_nodes([init_gre_wf(acquisition=acq, config=config, name=_wf_name(acq))])
+        wf.add_nodes(
+            [init_gre_wf(acquisition=acq, config=config, name=_wf_name(acq), threads=threads)]
+        )
     return wf
 
 
@@ -337,25 +345,6 @@ STAGE_LABELS: dict[str, str] = {
     "ds": "write derivatives",
 }
 _NODE_RE = re.compile(r'\[Node\] (Executing|Finished) "([^"]+)"(?:, elapsed time ([0-9.]+)s)?')
-
-
-class NodeProgress(logging.Handler):
-    """Relay Nipype's node start/finish messages to the terminal as concise stage lines."""
-
-    def __init__(self, subject: str) -> None:
-        super().__init__(logging.INFO)
-        self.subject = subject
-
-    def emit(self, record: logging.LogRecord) -> None:
-        m = _NODE_RE.search(record.getMessage())
-        if not m:
-            return
-        event, node, elapsed = m.groups()
-        label = STAGE_LABELS.get(node, node)
-        if event == "Executing":
-            LOGGER.info("sub-%s: %s ...", self.subject, label)
-        else:
-            LOGGER.info("sub-%s: %s done (%.1f s)", self.subject, label, float(elapsed or 0))
 
 
 def _configure_nipype(crash_dir: Path, config: Any) -> None:
@@ -378,7 +367,7 @@ def _configure_nipype(crash_dir: Path, config: Any) -> None:
 def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
     """Run the participant level for the selected acquisitions; return the exit code."""
     from bids_qsm.bids.writers import update_bidsignore, write_dataset_description
-    from bids_qsm.workflows.reporting import write_citation, write_subject_report
+    from bids_qsm.workflows.reporting import write_citation
 
     out_dir = Path(config.execution.output_dir)
     write_dataset_description(out_dir, config.execution.bids_dir)
@@ -392,42 +381,11 @@ def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
         LOGGER.info("Methods boilerplate written to %s", path)
         return 0
 
-    work_dir = Path(config.execution.work_dir or out_dir.parent / "work" / out_dir.name)
-    set_thread_limits(omp_threads(config), force=config.nipype.omp_nthreads is not None)
-    failed: dict[str, BidsQsmError] = {}
+    from bids_qsm.workflows.scheduler import run_subjects
+
+    results = run_subjects(config, dict(by_subject))
+    failed = {r.subject: r.as_error() for r in results if not r.ok}
     n = len(by_subject)
-    plugin = config.nipype.get_plugin()
-    for i, (subject, acqs) in enumerate(sorted(by_subject.items()), start=1):
-        t0 = time.monotonic()
-        log_dir = out_dir / f"sub-{subject}" / "log" / config.execution.run_id
-        log_dir.mkdir(parents=True, exist_ok=True)
-        if not config.execution.reports_only:
-            LOGGER.info("[%d/%d] sub-%s: %d acquisition(s)", i, n, subject, len(acqs))
-            _configure_nipype(log_dir, config)
-            wf = init_participant_wf(subject=subject, acquisitions=acqs, config=config)
-            wf.base_dir = str(work_dir)
-            progress = NodeProgress(subject)
-            logging.getLogger("nipype.workflow").addHandler(progress)
-            try:
-                graph = wf.run(**plugin)
-                write_stage_timings(graph, log_dir)
-            except Exception as exc:  # a failing subject must not stop the others
-                sources = {_wf_name(a): a.all_files()[0] for a in acqs}
-                failed[subject] = subject_error(subject, log_dir, sources, exc)
-                LOGGER.error("sub-%s failed: %s", subject, failed[subject])
-                LOGGER.debug("sub-%s traceback (crash files: %s)", subject, log_dir, exc_info=1)
-                if config.nipype.stop_on_first_crash:
-                    break
-                continue
-            finally:
-                logging.getLogger("nipype.workflow").removeHandler(progress)
-        try:
-            report = write_subject_report(config, subject, acqs, out_dir)
-            LOGGER.info("sub-%s done in %.1f s; report: %s", subject, time.monotonic() - t0, report)
-        except Exception as exc:
-            failed[subject] = BidsQsmError(f"sub-{subject}: report failed: {exc}")
-            LOGGER.error("%s", failed[subject])
-            LOGGER.debug("report traceback", exc_info=True)
     write_citation(config, out_dir)
     if failed:
         LOGGER.error("%d of %d subject(s) failed: %s", len(failed), n, ", ".join(sorted(failed)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,10 @@ def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) 
     }
 
 
+#: Sidecar keys that describe one subject, not the run (left out of CITATION.md).
+_SUBJECT_KEYS = ("ReferenceValue", "StageTimings", "B0DirectionVoxelAxes")
+
+
 def write_citation(config: Any, out_dir: Path) -> Path:
     """``OUTPUT_DIR/logs/CITATION.md`` from the parameters actually used (or configured)."""
     from bids_qsm.reports.boilerplate import write_citation_files
@@ -70,6 +75,14 @@ def write_citation(config: Any, out_dir: Path) -> Path:
     for chi in sorted(Path(out_dir).glob("sub-*/**/anat/*_Chimap.json")):
         chi_side = json.loads(chi.read_text())
         break
+    if chi_side is not None:
+        # run-wide text: nothing of one subject (its reference value, its registration
+        # quality), so that the file is the same whichever job writes it
+        chi_side = {k: v for k, v in chi_side.items() if k not in _SUBJECT_KEYS}
+        reg = dict(chi_side.get("AtlasRegistration") or {})
+        chi_side["AtlasRegistration"] = {
+            k: v for k, v in reg.items() if k in ("template", "parameters")
+        }
     return write_citation_files(
         pipeline_parameters(config, chi_side), __version__, out_dir / "logs"
     )
@@ -103,6 +116,14 @@ def acquisition_figures(
     fig_dir.mkdir(parents=True, exist_ok=True)
     figs: dict[str, Path] = {}
     common = {"affine": affine}
+    names: dict[int, str] = {}
+    if labels is not None:
+        # group the atlas labels into the reported structures (thalamus, caudate, ...) BEFORE
+        # any figure, so that the slices span the deep gray matter (not the whole-brain atlas)
+        # and the legend stays readable
+        tsv = dpath("dseg", ".tsv", seg=atlas)
+        table = pd.read_csv(tsv, sep="\t") if tsv.is_file() else pd.DataFrame()
+        labels, names = F.structure_labels_from_table(labels, table)
     figs["chimap"] = F.chimap_mosaic(
         chi, mask, vs, fig_dir / f"{src}_desc-chimap_mosaic.png", labels=labels, **common
     )
@@ -112,11 +133,6 @@ def acquisition_figures(
             mag, mask, vs, fig_dir / f"{src}_desc-mask_outline.png", **common
         )
     if labels is not None:
-        # group the atlas labels into the reported structures (thalamus, caudate, ...) so
-        # that figures centre on the deep gray matter and the legend stays readable
-        tsv = dpath("dseg", ".tsv", seg=atlas)
-        table = pd.read_csv(tsv, sep="\t") if tsv.is_file() else pd.DataFrame()
-        labels, names = F.structure_labels_from_table(labels, table)
         figs["atlas"] = F.atlas_overlay(
             chi, labels, vs, fig_dir / f"{src}_desc-atlas_overlay.png", names, mask=mask, **common
         )
@@ -207,3 +223,55 @@ def write_subject_report(config: Any, subject: str, acquisitions: list[Any], out
     if report is None:
         raise ValueError(f"sub-{subject}: no acquisition to report on")
     return report
+
+
+def write_failure_report(
+    config: Any, subject: str, acquisitions: list[Any], out_dir: Path, reason: str
+) -> Path:
+    """``OUTPUT_DIR/sub-<label>.html`` saying that the subject failed, why, and where to look.
+
+    One section per acquisition that has no report section yet (an acquisition reported by an
+    earlier successful run keeps its section); the crash files of the run are linked.
+    """
+    from bids_qsm.reports.participant import (
+        _SECTION_SUFFIX,
+        _esc,
+        _section_id,
+        assemble_subject_report,
+        figures_dir,
+    )
+
+    log_dir = Path(out_dir) / f"sub-{subject}" / "log" / config.execution.run_id
+    crash = sorted(log_dir.glob("crash-*")) if log_dir.is_dir() else []
+    figdir = figures_dir(out_dir, subject)
+    figdir.mkdir(parents=True, exist_ok=True)
+    links = "".join(
+        f'<li>Crash file: <a href="{_esc(os.path.relpath(c, out_dir))}">{_esc(c.name)}</a></li>'
+        for c in crash
+    )
+    for acq in acquisitions or [None]:
+        prefix = acq.source_prefix if acq is not None else f"sub-{subject}"
+        sid = _section_id(prefix)
+        meta = {
+            "prefix": prefix,
+            "id": sid,
+            "n_flags": 0,
+            "n_warnings": 0,
+            "n_errors": 1,
+            "parts": [["failed", "Processing failed"]],
+        }
+        body = (
+            f'<section id="{sid}-failed" class="card"><h3>Processing failed</h3>'
+            f'<p class="status err">sub-{_esc(subject)} failed in run '
+            f"{_esc(config.execution.run_id)}: {_esc(reason)}</p>"
+            f'<ul class="errors">{links}</ul><p class="muted">Full log: '
+            f"<code>{_esc(log_dir / 'bids_qsm.log')}</code>. No derivative of this acquisition "
+            "is reported; fix the cause and re-run (finished stages are reused from the work "
+            "directory).</p></section>"
+        )
+        frag = (
+            f"<!-- bids-qsm-section {json.dumps(meta, sort_keys=True)} -->\n"
+            f'<div class="acq" id="{sid}"><h2>{_esc(prefix)}</h2>\n{body}\n</div>\n'
+        )
+        (figdir / f"{prefix}{_SECTION_SUFFIX}").write_text(frag, encoding="utf-8")
+    return assemble_subject_report(out_dir, subject, version=__version__)

@@ -1,0 +1,158 @@
+"""Subject scheduling: threads/processes plan, per-subject logs, heartbeat, failure pages."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from nipype.interfaces.base import BaseInterface, BaseInterfaceInputSpec, TraitedSpec, traits
+from nipype.pipeline import engine as pe
+
+from bids_qsm import logging_setup as L
+from bids_qsm.config import Config
+from bids_qsm.workflows import scheduler as SCH
+from bids_qsm.workflows.scheduler import plan_parallelism
+
+
+@pytest.mark.parametrize(
+    ("nprocs", "omp", "n_subjects", "mem_mb", "expected"),
+    [
+        (2, None, 12, None, (2, 1)),  # two subjects at once, one thread each
+        (2, None, 1, None, (1, 2)),  # one subject: both CPUs to it
+        (8, None, 3, None, (3, 2)),
+        (8, 4, 12, None, (2, 4)),  # --omp-nthreads 4: 8 // 4 subjects at once
+        (2, 1, 12, None, (2, 1)),
+        (16, 1, 12, 8000, (2, 1)),  # --mem-mb caps the subjects at once
+        (4, 8, 2, None, (1, 4)),  # never more threads than CPUs
+    ],
+)
+def test_plan_parallelism(nprocs, omp, n_subjects, mem_mb, expected) -> None:
+    assert plan_parallelism(nprocs, omp, n_subjects, mem_mb) == expected
+
+
+def test_subject_log_keeps_only_its_own_lines(tmp_path: Path) -> None:
+    L.setup_logging(0)
+    try:
+        log = logging.getLogger("bids_qsm.test")
+        log.info("run-wide line")
+        paths = [L.add_log_dir(tmp_path / f"sub-{s}" / "log" / "run1") for s in ("01", "02")]
+        group = L.add_log_dir(tmp_path / "group" / "log" / "run1")
+        L.release_buffer()
+        log.info("sub-01: QSM done")
+        log.warning("sub-02/anat/sub-02_T2starw.json: missing key EchoTime")
+        log.info("comparing sub-01 with sub-02")
+    finally:
+        L.teardown_logging()
+    one, two = (p.read_text() for p in paths)
+    assert "run-wide line" in one and "run-wide line" in two
+    assert "QSM done" in one and "QSM done" not in two
+    assert "EchoTime" in two and "EchoTime" not in one
+    assert "comparing" in one and "comparing" in two
+    assert "QSM done" in group.read_text()  # the group log has no owner filter
+
+
+class _SleepInputSpec(BaseInterfaceInputSpec):
+    subject = traits.Str(mandatory=True)
+    seconds = traits.Float(0.8, usedefault=True)
+
+
+class _Sleep(BaseInterface):
+    """Stands in for a silent node (ANTs); fails for subject 02."""
+
+    input_spec = _SleepInputSpec
+    output_spec = TraitedSpec
+
+    def _run_interface(self, runtime):
+        time.sleep(self.inputs.seconds)
+        if self.inputs.subject == "02":
+            raise RuntimeError("boom: simulated registration failure")
+        return runtime
+
+    def _list_outputs(self):
+        return {}
+
+
+def _fake_wf(*, subject, acquisitions, config, threads=None):
+    wf = pe.Workflow(name=f"sub_{subject}_wf")
+    wf.add_nodes([pe.Node(_Sleep(subject=subject), name="register")])
+    return wf
+
+
+def test_run_subjects_in_parallel_with_heartbeat_logs_and_failure_page(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from bids_qsm.workflows import participant, reporting
+
+    out = tmp_path / "out"
+    cfg = Config()
+    cfg.execution.output_dir, cfg.execution.work_dir = out, tmp_path / "work"
+    cfg.execution.run_id = "run1"
+    cfg.nipype.nprocs = 2
+    subjects = ("01", "02", "03")
+    by_subject = {
+        s: [SimpleNamespace(subject=s, session=None, source_prefix=f"sub-{s}")] for s in subjects
+    }
+    monkeypatch.setattr(participant, "init_participant_wf", _fake_wf)
+
+    def fake_report(config, subject, acqs, out_dir):
+        path = Path(out_dir) / f"sub-{subject}.html"
+        path.write_text("ok")
+        return path
+
+    monkeypatch.setattr(reporting, "write_subject_report", fake_report)
+    monkeypatch.setattr(SCH, "HEARTBEAT_S", 0.2)
+    L.setup_logging(0)
+    try:
+        for s in subjects:
+            L.add_log_dir(out / f"sub-{s}" / "log" / "run1")
+        L.release_buffer()
+        results = SCH.run_subjects(cfg, by_subject)
+    finally:
+        L.teardown_logging()
+    assert [(r.subject, r.ok) for r in results] == [("01", True), ("02", False), ("03", True)]
+    assert results[1].message == (
+        "atlas registration (ANTs): RuntimeError: boom: simulated registration failure"
+    )
+    logs = {s: (out / f"sub-{s}" / "log" / "run1" / "bids_qsm.log").read_text() for s in subjects}
+    for s in subjects:
+        others = [o for o in subjects if o != s]
+        assert f"sub-{s}" in logs[s]
+        assert not any(f"sub-{o}" in logs[s] for o in others), s
+        assert f"still running atlas registration (ANTs) of sub-{s}" in logs[s]
+        assert logs[s].count('[Node] Executing "register"') == 1, s
+    assert "boom" in logs["02"] and "boom" not in logs["01"]
+    page = (out / "sub-02.html").read_text()
+    assert "Processing failed" in page and "boom: simulated registration failure" in page
+    assert (out / "sub-01.html").read_text() == "ok"
+
+
+def test_citation_is_the_same_whichever_subject_writes_it(tmp_path: Path) -> None:
+    import json
+
+    from bids_qsm.workflows.reporting import write_citation
+
+    cfg = Config()
+
+    def sidecar(label: str, ref: float, dice: float) -> None:
+        anat = tmp_path / f"sub-{label}" / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"sub-{label}_Chimap.json").write_text(
+            json.dumps(
+                {
+                    "ReferenceValue": ref,
+                    "ReferenceRegion": "brain",
+                    "AtlasRegistration": {"brain_dice": dice, "template": "MNI152NLin6Asym"},
+                    "StageTimings": {"total": ref * 1000},
+                }
+            )
+        )
+
+    sidecar("02", 0.0123, 0.91)
+    first = write_citation(cfg, tmp_path).read_bytes()
+    sidecar("01", -0.0456, 0.87)  # now the first subject found: different values
+    second = write_citation(cfg, tmp_path).read_bytes()
+    assert first == second
+    assert b"0.0123" not in first and b"0.012" not in first
