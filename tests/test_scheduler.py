@@ -93,7 +93,17 @@ def test_run_subjects_in_parallel_with_heartbeat_logs_and_failure_page(
     cfg.nipype.nprocs = 2
     subjects = ("01", "02", "03")
     by_subject = {
-        s: [SimpleNamespace(subject=s, session=None, source_prefix=f"sub-{s}")] for s in subjects
+        s: [
+            SimpleNamespace(
+                subject=s,
+                session=None,
+                acq=None,
+                run=None,
+                source_prefix=f"sub-{s}",
+                all_files=lambda s=s: [tmp_path / f"sub-{s}_echo-1_part-mag_MEGRE.nii.gz"],
+            )
+        ]
+        for s in subjects
     }
     monkeypatch.setattr(participant, "init_participant_wf", _fake_wf)
 
@@ -113,9 +123,10 @@ def test_run_subjects_in_parallel_with_heartbeat_logs_and_failure_page(
     finally:
         L.teardown_logging()
     assert [(r.subject, r.ok) for r in results] == [("01", True), ("02", False), ("03", True)]
-    assert results[1].message == (
-        "atlas registration (ANTs): RuntimeError: boom: simulated registration failure"
-    )
+    # the error bridge names the source file, the cause and the step (exit code 1)
+    assert "RuntimeError: boom: simulated registration failure" in results[1].message
+    assert "sub-02_echo-1_part-mag_MEGRE.nii.gz" in results[1].message
+    assert "step register" in results[1].message and results[1].exit_code == 1
     logs = {s: (out / f"sub-{s}" / "log" / "run1" / "bids_qsm.log").read_text() for s in subjects}
     for s in subjects:
         others = [o for o in subjects if o != s]
