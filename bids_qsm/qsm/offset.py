@@ -61,17 +61,19 @@ def fit_offset_polynomial(
 ) -> np.ndarray:
     """Polynomial (degree ``degree``) fit of a wrapped smooth phase ``po`` (rad) in ``mask``.
 
-    Fitted to wrapped neighbour differences along each axis (pairs taken on every ``stride``-th
-    voxel per axis to bound memory), weighted by ``min(weight)`` of the pair; the constant by
+    Fitted to wrapped neighbour differences along each axis (on every ``stride``-th line across
+    it, to bound memory), weighted by ``min(weight)`` of the pair; the constant by
     the weighted circular mean. Returns the polynomial (rad, float32, not wrapped) on the grid.
     """
     mask = np.asarray(mask, bool)
     w = np.where(mask, np.asarray(weight, np.float32), 0).astype(np.float32)
     exps = _exponents(degree)
     coords = _coords(po.shape, mask)
-    sub = tuple(slice(0, None, stride) for _ in range(3))
     rows_a, rows_b, rows_w = [], [], []
     for ax in range(3):
+        # Whole lines along ax (their differences telescope: noise averages out best), every
+        # stride-th line across it.
+        sub = tuple(slice(None) if a == ax else slice(0, None, stride) for a in range(3))
         lo = [slice(None)] * 3
         hi = [slice(None)] * 3
         lo[ax] = slice(0, -1)
@@ -89,7 +91,7 @@ def fit_offset_polynomial(
             parts_lo, parts_hi = [], []
             for a in range(3):
                 c = coords[a].ravel()
-                ix = pts[a] * stride
+                ix = pts[a] if a == ax else pts[a] * stride
                 parts_lo.append(c[ix] ** e[a])
                 parts_hi.append(c[ix + (1 if a == ax else 0)] ** e[a])
             cols.append(np.prod(parts_hi, axis=0) - np.prod(parts_lo, axis=0))
