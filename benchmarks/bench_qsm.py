@@ -163,9 +163,7 @@ def sphere_slope(ph: dict, options: QSMOptions, threads: int) -> float:
 
     vs = voxel_sizes(ph["affine"])
     b0 = b0_direction_from_affine(ph["affine"])
-    res = reconstruct_qsm(
-        ph["mag"], ph["phase"], ph["te"], 3.0, vs, b0, options, threads=threads
-    )
+    res = reconstruct_qsm(ph["mag"], ph["phase"], ph["te"], 3.0, vs, b0, options, threads=threads)
     true_vals, means = [], []
     for v in sorted(set(np.round(ph["chi"][ph["chi"] != 0], 4).tolist())):
         sel = erode_mask(np.isclose(ph["chi"], v, atol=1e-4), vs, 1.0) & res.mask
@@ -205,7 +203,8 @@ def main() -> None:
                 )  # fmt: skip
                 wall = time.perf_counter() - t0
             row = {"method": name, "seed": seed, "wall s": wall, "FFTpairs": wall / pair,
-                   "RSS+GB": (sampler.peak - base) / 1e9, **accuracy(res.chi_ppm, sub, res.mask)}  # fmt: skip
+                   "RSS+GB": (sampler.peak - base) / 1e9}  # fmt: skip
+            row.update(accuracy(res.chi_ppm, sub, res.mask))
             row["fwd slope"] = np.nan if ph is None else sphere_slope(ph, opt, args.threads)
             row["load1"] = os.getloadavg()[0]
             rows.append(row)
@@ -228,7 +227,8 @@ def main() -> None:
     print("|---|" + "---:|" * len(cols))
     for name in args.methods:
         sel = [r for r in rows if r["method"] == name]
-        print(f"| {name} | " + " | ".join(f"{np.mean([r[c] for r in sel]):.2f}" for c in cols) + " |")
+        means = [f"{np.mean([r[c] for r in sel]):.2f}" for c in cols]
+        print(f"| {name} | " + " | ".join(means) + " |")
     print(f"load average at end: {os.getloadavg()}")
 
 

@@ -277,3 +277,35 @@ def test_simulated_subject_no_thalamus_outlier():
     truth = np.where(r.mask, s.chi_ppm - s.chi_ppm[r.mask].mean(), 0)
     ag = metrics.regional_agreement(r.chi_ppm, truth, s.labels, r.mask, regions)
     assert 0.65 < ag["slope"] < 0.85 and ag["mae_ppb"] < 22, ag
+
+
+def test_user_total_or_local_field_replaces_the_phase(data, default_result):
+    """Route from a field computed elsewhere (Hz total field, ppm local field) to the Chimap."""
+    ph, mag, _ = data
+    total_hz = np.where(ph.brain, ppm_to_hz(ph.total_field_ppm, 3.0), 0).astype(np.float32)
+    r = reconstruct_qsm(
+        mag, None, TE, 3.0, ph.voxel_size, ph.b0_dir, threads=1, total_field_hz=total_hz
+    )
+    frac = _fractions(ph, r.chi_ppm, r.mask)
+    # Measured 0.79-0.85: the exact field gives what the phase gives (default 0.76-0.83).
+    assert np.all(frac > 0.7) and np.all(frac < 1.1), frac
+    assert r.parameters["field_source"] == "user total field"
+    assert r.parameters["phase_offset_removal"] == "none (user field)"
+    assert np.allclose(r.field_hz[r.mask], total_hz[r.mask])
+    local = np.where(ph.brain, ph.local_field_ppm, 0).astype(np.float32)
+    r = reconstruct_qsm(
+        mag, None, TE, 3.0, ph.voxel_size, ph.b0_dir, threads=1, local_field_ppm=local
+    )
+    frac = _fractions(ph, r.chi_ppm, r.mask)
+    # Measured 0.86-0.89: the true local field (no background removal error).
+    assert np.all(frac > 0.8) and np.all(frac < 1.1), frac
+    assert r.parameters["bg_removal_algorithm"] == "none (user local field)"
+    with pytest.raises(errors.UsageError):
+        reconstruct_qsm(mag, None, TE, 3.0, ph.voxel_size, ph.b0_dir)
+    with pytest.raises(errors.UsageError):
+        reconstruct_qsm(
+            mag, None, TE, 3.0, ph.voxel_size, ph.b0_dir, total_field_hz=total_hz,
+            local_field_ppm=local,
+        )  # fmt: skip
+    with pytest.raises(errors.InputDataError):
+        reconstruct_qsm(mag, None, TE, 3.0, ph.voxel_size, ph.b0_dir, total_field_hz=total_hz[:-1])

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .offset import fit_offset_polynomial
 from .grid import block_mean, irfft3, pad_to_fast, rfft3, upsample_linear
+from .offset import fit_offset_polynomial
 from .unwrap import auto_downsample, unwrap_laplacian, unwrap_quality
 
 TWO_PI = np.float32(2 * np.pi)

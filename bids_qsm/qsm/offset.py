@@ -33,11 +33,7 @@ def _wrap(x: np.ndarray) -> np.ndarray:
 
 def _exponents(degree: int) -> list[tuple[int, int, int]]:
     """Monomial exponents of total degree 1..degree (the constant is fitted separately)."""
-    return [
-        e
-        for e in itertools.product(range(degree + 1), repeat=3)
-        if 0 < sum(e) <= degree
-    ]
+    return [e for e in itertools.product(range(degree + 1), repeat=3) if 0 < sum(e) <= degree]
 
 
 def _coords(shape: tuple[int, ...], mask: np.ndarray) -> list[np.ndarray]:
