@@ -1,37 +1,60 @@
-"""Benchmark of the QSM core on the simulator's digital head phantom.
+"""Benchmark of the QSM methods on the simulator's heads and on the qsm-forward ``simple`` phantom.
 
-Prints per-stage wall time and peak memory of the default pipeline (magnitude + phase ->
-referenced Chimap), the time of one forward+inverse real FFT pair on the same grid (the floor),
-and accuracy against the ground truth for each inversion: NRMSE, HFEN, XSIM (QSM challenge
-definitions, cross-checked against qsm-ci's scorer in tests/test_qsm_metrics.py), deep gray
-matter (thalamus, caudate, putamen, pallidum, substantia nigra, red nucleus; left and right)
-mean absolute regional error in ppb and the slope of regional means against the truth.
+For every method (a full pipeline run, magnitude + phase -> referenced Chimap) and every seed it
+prints: wall time, FFT-pair equivalents (wall time / one rfftn+irfftn pair on the acquisition
+grid), peak RSS increase, and accuracy against the ground truth inside the method's Chimap
+mask: NRMSE, HFEN, XSIM (QSM challenge 2.0 definitions, cross-checked against qsm-ci's scorer
+in tests/test_qsm_metrics.py; ``--qsm-ci`` also scores with qsm-ci itself), deep gray matter
+(thalamus, caudate, putamen, pallidum, substantia nigra, red nucleus; left and right) slope of
+regional means and mean absolute regional error (ppb), the rim (outer 5 mm) minus centre mean
+error (ppb), and the qsm-forward ``simple`` phantom's slope of cylinder means against truth
+(3 T, TE 4/9/14/19 ms, peak SNR 100, phase offset and shim field on; the seed is its
+random seed). Truth is referenced to the mean over the same mask as the reconstruction.
 
-Peak memory is the process resident set size (RSS) sampled every 5 ms from /proc/self/statm
-by a background thread, reported as the peak during each stage and the increase over the
-RSS before the reconstruction (which holds the simulated input).
+Peak memory is the process resident set size sampled every 5 ms from /proc/self/statm by a
+background thread, reported as the increase over the RSS before the reconstruction.
 
-The whole pipeline is also run with the LBV background removal option and scored the same way.
-
-Usage: python benchmarks/bench_qsm.py [--preset full] [--seed 0] [--threads 2]
+Usage: python benchmarks/bench_qsm.py [--preset full] [--seeds 0 1 2] [--methods ...]
+       [--no-forward] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.fft as sfft
 
 from bids_qsm.qsm import metrics
-from bids_qsm.qsm.inversion import rts, tikhonov, tkd, tv_admm
 from bids_qsm.qsm.pipeline import QSMOptions, reconstruct_qsm
 from bids_qsm.qsm.reference import reference_chi
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+#: name -> QSMOptions fields. "previous" is the release before issue 13 (V-SHARP, RTS with 4
+#: LSMR iterations over the whole kernel, Gaussian-only MCPC-3D-S offset, no Chimap erosion).
+METHODS: dict[str, dict] = {
+    "default": {},
+    "vsharp+rts": {"bg_removal": "vsharp"},
+    "pdf+rts": {"bg_removal": "pdf"},
+    "lbv+tikhonov": {"inversion": "tikhonov"},
+    "lbv+tv": {"inversion": "tv"},
+    "lbv+tkd": {"inversion": "tkd"},
+    "previous": {
+        "bg_removal": "vsharp",
+        "rts_lsmr_iter": 4,
+        "mcpc_poly_degree": 0,
+        "chimap_erosion_mm": 0.0,
+    },
+}
 
 
 class RssSampler:
@@ -39,7 +62,7 @@ class RssSampler:
 
     def __init__(self, interval_s: float = 0.005) -> None:
         self.interval_s = interval_s
-        self.samples: list[tuple[float, int]] = []
+        self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -50,7 +73,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.perf_counter(), self.rss()))
+            self.peak = max(self.peak, self.rss())
             time.sleep(self.interval_s)
 
     def __enter__(self) -> RssSampler:
@@ -60,10 +83,6 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-    def peak(self, t0: float, t1: float) -> int:
-        vals = [r for t, r in self.samples if t0 <= t <= t1]
-        return max(vals) if vals else self.rss()
 
 
 def fft_pair_time(shape: tuple[int, ...], threads: int, repeats: int = 3) -> float:
@@ -78,118 +97,139 @@ def fft_pair_time(shape: tuple[int, ...], threads: int, repeats: int = 3) -> flo
 
 
 def accuracy(chi: np.ndarray, sub, mask: np.ndarray) -> dict[str, float]:
+    """Challenge metrics, DGM agreement and rim bias of a referenced map against the truth."""
+    chi, _ = reference_chi(chi, mask, "brain")
     truth = np.where(mask, sub.chi_ppm - sub.chi_ppm[mask].mean(), 0).astype(np.float32)
     ag = metrics.regional_agreement(
         chi, truth, sub.labels, mask, metrics.deep_gray_matter_regions()
     )
     return {
-        "NRMSE %": metrics.nrmse(chi, truth, mask),
-        "HFEN %": metrics.hfen(chi, truth, mask),
+        "NRMSE%": metrics.nrmse(chi, truth, mask),
+        "HFEN%": metrics.hfen(chi, truth, mask),
         "XSIM": metrics.xsim(chi, truth, mask),
-        "DGM MAE ppb": ag["mae_ppb"],
-        "DGM slope": ag["slope"],
+        "DGMslope": ag["slope"],
+        "DGMerr": ag["mae_ppb"],
+        "rim-ctr": metrics.rim_centre_bias(chi, truth, mask, sub.voxel_size),
     }
+
+
+def qsm_ci_scores(chi: np.ndarray, sub, mask: np.ndarray, tmp: Path) -> dict[str, float]:
+    """NRMSE / HFEN / XSIM from qsm-ci's own scorer (``python -m qsm_ci.qsm_eval``)."""
+    import nibabel as nib
+
+    truth = np.where(mask, sub.chi_ppm - sub.chi_ppm[mask].mean(), 0).astype(np.float32)
+    files = {}
+    for name, arr in (("recon", chi), ("truth", truth), ("mask", mask.astype(np.uint8))):
+        files[name] = tmp / f"{name}.nii"
+        nib.save(nib.Nifti1Image(arr, sub.affine), files[name])
+    out = subprocess.run(
+        [sys.executable, "-m", "qsm_ci.qsm_eval", "--recon", str(files["recon"]), "--truth",
+         str(files["truth"]), "--mask", str(files["mask"])],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return {"qsm-ci": out.strip().replace("\n", "; ")[:200]}
+
+
+def forward_phantom(seed: int, folder: Path) -> dict:
+    """qsm-forward ``simple`` phantom (3 T, TE 4/9/14/19 ms, SNR 100) as arrays."""
+    import nibabel as nib
+
+    bids = folder / f"simple_seed{seed}"
+    if not bids.exists():
+        subprocess.run(
+            ["qsm-forward", "simple", str(bids), "--TEs", "0.004", "0.009", "0.014", "0.019",
+             "--B0", "3", "--peak-snr", "100", "--random-seed", str(seed)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    anat = bids / "sub-1" / "anat"
+    deriv = bids / "derivatives" / "qsm-forward" / "sub-1" / "anat"
+    mag = [nib.load(anat / f"sub-1_echo-{e}_part-mag_MEGRE.nii") for e in range(1, 5)]
+    phs = [nib.load(anat / f"sub-1_echo-{e}_part-phase_MEGRE.nii") for e in range(1, 5)]
+    te = [json.loads((anat / f"sub-1_echo-{e}_part-phase_MEGRE.json").read_text())["EchoTime"]
+          for e in range(1, 5)]  # fmt: skip
+    return {
+        "mag": np.stack([m.get_fdata(dtype=np.float32) for m in mag], -1),
+        "phase": np.stack([p.get_fdata(dtype=np.float32) for p in phs], -1),
+        "te": te,
+        "affine": phs[0].affine,
+        "chi": nib.load(deriv / "sub-1_Chimap.nii").get_fdata(dtype=np.float32),
+    }
+
+
+def sphere_slope(ph: dict, options: QSMOptions, threads: int) -> float:
+    """Slope of the phantom's cylinder means (eroded 1 mm) against their true values."""
+    from bids_qsm.qsm.geometry import b0_direction_from_affine, voxel_sizes
+    from bids_qsm.qsm.mask import erode_mask
+
+    vs = voxel_sizes(ph["affine"])
+    b0 = b0_direction_from_affine(ph["affine"])
+    res = reconstruct_qsm(ph["mag"], ph["phase"], ph["te"], 3.0, vs, b0, options, threads=threads)
+    true_vals, means = [], []
+    for v in sorted(set(np.round(ph["chi"][ph["chi"] != 0], 4).tolist())):
+        sel = erode_mask(np.isclose(ph["chi"], v, atol=1e-4), vs, 1.0) & res.mask
+        if sel.sum() >= 10:
+            true_vals.append(v)
+            means.append(float(res.chi_ppm[sel].mean()))
+    return float(np.polyfit(true_vals, means, 1)[0])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="full")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-forward", action="store_true", help="skip the qsm-forward phantom")
+    ap.add_argument("--qsm-ci", action="store_true", help="also print qsm-ci's own scores")
     args = ap.parse_args()
 
     from bids_qsm.simulate import simulate_subject
 
-    t = time.perf_counter()
-    sub = simulate_subject(args.preset, seed=args.seed, workers=args.threads)
-    print(f"simulated preset {args.preset!r} in {time.perf_counter() - t:.1f} s: grid "
-          f"{sub.mag.shape}, voxel {sub.voxel_size.tolist()} mm, TE {list(sub.te_s)} s, "
-          f"B0 dir {np.round(sub.b0_dir, 3).tolist()}")  # fmt: skip
-    grid = sub.mag.shape[:3]
-    pair = fft_pair_time(grid, args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_qsm_"))
+    print(f"load average at start: {os.getloadavg()}")
+    rows = []
+    for seed in args.seeds:
+        sub = simulate_subject(args.preset, seed=seed, workers=args.threads)
+        pair = fft_pair_time(sub.mag.shape[:3], args.threads)
+        ph = None if args.no_forward else forward_phantom(seed, tmp)
+        for name in args.methods:
+            opt = QSMOptions(**METHODS[name])
+            base = RssSampler.rss()
+            with RssSampler() as sampler:
+                t0 = time.perf_counter()
+                res = reconstruct_qsm(
+                    sub.mag, sub.phase, sub.te_s, sub.b0_tesla, sub.voxel_size, sub.b0_dir,
+                    opt, threads=args.threads,
+                )  # fmt: skip
+                wall = time.perf_counter() - t0
+            row = {"method": name, "seed": seed, "wall s": wall, "FFTpairs": wall / pair,
+                   "RSS+GB": (sampler.peak - base) / 1e9}  # fmt: skip
+            row.update(accuracy(res.chi_ppm, sub, res.mask))
+            row["fwd slope"] = np.nan if ph is None else sphere_slope(ph, opt, args.threads)
+            row["load1"] = os.getloadavg()[0]
+            rows.append(row)
+            print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in row.items()), flush=True)  # fmt: skip
+            if args.qsm_ci:
+                print("   ", qsm_ci_scores(res.chi_ppm, sub, res.mask, tmp))
+        print(f"seed {seed}: one FFT pair on {sub.mag.shape[:3]} took {pair:.3f} s", flush=True)
 
-    base = RssSampler.rss()
-    with RssSampler() as sampler:
-        t0 = time.perf_counter()
-        res = reconstruct_qsm(
-            sub.mag, sub.phase, sub.te_s, sub.b0_tesla, sub.voxel_size, sub.b0_dir,
-            QSMOptions(), threads=args.threads,
-        )  # fmt: skip
-        t_end = time.perf_counter()
-    # The LBV background removal option (same pipeline otherwise), for comparison.
-    with RssSampler() as sampler_lbv:
-        t1 = time.perf_counter()
-        res_lbv = reconstruct_qsm(
-            sub.mag, sub.phase, sub.te_s, sub.b0_tesla, sub.voxel_size, sub.b0_dir,
-            QSMOptions(bg_removal="lbv"), threads=args.threads,
-        )  # fmt: skip
-        t1_end = time.perf_counter()
-    pair_after = fft_pair_time(grid, args.threads)
-    pair = min(pair, pair_after)  # the least loaded measurement of the floor
-
-    print(f"\nDefault pipeline (V-SHARP + RTS), {args.threads} threads; machine shared, "
-          "timings inflated by load")  # fmt: skip
-    print(f"{'stage':<12}{'wall s':>9}{'FFT pairs':>11}{'peak RSS GB':>13}")
-    t = t0
-    for stage, dt in res.timings_s.items():
-        if stage == "total":
-            continue
-        peak = sampler.peak(t, t + dt)
-        print(f"{stage:<12}{dt:>9.2f}{dt / pair:>11.1f}{peak / 1e9:>13.2f}")
-        t += dt
-    total = t_end - t0
-    peak_all = sampler.peak(t0, t_end)
-    print(f"{'total':<12}{total:>9.2f}{total / pair:>11.1f}{peak_all / 1e9:>13.2f}")
-    print(f"one FFT pair (rfftn+irfftn, float32, {grid}): {pair:.3f} s")
-    print(f"RSS before reconstruction {base / 1e9:.2f} GB (input arrays); peak increase "
-          f"{(peak_all - base) / 1e9:.2f} GB")  # fmt: skip
-
-    mask = res.mask
-    rows = {}
-    local = res.local_field_ppm
-    solvers = {
-        "rts (default)": (rts, {}),
-        "rts rho=1": (rts, {"rho": 1.0}),
-        "tikhonov": (tikhonov, {}),
-        "tv": (tv_admm, {}),
-        "tkd": (tkd, {}),
-    }
-    for name, (fn, kw) in solvers.items():
-        t = time.perf_counter()
-        chi = fn(local, mask, sub.voxel_size, sub.b0_dir, threads=args.threads, **kw)
-        dt = time.perf_counter() - t
-        chi, _ = reference_chi(chi, mask, "brain")
-        rows[name] = {"inversion s": dt, **accuracy(chi, sub, mask)}
-    # The pipeline's own Chimap equals the RTS row (same local field, mask and reference).
-    assert np.allclose(
-        rows["rts (default)"]["NRMSE %"], accuracy(res.chi_ppm, sub, mask)["NRMSE %"]
-    )
-
-    cols = list(next(iter(rows.values())))
-    print("\nAccuracy against ground truth (V-SHARP local field, final mask, truth referenced "
-          "to the same mask mean)")  # fmt: skip
-    print(f"{'inversion':<15}" + "".join(f"{c:>13}" for c in cols))
-    for name, row in rows.items():
-        print(f"{name:<15}" + "".join(f"{row[c]:>13.3f}" for c in cols))
-
-    lb = accuracy(res_lbv.chi_ppm, sub, res_lbv.mask)
-    t_lbv = t1_end - t1
-    peak_lbv = sampler_lbv.peak(t1, t1_end)
-    print("\nOption bg_removal='lbv' (LBV + RTS, whole pipeline; truth referenced to its mask)")
-    print(f"  wall {t_lbv:.1f} s ({t_lbv / pair:.0f} FFT pairs), background "
-          f"{res_lbv.timings_s['background']:.2f} s, peak RSS {peak_lbv / 1e9:.2f} GB; "
-          + ", ".join(f"{k} {v:.3f}" for k, v in lb.items()))  # fmt: skip
-
-    d = rows["rts (default)"]
-    print("\nTargets (default pipeline):")
-    print(f"  wall time {total:.1f} s (<= 30 s): {'met' if total <= 30 else 'MISSED'}")
-    print(f"  FFT-pair equivalents {total / pair:.0f} (<= 150): "
-          f"{'met' if total / pair <= 150 else 'MISSED'}")  # fmt: skip
-    print(f"  peak RSS {peak_all / 1e9:.2f} GB (<= 4 GB): {'met' if peak_all <= 4e9 else 'MISSED'}")
-    print(f"  DGM MAE {d['DGM MAE ppb']:.1f} ppb (<= 10): "
-          f"{'met' if d['DGM MAE ppb'] <= 10 else 'MISSED'}")  # fmt: skip
-    print(f"  DGM slope {d['DGM slope']:.3f} (0.85-1.15): "
-          f"{'met' if 0.85 <= d['DGM slope'] <= 1.15 else 'MISSED'}")  # fmt: skip
+    cols = [c for c in rows[0] if c not in ("method", "seed")]
+    print(f"\nPreset {args.preset!r}, {args.threads} threads; targets (default): DGM slope "
+          "0.95-1.05, DGM error <= 5 ppb, |rim-ctr| <= 5 ppb, NRMSE <= 55 %, fwd slope "
+          "0.95-1.05, <= 20 s, <= 150 FFT pairs, <= 3 GB")  # fmt: skip
+    print(f"| method | seed | {' | '.join(cols)} |")
+    print("|---|---:|" + "---:|" * len(cols))
+    for r in rows:
+        print(f"| {r['method']} | {r['seed']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
+    print("\nMean over seeds")
+    print(f"| method | {' | '.join(cols)} |")
+    print("|---|" + "---:|" * len(cols))
+    for name in args.methods:
+        sel = [r for r in rows if r["method"] == name]
+        means = [f"{np.mean([r[c] for r in sel]):.2f}" for c in cols]
+        print(f"| {name} | " + " | ".join(means) + " |")
+    print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,10 @@ class ExecutionConfig:
     skip_bids_validation: bool = False
     lesion_masks: Path | None = None
     brain_mask_source: Path | None = None
+    #: User field maps on the GRE grid replacing the phase (total, Hz) or also the background
+    #: removal (local, ppm): ``*_desc-total_fieldmap.nii[.gz]`` / ``*_desc-local_fieldmap...``.
+    total_field_source: Path | None = None
+    local_field_source: Path | None = None
     b0_tesla: float | None = None
     boilerplate_only: bool = False
     reports_only: bool = False

@@ -82,7 +82,9 @@ def test_inversion_named_and_cited(inversion: str, name: str, ref: str, absent: 
 
 
 def test_parameters_values_appear() -> None:
-    md = methods_boilerplate(_params(inversion="tikhonov", tikhonov_lambda=0.05), "1.0")
+    md = methods_boilerplate(
+        _params(inversion="tikhonov", tikhonov_lambda=0.05, bg_removal="vsharp"), "1.0"
+    )
     assert "λ = 0.05" in md and "CG tolerance = 0.03" in md
     assert "V-SHARP" in md and "12 mm" in md
     assert "MCPC-3D-S" in md and "10, 10, 5 voxels" in md
@@ -101,7 +103,10 @@ def test_other_algorithm_choices_change_text() -> None:
     flip = methods_boilerplate(_params(phase_sign=-1), "1.0")
     assert "PDF" in pdf and "V-SHARP" not in pdf and REFERENCES["liu2011"].title in pdf
     assert "Laplacian" in lap and REFERENCES["schofield2003"].title in lap
-    assert "Laplacian" not in base
+    assert "Laplacian method" not in base
+    # Defaults (issue 13): LBV, exact RTS step 1, polynomial offset, Chimap erosion.
+    assert "(LBV)" in base and "exact k-space division" in base
+    assert "polynomial of degree 3" in base and "outer 2 mm" in base
     assert "cerebrospinal fluid" in csf
     assert "negated" in flip and "negated" not in base
     p = _params()
@@ -169,3 +174,11 @@ def test_markdown_converter_escapes_and_formats() -> None:
     assert '<a href="https://a.b/c">l</a>' in html
     assert "<ul><li>a</li><li>b</li></ul>" in html
     assert "R2* and T2*" in markdown_to_html("R2* and T2* maps")  # lone stars stay text
+
+
+def test_user_field_replaces_the_phase_text() -> None:
+    p = _params()
+    p["qsm"].update(field_source="user total field", phase_offset_removal="none (user field)")
+    md = methods_boilerplate(p, "1.0")
+    assert "total field (Hz) was supplied by the user" in md
+    assert "MCPC-3D-S" not in md and "unwrapped exactly" not in md

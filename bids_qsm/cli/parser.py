@@ -118,6 +118,10 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def _absolute_path(text: str) -> Path:
+    return Path(text).expanduser().absolute()
+
+
 def build_parser() -> BidsQsmArgumentParser:
     """The complete command-line parser of ``bids-qsm``."""
     parser = BidsQsmArgumentParser(
@@ -208,6 +212,18 @@ def build_parser() -> BidsQsmArgumentParser:
         help="optional derivatives folder of brain masks in GRE space named "
         "sub-<l>[_ses-<l>]_..._desc-brain_mask.nii[.gz], used instead of the automatic mask",
     )
+    # User field maps (issue 13): one block, paths made absolute here.
+    for kind, unit in (("total", "Hz, unwrapped, phase offset removed"), ("local", "ppm")):
+        g.add_argument(
+            f"--{kind}-field-source",
+            dest=f"execution.{kind}_field_source",
+            metavar="DIR",
+            type=_absolute_path,
+            help=f"optional derivatives folder of {kind} field maps in GRE space ({unit}) named "
+            f"sub-<l>[_ses-<l>]_..._desc-{kind}_fieldmap.nii[.gz], used instead of the phase"
+            + (" (no background removal)" if kind == "local" else "")
+            + "; see docs/methods_qsm.md",
+        )
     g.add_argument(
         "--b0-tesla",
         dest="execution.b0_tesla",
@@ -575,9 +591,14 @@ def _check_consistency(config: Config) -> None:
     for option, path in (
         ("--lesion-masks", ex.lesion_masks),
         ("--brain-mask-source", ex.brain_mask_source),
+        ("--total-field-source", ex.total_field_source),
+        ("--local-field-source", ex.local_field_source),
     ):
         if path is not None and not Path(path).is_dir():
             raise InputMissingError(f"{option} folder not found", path)
+
+    if ex.total_field_source is not None and ex.local_field_source is not None:
+        raise UsageError("give --total-field-source or --local-field-source, not both")
 
     if ex.bids_filter_file is not None:
         ex.bids_filters = load_bids_filters(ex.bids_filter_file)

@@ -22,6 +22,8 @@ class _QSMInputSpec(BaseInterfaceInputSpec):
     meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
     options = traits.Dict(desc="QSMOptions fields (defaults for the rest)")
     mask_file = File(exists=True, desc="user brain mask replacing the automatic one")
+    total_field_file = File(exists=True, desc="user total field (Hz) replacing the phase")
+    local_field_file = File(exists=True, desc="user local field (ppm): no background removal")
     threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
 
 
@@ -61,6 +63,22 @@ class ReconstructQSM(SimpleInterface):
             # a user mask may come on another grid (e.g. from a T1w pipeline)
             ref = nib.Nifti1Image(np.zeros(mag.shape[:3], np.uint8), affine)
             mask = resample_mask_to(nib.load(self.inputs.mask_file), ref)
+        fields = {}
+        for name, key in (
+            ("total_field_file", "total_field_hz"),
+            ("local_field_file", "local_field_ppm"),
+        ):
+            path = getattr(self.inputs, name)
+            if isdefined(path):
+                arr, _ = load_array(path)
+                if arr.shape[:3] != mag.shape[:3]:
+                    from bids_qsm.errors import InputDataError
+
+                    raise InputDataError(
+                        f"field grid {arr.shape[:3]} differs from the GRE grid {mag.shape[:3]}",
+                        path,
+                    )
+                fields[key] = arr
         opts = QSMOptions(**(self.inputs.options or {}))
         res = reconstruct_qsm(
             mag,
@@ -72,6 +90,7 @@ class ReconstructQSM(SimpleInterface):
             options=opts,
             mask=mask,
             threads=self.inputs.threads,
+            **fields,
         )
         cwd = runtime.cwd
 

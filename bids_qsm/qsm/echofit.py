@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .grid import block_mean, irfft3, pad_to_fast, rfft3, upsample_linear
+from .offset import fit_offset_polynomial
 from .unwrap import auto_downsample, unwrap_laplacian, unwrap_quality
 
 TWO_PI = np.float32(2 * np.pi)
@@ -115,6 +116,7 @@ def mcpc3ds(
     unwrapper: Unwrapper | None = None,
     refine_passes: int = 1,
     smooth_downsample: int = 1,
+    poly_degree: int = 3,
     threads: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MCPC-3D-S phase-offset removal (needs 2 or more echoes).
@@ -122,6 +124,10 @@ def mcpc3ds(
     Returns ``(phase_corrected, offset, dphi_unwrapped)``: the offset-free wrapped phase
     (X, Y, Z, E) in rad, the smoothed offset ``po`` (rad) and the spatially unwrapped phase
     difference of echoes 2 and 1 (rad, equal to ``2 pi f (TE_2 - TE_1)``).
+
+    ``poly_degree`` > 0: a polynomial of that degree is fitted to the offset in the mask first
+    and only the remainder is smoothed (:mod:`bids_qsm.qsm.offset`; exact up to the mask edge
+    for polynomial offsets); 0: the whole offset is smoothed (original MCPC-3D-S).
     """
     te = np.asarray(te_s, dtype=np.float64)
     if phase.shape[-1] < 2:
@@ -134,8 +140,13 @@ def mcpc3ds(
     po = phase[..., 0] - ratio * dphi_u
     w = np.where(mask, mag[..., 0], np.float32(0))
     ds = smooth_downsample
-    po_c = gaussian_smooth_fft(np.exp(1j * po).astype(np.complex64), sigma_vox, w, threads, ds)
-    po_s = np.angle(po_c).astype(np.float32)
+    poly = np.float32(0)
+    if poly_degree > 0:
+        poly = fit_offset_polynomial(po, mask, w * w, poly_degree)
+    po_c = gaussian_smooth_fft(
+        np.exp(1j * (po - poly)).astype(np.complex64), sigma_vox, w, threads, ds
+    )
+    po_s = np.angle(po_c).astype(np.float32) + poly
     for _ in range(refine_passes):
         # Twicing: smooth what the smoothing left behind (curvature and mask-edge bias).
         rest = wrap_fast(po - po_s)
@@ -201,6 +212,7 @@ def fit_field(
     unwrapping: str = "quality",
     mcpc_sigma_vox: Sequence[float] = (10.0, 10.0, 5.0),
     mcpc_refine_passes: int = 1,
+    mcpc_poly_degree: int = 3,
     downsample: int | None = None,
     threads: int = 2,
 ) -> FieldFit:
@@ -246,6 +258,7 @@ def fit_field(
         sigma_vox=mcpc_sigma_vox,
         unwrapper=unwrapper,
         refine_passes=mcpc_refine_passes,
+        poly_degree=mcpc_poly_degree,
         smooth_downsample=max(1, min(ds, int(min(mcpc_sigma_vox) // 2))),
         threads=threads,
     )

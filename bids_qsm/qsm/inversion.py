@@ -9,7 +9,8 @@ and return float32 maps that are 0 outside the mask (mean not referenced).
   consensus "standard" inversion), or with a gradient penalty ``lambda ||grad chi||^2``.
 * TV-ADMM (Bilgic 2014): ``min 1/2 ||D chi - f||^2 + lambda ||grad chi||_1``; closed-form
   k-space chi step, 1 FFT pair per iteration.
-* RTS (Kames 2018): (1) a few LSMR iterations on the well-conditioned cone ``|D| > delta``;
+* RTS (Kames 2018): (1) the well-conditioned cone ``|D| > delta`` solved exactly (or by a few
+  LSMR iterations);
   (2) ADMM recovering the ill-conditioned cone with an anisotropic TV prior (mu = 1e5, rho = 10).
 """
 
@@ -251,26 +252,34 @@ def rts(
     rho: float = 10.0,
     tol: float = 1e-2,
     max_iter: int = 20,
-    lsmr_iter: int = 4,
+    lsmr_iter: int | None = None,
     pad_mm: float = 12.0,
     threads: int = 2,
 ) -> np.ndarray:
     """Rapid two-step inversion (Kames 2018), ppm in and out.
 
-    Step 1: ``lsmr_iter`` LSMR iterations of ``D X = F f`` in k-space (D is diagonal there: the
-    iterate is a polynomial filter in D computed in closed form, see
-    :func:`lsmr_diagonal_filter`), masked. Step 2: keep the well-conditioned coefficients
-    (``|D| > delta``, weight ``mu``) and fill the rest by minimising ``||grad chi||_1`` (ADMM,
-    penalty ``rho``, at most ``max_iter`` iterations, relative-change tolerance ``tol``).
+    Step 1 solves ``D X = F f`` on the well-conditioned cone ``|D| > delta``: with
+    ``lsmr_iter=None`` (default) exactly, ``X = F f / D`` there and 0 elsewhere (the limit LSMR
+    converges to on that cone); with an integer, ``lsmr_iter`` LSMR iterations of the full
+    diagonal system (closed form, :func:`lsmr_diagonal_filter`). Four LSMR iterations on the
+    full kernel recover only 50-85 % of the coefficients with ``|D|`` in 0.15-0.66, which step 2
+    then locks in: that was the main cause of RTS underestimating iron-rich nuclei. The result
+    is masked. Step 2 keeps the well-conditioned coefficients (weight ``mu``) and fills the cone
+    by minimising ``||grad chi||_1`` (ADMM, penalty ``rho``, at most ``max_iter`` iterations,
+    relative-change tolerance ``tol``).
     """
     f, m, D, sl, region = _prepare(field, mask, voxel_size, b0_dir, pad_mm)
     shape = f.shape
     Fk = rfft3(f, threads)
-    X1 = Fk * lsmr_diagonal_filter(D, Fk, lsmr_iter)
+    wc = np.abs(D) > delta
+    if lsmr_iter is None:
+        X1 = np.where(wc, Fk / np.where(wc, D, 1), 0).astype(np.complex64)
+    else:
+        X1 = (Fk * lsmr_diagonal_filter(D, Fk, lsmr_iter)).astype(np.complex64)
     del Fk
-    x1 = irfft3(X1.astype(np.complex64), shape, threads)
+    x1 = irfft3(X1, shape, threads)
     x1 *= m
-    well = (np.abs(D) > delta).astype(np.float32) * np.float32(mu)
+    well = wc.astype(np.float32) * np.float32(mu)
     K0 = (well * rfft3(x1, threads)).astype(np.complex64)
     x, _ = _admm_tv(well, K0, x1, voxel_size, 1.0, rho, tol, max_iter, threads)
     return _unpad(x, mask, sl, region)

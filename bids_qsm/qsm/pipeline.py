@@ -20,11 +20,11 @@ import numpy as np
 
 from .. import errors
 from .background import lbv, pdf, vsharp, vsharp_radii
-from .echofit import fit_field
+from .echofit import FieldFit, fit_field
 from .geometry import hz_to_ppm
 from .grid import bounding_box
 from .inversion import rts, tikhonov, tkd, tv_admm
-from .mask import brain_mask, erode_voxels, largest_component, refine_mask
+from .mask import brain_mask, erode_mask, erode_voxels, largest_component, refine_mask
 from .phase import apply_phase_sign, combine_magnitude
 from .r2star import fit_r2star
 from .reference import csf_mask_from_r2star, reference_chi
@@ -58,7 +58,7 @@ class QSMOptions:
     """Every algorithm choice and parameter of :func:`reconstruct_qsm` (units in names)."""
 
     unwrapping: str = "quality"
-    bg_removal: str = "vsharp"
+    bg_removal: str = "lbv"
     inversion: str = "rts"
     reference: str = "brain"
     phase_sign: int = 1
@@ -74,6 +74,7 @@ class QSMOptions:
     unwrap_downsample: int | None = None  # None: auto, coarse grid of about 2 mm; 1: full res
     mcpc_sigma_vox: tuple[float, float, float] = (10.0, 10.0, 5.0)
     mcpc_refine_passes: int = 1
+    mcpc_poly_degree: int = 3  # polynomial part of the offset fitted first (0: Gaussian only)
     # V-SHARP
     vsharp_max_radius_mm: float = 12.0
     vsharp_min_radius_mm: float | None = None  # None: two (largest) voxel edges
@@ -87,6 +88,9 @@ class QSMOptions:
     lbv_tol: float = 1e-2
     lbv_max_iter: int = 100
     # inversion
+    # The Chimap mask is the background-removal mask eroded by this (mm) after the inversion:
+    # the outermost voxels (noisiest field, least constrained susceptibility) are not reported.
+    chimap_erosion_mm: float = 2.0
     inversion_pad_mm: float = 12.0
     tkd_threshold: float = 0.15
     tikhonov_lambda: float = 0.01
@@ -102,7 +106,7 @@ class QSMOptions:
     rts_rho: float = 10.0
     rts_tol: float = 1e-2
     rts_max_iter: int = 20
-    rts_lsmr_iter: int = 4
+    rts_lsmr_iter: int | None = None  # None: exact on the well-conditioned cone
     # reference / R2*
     csf_r2star_max_hz: float = 5.0
     r2star_max_hz: float = 1000.0
@@ -157,6 +161,23 @@ def _as_4d(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
+def _user_field(
+    total_hz: np.ndarray | None, local_ppm: np.ndarray | None, shape: tuple[int, ...]
+) -> tuple[str, np.ndarray] | None:
+    """``("total", Hz)`` or ``("local", ppm)`` from the optional user fields (checked), or None."""
+    if total_hz is not None and local_ppm is not None:
+        raise errors.UsageError("give either a total field or a local field, not both")
+    kind, arr = ("total", total_hz) if total_hz is not None else ("local", local_ppm)
+    if arr is None:
+        return None
+    arr = np.asarray(arr, np.float32)
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.shape != tuple(shape):
+        raise errors.InputDataError(f"{kind} field {arr.shape} does not match the image {shape}")
+    return kind, arr
+
+
 def reconstruct_qsm(
     mag: np.ndarray,
     phase_rad: np.ndarray,
@@ -168,12 +189,22 @@ def reconstruct_qsm(
     mask: np.ndarray | None = None,
     csf_mask: np.ndarray | None = None,
     threads: int = 2,
+    *,
+    total_field_hz: np.ndarray | None = None,
+    local_field_ppm: np.ndarray | None = None,
 ) -> QSMResult:
     """Run the QSM pipeline on (X, Y, Z, E) magnitude and phase (rad); see module docstring.
 
     ``te_s`` echo times (s), ``b0_tesla`` field strength (T), ``voxel_size`` (mm), ``b0_dir``
     unit B0 vector in voxel axes (from the affine), ``mask`` optional user brain mask,
     ``csf_mask`` optional CSF mask for ``reference="csf"`` (else derived from R2*).
+
+    A field computed elsewhere (e.g. the user's own unwrapping) can replace the phase:
+    ``total_field_hz`` (3D, Hz, unwrapped and free of the phase offset) skips offset removal,
+    unwrapping and the echo fit (no residual criterion: the residual map is 0);
+    ``local_field_ppm`` (3D, ppm, background already removed) also skips background removal
+    and is inverted where it is finite and non-zero inside the mask. ``phase_rad`` may then be
+    None; the magnitude still gives the mask, the R2* tissue criterion and R2*/T2*.
     """
     opt = options or QSMOptions()
     t_all = time.perf_counter()
@@ -186,7 +217,12 @@ def reconstruct_qsm(
 
     t = time.perf_counter()
     mag4 = _as_4d(mag, "magnitude")
-    ph4 = _as_4d(phase_rad, "phase")
+    user_field = _user_field(total_field_hz, local_field_ppm, mag4.shape[:3])
+    ph4 = _as_4d(phase_rad, "phase") if phase_rad is not None else None
+    if ph4 is None and user_field is None:
+        raise errors.UsageError("reconstruct_qsm needs the phase or a total/local field")
+    if ph4 is None:
+        ph4 = np.zeros_like(mag4)
     te = [float(v) for v in te_s]
     vs = np.asarray(voxel_size, dtype=float)
     b0 = np.asarray(b0_dir, dtype=float)
@@ -222,18 +258,29 @@ def reconstruct_qsm(
     # Work inside the mask bounding box from here on.
     box = bounding_box(bmask, 1)
     m_box = bmask[box]
-    fit = fit_field(
-        mag4[box],
-        ph4[box],
-        te,
-        m_box,
-        vs,
-        unwrapping=opt.unwrapping,
-        mcpc_sigma_vox=opt.mcpc_sigma_vox,
-        mcpc_refine_passes=opt.mcpc_refine_passes,
-        downsample=opt.unwrap_downsample,
-        threads=threads,
-    )
+    if user_field is None:
+        fit = fit_field(
+            mag4[box],
+            ph4[box],
+            te,
+            m_box,
+            vs,
+            unwrapping=opt.unwrapping,
+            mcpc_sigma_vox=opt.mcpc_sigma_vox,
+            mcpc_refine_passes=opt.mcpc_refine_passes,
+            mcpc_poly_degree=opt.mcpc_poly_degree,
+            downsample=opt.unwrap_downsample,
+            threads=threads,
+        )
+    else:
+        # A user field is defined where it is finite and non-zero (0 outside the user's mask).
+        u_box = user_field[1][box]
+        m_box = largest_component(m_box & np.isfinite(u_box) & (u_box != 0))
+        if not m_box.any():
+            raise errors.InputDataError(f"the user {user_field[0]} field is 0 in the brain mask")
+        zeros = np.zeros(m_box.shape, np.float32)
+        f_hz = zeros if user_field[0] == "local" else np.where(m_box, u_box, 0)
+        fit = FieldFit(f_hz.astype(np.float32), zeros, zeros, np.zeros((*m_box.shape, 0)))
     t = tick("unwrap_fit", t)
 
     multi = len(te) > 1
@@ -246,19 +293,22 @@ def reconstruct_qsm(
     if r2_max is None:
         r2_max = MASK_R2STAR_HZ_PER_TESLA * float(b0_tesla)
     q_mask = m_box
-    if multi:
+    if multi and user_field is None:
         # Phase quality: holes (isolated noisy voxels, veins) are filled back.
         q_mask = refine_mask(q_mask, fit.residual, opt.residual_threshold)
-        if r2_max > 0:
-            # Tissue: bone and air partial volume decays fast. Not filled back: the hole
-            # filling of the magnitude mask encloses non-brain regions (e.g. skull base next to
-            # the midbrain) whose strong field V-SHARP would otherwise treat as local.
-            q_mask = refine_mask(q_mask, r2, float(r2_max), fill=False)
+    if multi and r2_max > 0:
+        # Tissue: bone and air partial volume decays fast. Not filled back: the hole
+        # filling of the magnitude mask encloses non-brain regions (e.g. skull base next to
+        # the midbrain) whose strong field V-SHARP would otherwise treat as local.
+        q_mask = refine_mask(q_mask, r2, float(r2_max), fill=False)
     if opt.mask_erosion_vox > 0:
         q_mask = largest_component(erode_voxels(q_mask, vs, opt.mask_erosion_vox))
     field_ppm = hz_to_ppm(fit.field_hz, b0_tesla).astype(np.float32)
     radii = vsharp_radii(vs, opt.vsharp_max_radius_mm, opt.vsharp_min_radius_mm, opt.vsharp_step_mm)
-    if opt.bg_removal == "vsharp":
+    if user_field is not None and user_field[0] == "local":
+        f_mask = q_mask.copy()
+        local = np.where(f_mask, user_field[1][box], 0).astype(np.float32)
+    elif opt.bg_removal == "vsharp":
         local, f_mask = vsharp(
             field_ppm,
             q_mask,
@@ -305,6 +355,11 @@ def reconstruct_qsm(
         )  # fmt: skip
     else:
         chi = tkd(local, f_mask, vs, b0, threshold=opt.tkd_threshold, pad_mm=pad, threads=threads)
+    if opt.chimap_erosion_mm > 0:
+        eroded = largest_component(erode_mask(f_mask, vs, opt.chimap_erosion_mm))
+        if eroded.any():
+            f_mask = eroded
+            chi = np.where(f_mask, chi, np.float32(0))
     t = tick("inversion", t)
 
     csf_box = None
@@ -335,11 +390,21 @@ def reconstruct_qsm(
     params = {
         **opt.to_dict(),
         "unwrapping_algorithm": ALGORITHM_NAMES[opt.unwrapping],
-        "phase_offset_removal": "MCPC-3D-S (Eckstein 2018)" if multi else "none (single echo)",
+        "field_source": "phase" if user_field is None else f"user {user_field[0]} field",
+        "phase_offset_removal": (
+            "MCPC-3D-S (Eckstein 2018), polynomial of degree "
+            f"{opt.mcpc_poly_degree} fitted before the Gaussian smoothing"
+            if multi
+            else "none (single echo)"
+        )
+        if user_field is None
+        else "none (user field)",
         "echo_combination": "weighted least squares over TE through the origin, w = mag^2"
         if multi
         else "single echo: phase / (2 pi TE)",
-        "bg_removal_algorithm": ALGORITHM_NAMES[opt.bg_removal],
+        "bg_removal_algorithm": ALGORITHM_NAMES[opt.bg_removal]
+        if user_field is None or user_field[0] == "total"
+        else "none (user local field)",
         "inversion_algorithm": ALGORITHM_NAMES[opt.inversion],
         "vsharp_radii_mm": radii if opt.bg_removal == "vsharp" else None,
         "mask_source": "user" if mask is not None else "magnitude threshold + morphology",

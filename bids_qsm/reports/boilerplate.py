@@ -238,15 +238,31 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
     multi = n_echoes is None or n_echoes > 1
     offset = _method(q, "phase_offset_removal", "phase_offset", "offset_removal", "mcpc")
     sigma = _get(q, "mcpc_sigma_vox", "mcpc3ds_sigma_vox", "mcpc_sigma")
+    source = _get(q, "field_source")
+    user_field = isinstance(source, str) and source.startswith("user")
+    if user_field:
+        s.append(
+            "The "
+            + ("local field (ppm, background removed)" if "local" in source else "total field (Hz)")
+            + " was supplied by the user (phase offset removal, unwrapping and echo combination"
+            " done outside bids-qsm); the magnitude gave the mask and R2*."
+        )
+    poly = _get(q, "mcpc_poly_degree")
     if multi and (offset is None or _key(offset).startswith("mcpc") or _key(offset) == "true"):
         if offset is not None or sigma is not None:
+            smooth = "smoothing σ = " + _seq(sigma) + " voxels" if sigma else ""
+            if poly is not None and _as_float(poly):
+                smooth = (
+                    f"a polynomial of degree {_num(poly)} fitted to the offset inside the mask, "
+                    "only the remainder smoothed"
+                    + (f" with σ = {_seq(sigma)} voxels" if sigma else "")
+                )
             s.append(
                 "The phase offset common to all echoes was removed with MCPC-3D-S"
-                f"{cite('eckstein2018')}"
-                f"{_paren('smoothing σ = ' + _seq(sigma) + ' voxels' if sigma else '')}."
+                f"{cite('eckstein2018')}{_paren(smooth)}."
             )
     unwrap = _method(q, "unwrapping", "unwrap", "unwrapping_method")
-    if unwrap is not None:
+    if unwrap is not None and not user_field:
         uk = _key(unwrap)
         if uk in ("quality", "skimage", "reliability", "qualityguided"):
             s.append(
@@ -271,9 +287,9 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
         else:
             s.append(f"Phase was unwrapped with the {unwrap} method.")
     combination = _get(q, "echo_combination")
-    if not multi and q:
+    if not multi and q and not user_field:
         s.append("The field was computed from the single echo as phase / (2π TE).")
-    if multi and q:
+    if multi and q and not user_field:
         weighting = _get(q, "fit_weighting", "echo_weighting", "weighting")
         if weighting is None and isinstance(combination, str) and "mag^2" in combination:
             weighting = "squared magnitude, i.e. SNR weighting"
@@ -342,9 +358,15 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
                 f"{cite('liu2011')}{_paren(detail)}."
             )
         elif bk == "lbv":
+            detail = _clauses(
+                [
+                    ("tolerance", _stage_param(q, st, "lbv", "tol", "tolerance")),
+                    ("max. iterations", _stage_param(q, st, "lbv", "max_iter", "iterations")),
+                ]
+            )
             s.append(
                 "The background field was removed with the Laplacian boundary value method (LBV)"
-                f"{cite('zhou2014')}."
+                f"{cite('zhou2014')}{_paren(detail)}."
             )
         else:
             s.append(f"The background field was removed with {bg}.")
@@ -368,9 +390,11 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
                     ("LSMR iterations", p("lsmr_iter")),
                 ]
             )
+            lsmr = p("lsmr_iter") is not None or "rts_lsmr_iter" not in q
+            step1 = "an LSMR solution" if lsmr else "exact k-space division"
             s.append(
                 "Susceptibility was obtained by the rapid two-step dipole inversion (RTS)"
-                f"{cite('kames2018')}: an LSMR solution on the well-conditioned k-space region "
+                f"{cite('kames2018')}: {step1} on the well-conditioned k-space region "
                 "followed by a sparsity-regularised recovery of the ill-conditioned cone"
                 f"{_paren(detail)}."
             )
@@ -416,6 +440,12 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
             s.append(f"Susceptibility was obtained with MEDI{cite('liu2012medi')}.")
         else:
             s.append(f"Susceptibility was obtained by {inv} dipole inversion.")
+        ero = _as_float(_get(q, "chimap_erosion_mm"))
+        if ero:
+            s.append(
+                f"The outer {_num(ero)} mm of the background-removal mask were left out of the "
+                "reported susceptibility map (least reliable voxels)."
+            )
         pad = _stage_param(q, st, None, "pad_mm")
         if pad is not None:
             s.append(f"Fields were zero-padded by {_num(pad)} mm before every FFT.")

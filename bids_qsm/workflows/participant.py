@@ -217,6 +217,16 @@ def init_gre_wf(
         else:
             LOGGER.info("sub-%s: user brain mask %s", acquisition.subject, user_mask)
             qsm_wf.get_node("qsm").inputs.mask_file = str(user_mask)
+    for kind in ("total", "local"):
+        source = getattr(config.execution, f"{kind}_field_source", None)
+        if source:
+            found = find_user_field(Path(source), acquisition, kind)
+            if found is None:
+                LOGGER.warning("sub-%s: no %s field in %s; using the phase",
+                               acquisition.subject, kind, source)  # fmt: skip
+            else:
+                LOGGER.info("sub-%s: user %s field %s", acquisition.subject, kind, found)
+                setattr(qsm_wf.get_node("qsm").inputs, f"{kind}_field_file", str(found))
     swi_wf = init_swi_wf(options=swi_options(config))
     atlas_wf = init_atlas_wf(
         atlas=atlas,
@@ -309,6 +319,31 @@ def find_user_brain_mask(folder: Path, acquisition: Any) -> Path | None:
     if len(found) > 1:
         raise InputDataError(
             f"several brain masks match {acquisition.source_prefix}: "
+            + ", ".join(p.name for p in found),
+            folder,
+        )
+    return found[0] if found else None
+
+
+def find_user_field(folder: Path, acquisition: Any, kind: str) -> Path | None:
+    """The user's ``kind`` ("total", Hz, or "local", ppm) field map for an acquisition.
+
+    Looks for ``sub-<l>[_ses-<l>]..._desc-<kind>_fieldmap.nii[.gz]`` below ``folder``; the
+    name starting with the acquisition's source prefix wins; None when the subject has none.
+    """
+    from bids_qsm.errors import InputDataError
+
+    sub = f"sub-{acquisition.subject}"
+    found = sorted(
+        p
+        for p in Path(folder).rglob(f"{sub}_*desc-{kind}_fieldmap.nii*")
+        if acquisition.session is None or f"_ses-{acquisition.session}_" in p.name
+    )
+    exact = [p for p in found if p.name.startswith(acquisition.source_prefix + "_")]
+    found = exact or found
+    if len(found) > 1:
+        raise InputDataError(
+            f"several {kind} fields match {acquisition.source_prefix}: "
             + ", ".join(p.name for p in found),
             folder,
         )
