@@ -60,6 +60,20 @@ class RegionalStats(SimpleInterface):
         else:
             labels, structures = np.zeros(chi.shape, np.int32), []
             atlas_name = self.inputs.atlas.get("name", "AAL3")
+        phase_labels = None
+        if structures and isdefined(self.inputs.phaseiron_file) and self.inputs.phaseiron_file:
+            # SWI phase columns over each structure's self-positive ROI (docs/methods_swi.md)
+            from bids_qsm.qsm.geometry import b0_direction_from_affine
+            from bids_qsm.swi import SWIOptions, self_positive_labels
+
+            phase_labels = self_positive_labels(
+                labels,
+                structures,
+                np.sqrt((affine[:3, :3] ** 2).sum(0)),
+                b0_direction_from_affine(affine),
+                SWIOptions().gaussian_sigma_mm,
+                mask,
+            )
         df = regional_table(
             chi,
             labels,
@@ -72,6 +86,7 @@ class RegionalStats(SimpleInterface):
             hp_phase_rad=_optional(self.inputs.hpphase_file),
             phase_iron_rad=_optional(self.inputs.phaseiron_file),
             apt_threshold_rad=self.inputs.apt_threshold_rad,
+            phase_labels=phase_labels,
             reference_region=params["reference_region"],
             reference_value_ppm=params["reference_value_ppm"],
         )

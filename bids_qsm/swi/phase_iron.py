@@ -13,6 +13,13 @@ so a control-derived threshold is ``phase_iron_threshold(control_voxels)`` (pool
 structure over the controls) or, from the per-subject summary rows of the stats tables,
 ``pooled_threshold(nvox, mean, sd)``. Both give the same number (population SD, ddof=0).
 
+Measured choice of the number of SDs (``benchmarks/bench_swi.py``, ``docs/methods_swi.md``):
+with Buffalo's 2 SD of the pooled control voxels only a few, mostly noise-selected voxels of a
+structure pass and MP-APT does not follow iron across subjects (r < 0.5 in the putamen, red
+nucleus and pulvinar on the simulator); at :data:`DEFAULT_N_SD` = 0.5 SD it does (r >= 0.75 in
+the six iron-rich structures). The whole-brain row keeps :data:`WHOLE_BRAIN_N_SD` = 2 SD: it is
+a quality measure of background/interface artefact, not an iron measure.
+
 MP-APT (mean phase of abnormal-phase tissue) is the mean phase iron of the abnormal voxels
 (positive, rad); it *cannot* be recomputed from summary statistics for a new threshold, so the
 group level either re-reads the phase-iron map and the label image and calls
@@ -31,12 +38,19 @@ from bids_qsm.atlas.structures import StructureDef
 from bids_qsm.errors import InputDataError
 
 __all__ = [
+    "DEFAULT_N_SD",
     "MEASURE_COLUMNS",
+    "WHOLE_BRAIN_N_SD",
     "abnormal_phase_measures",
     "phase_iron_threshold",
     "pooled_threshold",
     "regional_phase_measures",
 ]
+
+#: SDs above the control mean defining abnormal phase in a structure (group level).
+DEFAULT_N_SD: float = 0.5
+#: SDs above the control mean defining abnormal phase over the whole brain (group level).
+WHOLE_BRAIN_N_SD: float = 2.0
 
 #: Column -> (description, unit) for the stats sidecar JSON.
 MEASURE_COLUMNS: dict[str, tuple[str, str]] = {
@@ -79,7 +93,7 @@ def abnormal_phase_measures(
 
 
 def phase_iron_threshold(
-    control_values: np.ndarray | Sequence[np.ndarray], n_sd: float = 2.0
+    control_values: np.ndarray | Sequence[np.ndarray], n_sd: float = DEFAULT_N_SD
 ) -> float:
     """Control-derived threshold (rad): mean + ``n_sd`` SD of the pooled control phase iron.
 
@@ -97,7 +111,7 @@ def phase_iron_threshold(
 
 
 def pooled_threshold(
-    nvox: Sequence[float], mean: Sequence[float], sd: Sequence[float], n_sd: float = 2.0
+    nvox: Sequence[float], mean: Sequence[float], sd: Sequence[float], n_sd: float = DEFAULT_N_SD
 ) -> float:
     """The same threshold as :func:`phase_iron_threshold` from per-subject summary rows.
 
