@@ -92,45 +92,23 @@ def _peer_phase_iron(phase: np.ndarray, te_echo: float, ref_te: float) -> np.nda
 def subject_measures(d: dict) -> dict:
     """Voxel values per bilateral structure for ours (self-positive ROI) and the peer."""
     from bids_qsm.atlas.structures import aal3_structures
-    from bids_qsm.qsm.background import vsharp
-    from bids_qsm.qsm.geometry import hz_to_ppm
-    from bids_qsm.qsm.r2star import fit_r2star
-    from bids_qsm.swi import SWIOptions, compute_swi, field_from_phase, self_positive_labels
+    from bids_qsm.swi.validation import phase_iron_scan, structure_values
 
-    mag, ph, te, vs, mask = d["mag"], d["phase"], d["te"], d["vs"], d["mask"]
-    labels, b0 = d["labels"], float(d["b0"])
-    field_hz = np.where(mask, field_from_phase(mag, ph, te, vs, 1), 0).astype(np.float32)
-    local_hz, local_mask = vsharp(field_hz, mask, vs, max_radius_mm=12.0, threads=1)
-    r2, _ = fit_r2star(mag, te, mask)
-    opt = SWIOptions()
-    res = compute_swi(
-        mag,
-        ph,
-        te,
-        vs,
-        mask,
-        field_hz=field_hz,
-        options=opt,
-        local_field_ppm=hz_to_ppm(local_hz, b0),
-        local_mask=local_mask,
-        b0_tesla=b0,
-        r2star_hz=r2,
-    )
-    ref_te = float(res.parameters["ReferenceEchoTime_s"])
-    e = int(np.argmin(np.abs(te - ref_te)))
-    peer = _peer_phase_iron(ph[..., e], float(te[e]), ref_te)
     structs = aal3_structures()
-    roi = self_positive_labels(labels, structs, vs, d["b0dir"], opt.gaussian_sigma_mm, mask)
-    ours, theirs = {}, {}
-    pi = res.phase_iron_rad
-    for name in dict.fromkeys(s.name for s in structs):
-        labs = sorted({v for s in structs if s.name == name for v in s.labels})
-        v = pi[np.isin(roi, labs) & mask]
-        ours[name] = v[np.isfinite(v)]
-        theirs[name] = peer[np.isin(labels, labs) & mask]
+    mask = d["mask"]
+    scan = phase_iron_scan(
+        d["mag"], d["phase"], d["te"], d["vs"], mask, d["labels"], d["b0dir"], float(d["b0"]),
+        structs,
+    )  # fmt: skip
+    res = scan.result
+    ref_te = float(res.parameters["ReferenceEchoTime_s"])
+    e = int(np.argmin(np.abs(d["te"] - ref_te)))
+    peer = _peer_phase_iron(d["phase"][..., e], float(d["te"][e]), ref_te)
+    ours = structure_values(res.phase_iron_rad, scan.roi_labels, mask, structs)
+    theirs = structure_values(peer, d["labels"], mask, structs)
     for who in (ours, theirs):
         who["basal_ganglia"] = np.concatenate([who[n] for n in BG])
-    wb = pi[mask]
+    wb = res.phase_iron_rad[mask]
     truth = dict(zip(d["truth_names"].tolist(), d["truth_chi"].tolist(), strict=True))
     return {
         "ours": ours,
