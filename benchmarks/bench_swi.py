@@ -89,7 +89,7 @@ def _peer_phase_iron(phase: np.ndarray, te_echo: float, ref_te: float) -> np.nda
     return (-out * (ref_te / te_echo)).astype(np.float32)
 
 
-def subject_measures(d: dict) -> dict:
+def subject_measures(d: dict, options: Any = None, dominance: float | None = 2.0) -> dict:
     """Voxel values per bilateral structure for ours (self-positive ROI) and the peer."""
     from bids_qsm.atlas.structures import aal3_structures
     from bids_qsm.swi.validation import phase_iron_scan, structure_values
@@ -98,7 +98,7 @@ def subject_measures(d: dict) -> dict:
     mask = d["mask"]
     scan = phase_iron_scan(
         d["mag"], d["phase"], d["te"], d["vs"], mask, d["labels"], d["b0dir"], float(d["b0"]),
-        structs,
+        structs, options, dominance,
     )  # fmt: skip
     res = scan.result
     ref_te = float(res.parameters["ReferenceEchoTime_s"])
@@ -152,6 +152,14 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
             row[f"{who}_r_mean"] = _r(chi, means)
             row[f"{who}_r_mpapt"] = _r(chi, [_mpapt(v, thr) for v in vals])
         rows.append(row)
+    sweep = {}
+    for who in ("ours", "peer"):
+        for k in (0.0, 0.5, 1.0, 2.0):
+            for name in KEY:
+                chi = [s["truth"][name] for s in hc]
+                vals = [s[who][name] for s in hc]
+                thr = _threshold(vals, k)
+                sweep[f"{who}|{k:g}|{name}"] = _r(chi, [_mpapt(v, thr) for v in vals])
     wb = {}
     for who in ("ours", "peer"):
         thr = _threshold([s[f"{who}_wb"] for s in hc], wb_n_sd)
@@ -175,7 +183,7 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
                 sd = np.sqrt((np.nanvar(a, ddof=1) + np.nanvar(b, ddof=1)) / 2)
                 diffs[name + "_d"] = diffs[name] / sd if sd > 0 else float("nan")
             effect[who] = diffs
-    return {"rows": rows, "whole_brain": wb, "ms_minus_hc_mpapt": effect}
+    return {"rows": rows, "whole_brain": wb, "ms_minus_hc_mpapt": effect, "n_sd_sweep": sweep}
 
 
 def print_validity(out: dict[str, Any], header: str) -> None:
@@ -192,6 +200,12 @@ def print_validity(out: dict[str, Any], header: str) -> None:
             f"| {r['ours_r_mean']:.2f} | {r['ours_r_mpapt']:.2f} | {r['peer_min_mean_rad']:+.3f} "
             f"| {r['peer_r_mean']:.2f} | {r['peer_r_mpapt']:.2f} |"
         )
+    print("\n| r(MP-APT, true chi) at threshold control mean + n SD | " + " | ".join(KEY) + " |")
+    print("|---|" + "---:|" * len(KEY))
+    for who in ("ours", "peer"):
+        for k in (0.0, 0.5, 1.0, 2.0):
+            vals = [out["n_sd_sweep"][f"{who}|{k:g}|{name}"] for name in KEY]
+            print(f"| {who}, n = {k:g} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     print("\n| controls' whole-brain abnormal-phase volume | ours | peer |\n|---|---:|---:|")
     wb = out["whole_brain"]
     print(
@@ -259,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-patients", type=int, default=10)
     ap.add_argument("--iron-sd", default="literature", help="as --iron-sd-ppb of the simulator")
     ap.add_argument("--n-sd", type=float, default=None, help="structure threshold (default: SWI)")
+    ap.add_argument("--sigma-mm", type=float, default=None, help="in-plane Gaussian sigma")
+    ap.add_argument("--field-source", choices=("local", "total"), default=None)
+    ap.add_argument("--dominance", type=float, default=None, help="ROI criterion; <0: no ROI")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="folder caching the simulated subjects")
     ap.add_argument("--threads", type=int, default=1)
@@ -277,17 +294,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from bids_qsm.simulate.cohort import parse_iron_sd
+    from bids_qsm.swi import DEFAULT_DOMINANCE, SWIOptions
     from bids_qsm.swi.phase_iron import DEFAULT_N_SD, WHOLE_BRAIN_N_SD
 
     sd = parse_iron_sd(args.iron_sd)
+    kw: dict[str, Any] = {}
+    if args.sigma_mm is not None:
+        kw["gaussian_sigma_mm"] = (args.sigma_mm, args.sigma_mm, 0.0)
+    if args.field_source is not None:
+        kw["field_source"] = args.field_source
+    opt = SWIOptions(**kw)
+    dom = DEFAULT_DOMINANCE if args.dominance is None else args.dominance
+    dom = None if dom < 0 else dom
     cache = Path(args.cache) if args.cache else None
     t0 = time.perf_counter()
     hc = [
-        subject_measures(_simulate(args.preset, i, "HC", sd, args.seed, cache))
+        subject_measures(_simulate(args.preset, i, "HC", sd, args.seed, cache), opt, dom)
         for i in range(args.n_controls)
     ]
     ms = [
-        subject_measures(_simulate(args.preset, i, "MS", sd, args.seed, cache))
+        subject_measures(_simulate(args.preset, i, "MS", sd, args.seed, cache), opt, dom)
         for i in range(args.n_patients)
     ]
     n_sd = DEFAULT_N_SD if args.n_sd is None else args.n_sd
@@ -297,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         f"SWI phase-iron validity: preset={args.preset} controls={args.n_controls} "
         f"patients={args.n_patients} (EDSS 3) iron SD={args.iron_sd} structure threshold = "
         f"control mean + {n_sd:g} SD (whole brain {WHOLE_BRAIN_N_SD:g} SD) seed={args.seed} "
+        f"high-pass {opt.field_source} field, sigma {list(opt.gaussian_sigma_mm)} mm, "
+        f"ROI dominance {dom} "
         f"load={load:.1f} ({time.perf_counter() - t0:.0f} s)\n",
     )
     if args.json:

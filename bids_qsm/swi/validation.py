@@ -18,7 +18,7 @@ from bids_qsm.atlas.structures import StructureDef
 from bids_qsm.qsm.background import vsharp
 from bids_qsm.qsm.geometry import hz_to_ppm
 from bids_qsm.qsm.r2star import fit_r2star
-from bids_qsm.swi.dipole_roi import self_positive_labels
+from bids_qsm.swi.dipole_roi import DEFAULT_DOMINANCE, self_positive_labels
 from bids_qsm.swi.highpass import field_from_phase
 from bids_qsm.swi.pipeline import SWIOptions, SWIResult, compute_swi
 
@@ -46,8 +46,12 @@ def phase_iron_scan(
     b0_tesla: float,
     structures: Sequence[StructureDef],
     options: SWIOptions | None = None,
+    dominance: float | None = DEFAULT_DOMINANCE,
 ) -> PhaseIronScan:
-    """Run the SWI phase-iron chain on one multi-echo scan (see the module docstring)."""
+    """Run the SWI phase-iron chain on one multi-echo scan (see the module docstring).
+
+    ``dominance``: the self-positive ROI criterion; None = plain labels (no ROI).
+    """
     opt = options or SWIOptions()
     vs = np.asarray(voxel_size, float)
     te = np.asarray(te_s, float)
@@ -70,7 +74,11 @@ def phase_iron_scan(
     sigma = opt.gaussian_sigma_mm
     if opt.gaussian_sigma_vox is not None:
         sigma = tuple(s * d for s, d in zip(opt.gaussian_sigma_vox, vs, strict=True))
-    roi = self_positive_labels(labels, structures, vs, b0_dir, sigma, mask)
+    roi = (
+        np.asarray(labels)
+        if dominance is None
+        else self_positive_labels(labels, structures, vs, b0_dir, sigma, mask, dominance=dominance)
+    )
     return PhaseIronScan(res, roi, np.asarray(labels), np.asarray(mask, bool))
 
 
