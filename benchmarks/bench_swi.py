@@ -140,6 +140,9 @@ def _r(x: list[float], y: list[float]) -> float:
 
 def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dict[str, Any]:
     """Correlations, signs, whole-brain abnormal volume and MS - HC difference."""
+    from bids_qsm.swi.pipeline import SWIOptions
+
+    default = SWIOptions().apt_threshold_rad
     rows = []
     for name in (*KEY, *OTHER):
         chi = [s["truth"][name] for s in hc]
@@ -151,6 +154,8 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
             row[f"{who}_min_mean_rad"] = min(means)
             row[f"{who}_r_mean"] = _r(chi, means)
             row[f"{who}_r_mpapt"] = _r(chi, [_mpapt(v, thr) for v in vals])
+            row[f"{who}_r_aptvol"] = _r(chi, [float((v > thr).sum()) for v in vals])
+            row[f"{who}_r_mpapt_default"] = _r(chi, [_mpapt(v, default) for v in vals])
         rows.append(row)
     sweep = {}
     for who in ("ours", "peer"):
@@ -191,13 +196,15 @@ def print_validity(out: dict[str, Any], header: str) -> None:
     print(header)
     print(
         "| structure | true chi ppb | ours min mean rad | ours r(mean) | ours r(MP-APT) "
+        "| ours r(APT vol) | ours r(MP-APT, participant default) "
         "| peer min mean rad | peer r(mean) | peer r(MP-APT) |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in out["rows"]:
         print(
             f"| {r['structure']} | {r['chi_mean_ppb']:.0f} | {r['ours_min_mean_rad']:+.3f} "
-            f"| {r['ours_r_mean']:.2f} | {r['ours_r_mpapt']:.2f} | {r['peer_min_mean_rad']:+.3f} "
+            f"| {r['ours_r_mean']:.2f} | {r['ours_r_mpapt']:.2f} | {r['ours_r_aptvol']:.2f} "
+            f"| {r['ours_r_mpapt_default']:.2f} | {r['peer_min_mean_rad']:+.3f} "
             f"| {r['peer_r_mean']:.2f} | {r['peer_r_mpapt']:.2f} |"
         )
     print("\n| r(MP-APT, true chi) at threshold control mean + n SD | " + " | ".join(KEY) + " |")
@@ -275,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-sd", type=float, default=None, help="structure threshold (default: SWI)")
     ap.add_argument("--sigma-mm", type=float, default=None, help="in-plane Gaussian sigma")
     ap.add_argument("--field-source", choices=("local", "total"), default=None)
+    ap.add_argument("--highpass", choices=("gaussian", "homodyne"), default=None)
     ap.add_argument("--dominance", type=float, default=None, help="ROI criterion; <0: no ROI")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="folder caching the simulated subjects")
@@ -303,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         kw["gaussian_sigma_mm"] = (args.sigma_mm, args.sigma_mm, 0.0)
     if args.field_source is not None:
         kw["field_source"] = args.field_source
+    if args.highpass is not None:
+        kw["highpass"] = args.highpass
     opt = SWIOptions(**kw)
     dom = DEFAULT_DOMINANCE if args.dominance is None else args.dominance
     dom = None if dom < 0 else dom
@@ -323,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         f"SWI phase-iron validity: preset={args.preset} controls={args.n_controls} "
         f"patients={args.n_patients} (EDSS 3) iron SD={args.iron_sd} structure threshold = "
         f"control mean + {n_sd:g} SD (whole brain {WHOLE_BRAIN_N_SD:g} SD) seed={args.seed} "
-        f"high-pass {opt.field_source} field, sigma {list(opt.gaussian_sigma_mm)} mm, "
+        f"high-pass {opt.highpass} ({opt.field_source} field, sigma "
+        f"{list(opt.gaussian_sigma_mm)} mm), "
         f"ROI dominance {dom} "
         f"load={load:.1f} ({time.perf_counter() - t0:.0f} s)\n",
     )

@@ -116,7 +116,7 @@ def _write(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
-def test_group_thresholds_default_use_rois_and_half_sd(tmp_path: Path):
+def test_group_thresholds_default_use_rois_and_control_mean(tmp_path: Path):
     x, y, z = _grid()
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
     vs = np.array([2.0, 2.0, 2.0])
@@ -145,8 +145,9 @@ def test_group_thresholds_default_use_rois_and_half_sd(tmp_path: Path):
         [np.asarray(nib.load(c.phase_iron).dataobj)[(roi == 77) & (mask > 0)] for c in controls]
     )
     row = thr.loc[("putamen", "L")]
-    assert row["threshold_rad"] == pytest.approx(pooled.mean() + 0.5 * pooled.std(), rel=1e-5)
-    assert row["n_sd"] == 0.5 and row["n_voxels"] == pooled.size
+    assert row["threshold_rad"] == pytest.approx(pooled.mean(), rel=1e-5)
+    assert row["n_sd"] == 0.0 and row["n_voxels"] == pooled.size
+    assert row["control_sd_rad"] == pytest.approx(pooled.std(), rel=1e-4)
     wb = np.concatenate([np.asarray(nib.load(c.phase_iron).dataobj)[mask > 0] for c in controls])
     assert thr.loc[("whole_brain", "bilateral"), "threshold_rad"] == pytest.approx(
         wb.mean() + 2 * wb.std(), rel=1e-4

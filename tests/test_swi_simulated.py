@@ -179,7 +179,7 @@ def test_phase_iron_and_mpapt_follow_planted_iron_and_ms_effect(sim_results):
     )
     for name in KEY:
         chi = [t[name] for t in truth]
-        thr = phase_iron_threshold([s[name] for s in hc])  # control mean + 0.5 SD
+        thr = phase_iron_threshold([s[name] for s in hc])  # control mean (DEFAULT_N_SD = 0)
         mean = [s[name].mean() for s in hc]
         mpapt = [s[name][s[name] > thr].mean() for s in hc]
         assert np.corrcoef(chi, mean)[0, 1] >= 0.7, name

@@ -193,8 +193,8 @@ def test_control_thresholds_pooled_equals_voxelwise():
     m = [c.mean() for c in controls]
     s = [c.std() for c in controls]
     assert pooled_threshold(n, m, s, 2.0) == pytest.approx(expected, rel=1e-9)
-    # default: DEFAULT_N_SD (0.5) SDs above the control mean, the measured choice
-    half = pooled.mean() + 0.5 * pooled.std()
+    # default: DEFAULT_N_SD (0) SDs above the control mean, the measured choice
+    half = pooled.mean()
     assert phase_iron_threshold(controls) == pytest.approx(half, rel=1e-12)
     assert pooled_threshold(n, m, s) == pytest.approx(half, rel=1e-9)
     # Buffalo convention: filtered phase (iron negative) mean - 2 SD, sign-flipped

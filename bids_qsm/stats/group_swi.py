@@ -3,9 +3,9 @@
 Buffalo SWI-phase iron (Hagemeier 2012, Habib 2012): within each structure, abnormal-phase
 tissue is the voxels whose phase iron (iron positive, rad) exceeds the healthy-control
 ``mean + n_sd SD`` of that structure (the "control mean - n SD" of the SWI filtered phase, whose
-sign is opposite). ``n_sd`` defaults to :data:`bids_qsm.swi.phase_iron.DEFAULT_N_SD` (0.5,
-chosen by measurement against the simulator's truth; Buffalo used 2, which does not follow iron
-there) and to 2 SD for the whole-brain row (an artefact/quality measure). Structures are
+sign is opposite). ``n_sd`` defaults to :data:`bids_qsm.swi.phase_iron.DEFAULT_N_SD` (0: the
+control mean, chosen by measurement against the simulator's truth; Buffalo used 2, which does
+not follow iron there) and to 2 SD for the whole-brain row (an artefact/quality measure). Structures are
 measured over their self-positive ROIs (:func:`bids_qsm.swi.dipole_roi.self_positive_labels`,
 from the label image, the voxel size, the B0 direction of the affine and the Gaussian width of
 the phase-iron sidecar), as at participant level. The threshold pools the voxels of the

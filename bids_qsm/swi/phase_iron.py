@@ -15,9 +15,10 @@ structure over the controls) or, from the per-subject summary rows of the stats 
 
 Measured choice of the number of SDs (``benchmarks/bench_swi.py``, ``docs/methods_swi.md``):
 with Buffalo's 2 SD of the pooled control voxels only a few, mostly noise-selected voxels of a
-structure pass and MP-APT does not follow iron across subjects (r < 0.5 in the putamen, red
-nucleus and pulvinar on the simulator); at :data:`DEFAULT_N_SD` = 0.5 SD it does (r >= 0.75 in
-the six iron-rich structures). The whole-brain row keeps :data:`WHOLE_BRAIN_N_SD` = 2 SD: it is
+structure pass and MP-APT does not follow iron across subjects (r = -0.2 to 0.64 in the six
+iron-rich structures on the simulator); the correlation rises as the threshold falls, and is
+best at :data:`DEFAULT_N_SD` = 0, the control mean (r = 0.76 to 0.98): abnormal-phase tissue is
+then the tissue whose phase iron exceeds the controls' average for that structure. The whole-brain row keeps :data:`WHOLE_BRAIN_N_SD` = 2 SD: it is
 a quality measure of background/interface artefact, not an iron measure.
 
 MP-APT (mean phase of abnormal-phase tissue) is the mean phase iron of the abnormal voxels
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: SDs above the control mean defining abnormal phase in a structure (group level).
-DEFAULT_N_SD: float = 0.5
+DEFAULT_N_SD: float = 0.0
 #: SDs above the control mean defining abnormal phase over the whole brain (group level).
 WHOLE_BRAIN_N_SD: float = 2.0
 
