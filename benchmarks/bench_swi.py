@@ -89,8 +89,11 @@ def _peer_phase_iron(phase: np.ndarray, te_echo: float, ref_te: float) -> np.nda
     return (-out * (ref_te / te_echo)).astype(np.float32)
 
 
-def subject_measures(d: dict, options: Any = None, dominance: float | None = 2.0) -> dict:
-    """Voxel values per bilateral structure for ours (self-positive ROI) and the peer."""
+def subject_measures(
+    d: dict, options: Any = None, dominance: float | None = 2.0, mpapt_roi: bool = False
+) -> dict:
+    """Voxel values per bilateral structure: ours (mean over the self-positive ROI, MP-APT
+    over the whole structure, or over the ROI with ``mpapt_roi``) and the peer (labels)."""
     from bids_qsm.atlas.structures import aal3_structures
     from bids_qsm.swi.validation import phase_iron_scan, structure_values
 
@@ -104,15 +107,20 @@ def subject_measures(d: dict, options: Any = None, dominance: float | None = 2.0
     ref_te = float(res.parameters["ReferenceEchoTime_s"])
     e = int(np.argmin(np.abs(d["te"] - ref_te)))
     peer = _peer_phase_iron(d["phase"][..., e], float(d["te"][e]), ref_te)
-    ours = structure_values(res.phase_iron_rad, scan.roi_labels, mask, structs)
+    ours_mean = structure_values(res.phase_iron_rad, scan.roi_labels, mask, structs)
+    ours = (
+        ours_mean if mpapt_roi else structure_values(res.phase_iron_rad, d["labels"], mask, structs)
+    )
     theirs = structure_values(peer, d["labels"], mask, structs)
-    for who in (ours, theirs):
+    for who in (ours, theirs, ours_mean):
         who["basal_ganglia"] = np.concatenate([who[n] for n in BG])
     wb = res.phase_iron_rad[mask]
     truth = dict(zip(d["truth_names"].tolist(), d["truth_chi"].tolist(), strict=True))
     return {
         "ours": ours,
+        "ours_mean": ours_mean,
         "peer": theirs,
+        "peer_mean": theirs,
         "ours_wb": wb[np.isfinite(wb)],
         "peer_wb": peer[mask],
         "nbrain": int(mask.sum()),
@@ -150,7 +158,7 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
         for who in ("ours", "peer"):
             vals = [s[who][name] for s in hc]
             thr = _threshold(vals, n_sd)
-            means = [float(v.mean()) for v in vals]
+            means = [float(s[f"{who}_mean"][name].mean()) for s in hc]
             row[f"{who}_min_mean_rad"] = min(means)
             row[f"{who}_r_mean"] = _r(chi, means)
             row[f"{who}_r_mpapt"] = _r(chi, [_mpapt(v, thr) for v in vals])
@@ -284,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--field-source", choices=("local", "total"), default=None)
     ap.add_argument("--highpass", choices=("gaussian", "homodyne"), default=None)
     ap.add_argument("--dominance", type=float, default=None, help="ROI criterion; <0: no ROI")
+    ap.add_argument("--mpapt-roi", action="store_true", help="MP-APT over the ROI too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="folder caching the simulated subjects")
     ap.add_argument("--threads", type=int, default=1)
@@ -319,11 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache) if args.cache else None
     t0 = time.perf_counter()
     hc = [
-        subject_measures(_simulate(args.preset, i, "HC", sd, args.seed, cache), opt, dom)
+        subject_measures(
+            _simulate(args.preset, i, "HC", sd, args.seed, cache), opt, dom, args.mpapt_roi
+        )
         for i in range(args.n_controls)
     ]
     ms = [
-        subject_measures(_simulate(args.preset, i, "MS", sd, args.seed, cache), opt, dom)
+        subject_measures(
+            _simulate(args.preset, i, "MS", sd, args.seed, cache), opt, dom, args.mpapt_roi
+        )
         for i in range(args.n_patients)
     ]
     n_sd = DEFAULT_N_SD if args.n_sd is None else args.n_sd
@@ -335,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         f"control mean + {n_sd:g} SD (whole brain {WHOLE_BRAIN_N_SD:g} SD) seed={args.seed} "
         f"high-pass {opt.highpass} ({opt.field_source} field, sigma "
         f"{list(opt.gaussian_sigma_mm)} mm), "
-        f"ROI dominance {dom} "
+        f"ROI dominance {dom} (MP-APT over {'ROI' if args.mpapt_roi else 'whole structure'}) "
         f"load={load:.1f} ({time.perf_counter() - t0:.0f} s)\n",
     )
     if args.json:

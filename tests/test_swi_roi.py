@@ -138,17 +138,47 @@ def test_group_thresholds_default_use_rois_and_control_mean(tmp_path: Path):
                 _write(d / "mask.nii.gz", mask, aff),
             )
         )
+    pi_all = [np.asarray(nib.load(c.phase_iron).dataobj) for c in controls]
+    # default: whole structure, control mean (n_sd = 0); whole brain: mean + 2 SD
     thr = S.control_thresholds(controls, structs).set_index(["structure", "hemisphere"])
-    roi = self_positive_labels(labels, structs, vs, (0, 0, 1), (2.0, 2.0, 0.0), mask > 0)
-    assert 0 < (roi == 77).sum() < (labels == 77).sum()
-    pooled = np.concatenate(
-        [np.asarray(nib.load(c.phase_iron).dataobj)[(roi == 77) & (mask > 0)] for c in controls]
-    )
+    pooled = np.concatenate([p[(labels == 77) & (mask > 0)] for p in pi_all])
     row = thr.loc[("putamen", "L")]
     assert row["threshold_rad"] == pytest.approx(pooled.mean(), rel=1e-5)
     assert row["n_sd"] == 0.0 and row["n_voxels"] == pooled.size
     assert row["control_sd_rad"] == pytest.approx(pooled.std(), rel=1e-4)
-    wb = np.concatenate([np.asarray(nib.load(c.phase_iron).dataobj)[mask > 0] for c in controls])
+    wb = np.concatenate([p[mask > 0] for p in pi_all])
     assert thr.loc[("whole_brain", "bilateral"), "threshold_rad"] == pytest.approx(
         wb.mean() + 2 * wb.std(), rel=1e-4
     )
+    # optional: over the self-positive ROIs (B0 from the affine, sigma from the default)
+    thr_roi = S.control_thresholds(controls, structs, dominance=2.0)
+    thr_roi = thr_roi.set_index(["structure", "hemisphere"])
+    roi = self_positive_labels(labels, structs, vs, (0, 0, 1), (2.0, 2.0, 0.0), mask > 0)
+    assert 0 < (roi == 77).sum() < (labels == 77).sum()
+    pooled = np.concatenate([p[(roi == 77) & (mask > 0)] for p in pi_all])
+    assert thr_roi.loc[("putamen", "L"), "threshold_rad"] == pytest.approx(pooled.mean(), rel=1e-5)
+    assert thr_roi.loc[("putamen", "L"), "n_voxels"] == pooled.size
+
+
+def test_regional_table_mean_over_roi_mpapt_over_structure_nan_ignored():
+    from bids_qsm.stats.regional import regional_table
+
+    labels = np.zeros((6, 6, 6), np.int32)
+    labels[1:5, 1:5, 1:5] = 77
+    roi = labels.copy()
+    roi[1:3] = 0  # half of the putamen is outside its ROI
+    pi = np.full(labels.shape, 0.01, np.float32)
+    pi[3:5] = 0.05
+    pi[4, 4, 4] = np.nan  # excluded by the phase-quality mask
+    chi = np.zeros(labels.shape, np.float32)
+    mask = np.ones(labels.shape, bool)
+    df = regional_table(
+        chi, labels, mask, [StructureDef("putamen", "L", (77,))], 1.0, Entities("sub-01"),
+        "AAL3", phase_iron_rad=pi, hp_phase_rad=-pi, apt_threshold_rad=0.02, phase_labels=roi,
+    )  # fmt: skip
+    r = df[(df.structure == "putamen") & (df.hemisphere == "L")].iloc[0]
+    assert r["phaseiron_mean_rad"] == pytest.approx(0.05)  # ROI only, NaN ignored
+    assert r["hpphase_mean_rad"] == pytest.approx(-0.05)
+    assert r["apt_volume_mm3"] == 31  # whole structure: 32 voxels above 0.02, one NaN
+    assert r["mpapt_rad"] == pytest.approx(0.05)
+    assert r["nvox"] == 64

@@ -5,10 +5,11 @@ tissue is the voxels whose phase iron (iron positive, rad) exceeds the healthy-c
 ``mean + n_sd SD`` of that structure (the "control mean - n SD" of the SWI filtered phase, whose
 sign is opposite). ``n_sd`` defaults to :data:`bids_qsm.swi.phase_iron.DEFAULT_N_SD` (0: the
 control mean, chosen by measurement against the simulator's truth; Buffalo used 2, which does
-not follow iron there) and to 2 SD for the whole-brain row (an artefact/quality measure). Structures are
-measured over their self-positive ROIs (:func:`bids_qsm.swi.dipole_roi.self_positive_labels`,
-from the label image, the voxel size, the B0 direction of the affine and the Gaussian width of
-the phase-iron sidecar), as at participant level. The threshold pools the voxels of the
+not follow iron there) and to 2 SD for the whole-brain row (an artefact/quality measure).
+Structures are measured whole (the threshold selects the voxels), or over their self-positive
+ROIs (``dominance``; :func:`bids_qsm.swi.dipole_roi.self_positive_labels`, rebuilt from the
+label image, the voxel size, the B0 direction of the affine and the Gaussian width of the
+phase-iron sidecar). The threshold pools the voxels of the
 structure (per hemisphere, and L+R for the bilateral rows) over all controls; MP-APT (mean phase
 of abnormal-phase tissue) and the abnormal-phase volume are then recomputed for every participant
 from the participant's
@@ -31,7 +32,7 @@ import pandas as pd
 
 from bids_qsm.atlas.structures import StructureDef
 from bids_qsm.qsm.geometry import b0_direction_from_affine
-from bids_qsm.swi.dipole_roi import DEFAULT_DOMINANCE, self_positive_labels
+from bids_qsm.swi.dipole_roi import self_positive_labels
 from bids_qsm.swi.phase_iron import (
     DEFAULT_N_SD,
     WHOLE_BRAIN_N_SD,
@@ -117,7 +118,7 @@ def _measures(
     inputs: SwiInputs,
     regions: list[StructureDef],
     threshold: float | Mapping[str, float],
-    dominance: float | None = DEFAULT_DOMINANCE,
+    dominance: float | None = None,
 ) -> pd.DataFrame:
     """Regional phase measures (structures over their ROIs, and whole brain) of one input."""
     pimg = nib.load(inputs.phase_iron)
@@ -171,12 +172,13 @@ def control_thresholds(
     structures: Sequence[StructureDef],
     n_sd: float = DEFAULT_N_SD,
     whole_brain_n_sd: float = WHOLE_BRAIN_N_SD,
-    dominance: float | None = DEFAULT_DOMINANCE,
+    dominance: float | None = None,
 ) -> pd.DataFrame:
     """Per structure/hemisphere threshold = mean + ``n_sd`` SD of the pooled control voxels.
 
-    The whole-brain row uses ``whole_brain_n_sd``. ``dominance``: the self-positive ROI
-    criterion (None = the plain labels); pass the same value to :func:`recompute_mpapt`.
+    The whole-brain row uses ``whole_brain_n_sd``. ``dominance``: measure over the
+    self-positive ROIs with this criterion (default None: the whole structure, as MP-APT is
+    defined and as measured best); pass the same value to :func:`recompute_mpapt`.
     """
     regions = regions_with_bilateral(structures)
     parts = [_measures(inp, regions, np.inf, dominance) for inp in control_inputs]
@@ -211,7 +213,7 @@ def recompute_mpapt(
     inputs: Mapping[tuple[str, str, str, str], SwiInputs],
     thresholds: pd.DataFrame,
     structures: Sequence[StructureDef],
-    dominance: float | None = DEFAULT_DOMINANCE,
+    dominance: float | None = None,
 ) -> pd.DataFrame:
     """Replace ``mpapt_rad``, ``apt_volume_mm3`` and ``apt_threshold_rad`` in ``long``.
 

@@ -68,11 +68,14 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "chi_p75_ppm": {"Description": "75th percentile of susceptibility.", "Units": "ppm"},
     "r2star_mean_hz": {"Description": "Mean R2* (n/a for single-echo data).", "Units": "Hz"},
     "hpphase_mean_rad": {
-        "Description": "Mean SWI high-pass filtered phase (SWI convention: paramagnetic negative).",
+        "Description": "Mean SWI high-pass filtered phase (SWI convention: paramagnetic "
+        "negative) over the structure's self-positive ROI (voxels where the structure's own "
+        "iron raises the filtered phase; docs/methods_swi.md).",
         "Units": "rad",
     },
     "phaseiron_mean_rad": {
-        "Description": "Mean phase-iron value (negated filtered phase: iron positive).",
+        "Description": "Mean phase-iron value (negated filtered phase: iron positive) over the "
+        "structure's self-positive ROI; voxels excluded by the phase-quality mask ignored.",
         "Units": "rad",
     },
     "mpapt_rad": {
@@ -180,9 +183,10 @@ def regional_table(
     apt_threshold_rad
         Abnormal-phase threshold in phase-iron units, one value or one per structure name.
     phase_labels
-        Labels for the phase columns (``hpphase``, ``phaseiron``, MP-APT), e.g. the
-        self-positive ROIs of :func:`bids_qsm.swi.dipole_roi.self_positive_labels`;
-        default ``labels``. Phase statistics use finite values only (NaN = excluded by the
+        Labels for the mean phase columns (``hpphase_mean_rad``, ``phaseiron_mean_rad``),
+        e.g. the self-positive ROIs of :func:`bids_qsm.swi.dipole_roi.self_positive_labels`;
+        default ``labels``. MP-APT and the abnormal-phase volume use the whole structure
+        (``labels``). Phase statistics use finite values only (NaN = excluded by the
         phase-quality mask).
     """
     mask = np.asarray(mask, dtype=bool)
@@ -225,9 +229,11 @@ def regional_table(
             if isinstance(apt_threshold_rad, Mapping)
             else apt_threshold_rad
         )
-        if phase_iron_rad is not None and thr is not None and psel.any():
+        if phase_iron_rad is not None and thr is not None and sel.any():
+            # MP-APT over the whole structure: the threshold selects the voxels (measured
+            # better than the ROI for MP-APT, docs/methods_swi.md)
             row["mpapt_rad"], row["apt_volume_mm3"] = phase_abnormality(
-                phase_iron_rad, psel, float(thr), voxel_volume_mm3
+                phase_iron_rad, sel, float(thr), voxel_volume_mm3
             )
             row["apt_threshold_rad"] = float(thr)
         else:

@@ -17,9 +17,10 @@ Measured choice of the number of SDs (``benchmarks/bench_swi.py``, ``docs/method
 with Buffalo's 2 SD of the pooled control voxels only a few, mostly noise-selected voxels of a
 structure pass and MP-APT does not follow iron across subjects (r = -0.2 to 0.64 in the six
 iron-rich structures on the simulator); the correlation rises as the threshold falls, and is
-best at :data:`DEFAULT_N_SD` = 0, the control mean (r = 0.76 to 0.98): abnormal-phase tissue is
-then the tissue whose phase iron exceeds the controls' average for that structure. The whole-brain row keeps :data:`WHOLE_BRAIN_N_SD` = 2 SD: it is
-a quality measure of background/interface artefact, not an iron measure.
+best at :data:`DEFAULT_N_SD` = 0, the control mean (r = 0.79 to 0.99): abnormal-phase tissue is
+then the tissue whose phase iron exceeds the controls' average for that structure. The
+whole-brain row keeps :data:`WHOLE_BRAIN_N_SD` = 2 SD: it is a quality measure of
+background/interface artefact, not an iron measure.
 
 MP-APT (mean phase of abnormal-phase tissue) is the mean phase iron of the abnormal voxels
 (positive, rad); it *cannot* be recomputed from summary statistics for a new threshold, so the
