@@ -95,6 +95,7 @@ def subject_measures(
     """Voxel values per bilateral structure: ours (mean over the self-positive ROI, MP-APT
     over the whole structure, or over the ROI with ``mpapt_roi``) and the peer (labels)."""
     from bids_qsm.atlas.structures import aal3_structures
+    from bids_qsm.swi.phase_iron import participant_threshold
     from bids_qsm.swi.validation import phase_iron_scan, structure_values
 
     structs = aal3_structures()
@@ -124,6 +125,8 @@ def subject_measures(
         "ours_wb": wb[np.isfinite(wb)],
         "peer_wb": peer[mask],
         "nbrain": int(mask.sum()),
+        "ours_default_thr": float(res.parameters["AbnormalPhaseThreshold_rad"]),
+        "peer_default_thr": participant_threshold(peer, mask),
         "truth": truth,
         "params": res.parameters,
     }
@@ -148,9 +151,6 @@ def _r(x: list[float], y: list[float]) -> float:
 
 def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dict[str, Any]:
     """Correlations, signs, whole-brain abnormal volume and MS - HC difference."""
-    from bids_qsm.swi.pipeline import SWIOptions
-
-    default = SWIOptions().apt_threshold_rad
     rows = []
     for name in (*KEY, *OTHER):
         chi = [s["truth"][name] for s in hc]
@@ -163,7 +163,9 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
             row[f"{who}_r_mean"] = _r(chi, means)
             row[f"{who}_r_mpapt"] = _r(chi, [_mpapt(v, thr) for v in vals])
             row[f"{who}_r_aptvol"] = _r(chi, [float((v > thr).sum()) for v in vals])
-            row[f"{who}_r_mpapt_default"] = _r(chi, [_mpapt(v, default) for v in vals])
+            row[f"{who}_r_mpapt_default"] = _r(
+                chi, [_mpapt(s[who][name], s[f"{who}_default_thr"]) for s in hc]
+            )
         rows.append(row)
     sweep = {}
     for who in ("ours", "peer"):
@@ -178,10 +180,7 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
         thr = _threshold([s[f"{who}_wb"] for s in hc], wb_n_sd)
         fr = [float((s[f"{who}_wb"] > thr).sum() / s["nbrain"]) for s in hc]
         wb[who] = {"threshold_rad": thr, "max_fraction": max(fr), "mean_fraction": np.mean(fr)}
-        from bids_qsm.swi.pipeline import SWIOptions
-
-        fixed = SWIOptions().apt_threshold_rad
-        fr = [float((s[f"{who}_wb"] > fixed).sum() / s["nbrain"]) for s in hc]
+        fr = [float((s[f"{who}_wb"] > s[f"{who}_default_thr"]).sum() / s["nbrain"]) for s in hc]
         wb[who]["max_fraction_participant_default"] = max(fr)
     effect = {}
     if ms:

@@ -182,3 +182,27 @@ def test_regional_table_mean_over_roi_mpapt_over_structure_nan_ignored():
     assert r["apt_volume_mm3"] == 31  # whole structure: 32 voxels above 0.02, one NaN
     assert r["mpapt_rad"] == pytest.approx(0.05)
     assert r["nvox"] == 64
+
+
+def test_participant_threshold_and_sidecar_rule():
+    from bids_qsm.swi import SWIOptions, compute_swi
+    from bids_qsm.swi.phase_iron import participant_threshold
+
+    rng = np.random.default_rng(1)
+    pi = rng.normal(0.01, 0.02, SHAPE).astype(np.float32)
+    pi[0] = np.nan
+    mask = np.ones(SHAPE, bool)
+    v = pi[np.isfinite(pi)].astype(np.float64)
+    assert participant_threshold(pi, mask) == pytest.approx(v.mean() + 2 * v.std(), rel=1e-6)
+    x, y, z = _grid()
+    brain = x**2 + y**2 + z**2 <= 20**2
+    field = np.where(brain, rng.normal(0, 1.0, SHAPE), 0).astype(np.float32)
+    mag = np.repeat(brain[..., None].astype(np.float32), 2, axis=-1)
+    r = compute_swi(mag, None, (0.01, 0.02), VS, brain, field)
+    got = r.parameters["AbnormalPhaseThreshold_rad"]
+    assert got == pytest.approx(participant_threshold(r.phase_iron_rad, brain), rel=1e-6)
+    assert r.parameters["AbnormalPhaseThresholdRule"].startswith("brain mean + 2 SD")
+    fixed = compute_swi(
+        mag, None, (0.01, 0.02), VS, brain, field, SWIOptions(apt_threshold_rad=0.1)
+    )
+    assert fixed.parameters["AbnormalPhaseThreshold_rad"] == 0.1

@@ -127,7 +127,8 @@ def test_default_chain_positive_in_iron_rich_structures_and_small_abnormal_volum
     plain = structure_values(pi, sim.labels, sim.brain_mask, structs)
     assert plain["substantia_nigra"].mean() < roi["substantia_nigra"].mean()
     # whole-brain abnormal-phase volume at the participant default threshold: < 5 % of brain
-    default = SWIOptions().apt_threshold_rad
+    default = scan.result.parameters["AbnormalPhaseThreshold_rad"]  # brain mean + 2 SD
+    assert 0 < default < 0.2
     frac = np.count_nonzero(np.nan_to_num(pi[sim.brain_mask]) > default) / sim.brain_mask.sum()
     assert frac < 0.05
     assert scan.result.parameters["PhaseIronFieldSource"] == "local"

@@ -32,6 +32,7 @@ from bids_qsm.swi.highpass import (
     sigma_mm_to_vox,
 )
 from bids_qsm.swi.minip import minip, slab_voxels
+from bids_qsm.swi.phase_iron import participant_threshold
 from bids_qsm.swi.swi import combine_magnitude, swi_image
 
 LOGGER = logging.getLogger("bids_qsm.swi")
@@ -71,8 +72,10 @@ class SWIOptions:
     reference_te_s : TE (s) at which the filtered field is expressed as a phase; None = the
         acquired echo closest to 20 ms.
     apt_threshold_rad : participant-level abnormal-phase threshold in phase-iron units (rad at
-        the reference TE, iron positive): voxels above it are "abnormal". It scales with
-        B0 x TE; the control-derived per-structure threshold of the group level is preferred.
+        the reference TE, iron positive): voxels above it are "abnormal". None (default): the
+        run's own brain mean + 2 SD of the phase-iron map
+        (:func:`bids_qsm.swi.phase_iron.participant_threshold`), which follows B0, TE and
+        noise; the control-derived per-structure threshold of the group level is preferred.
     quality_edge_mm, quality_r2star_max_hz, quality_residual_max : phase-quality mask of the
         phase-iron map (:func:`bids_qsm.swi.dipole_roi.phase_quality_mask`): voxels closer
         than this to the brain edge (mm), with R2* above this (Hz at 3 T, scaled with B0) or
@@ -92,7 +95,7 @@ class SWIOptions:
     minip_mode: str = "sliding"
     slice_axis: int = 2
     reference_te_s: float | None = None
-    apt_threshold_rad: float = 0.05
+    apt_threshold_rad: float | None = None
     quality_edge_mm: float = 4.0
     quality_r2star_max_hz: float = 80.0
     quality_residual_max: float = 0.3
@@ -355,7 +358,13 @@ def compute_swi(
         "FitResidualMax": float(opt.quality_residual_max) if fit_residual is not None else None,
         "ExcludedFraction": float(1.0 - quality.sum() / max(int(m.sum()), 1)),
     }
-    params["AbnormalPhaseThreshold_rad"] = float(opt.apt_threshold_rad)
+    if opt.apt_threshold_rad is None:
+        thr = participant_threshold(phase_iron, m) if np.isfinite(phase_iron[m]).sum() > 1 else 0.0
+        params["AbnormalPhaseThresholdRule"] = "brain mean + 2 SD of this run's phase iron"
+    else:
+        thr = float(opt.apt_threshold_rad)
+        params["AbnormalPhaseThresholdRule"] = "fixed (apt_threshold_rad)"
+    params["AbnormalPhaseThreshold_rad"] = float(thr)
     timings["total"] = time.perf_counter() - t_all
     return SWIResult(
         swi=swi,

@@ -80,13 +80,12 @@ def swi_options(config: Any) -> dict[str, Any]:
     return opts
 
 
-def apt_threshold(config: Any) -> float:
-    """Participant-level abnormal-phase threshold (rad): the option, else the SWI default."""
-    from bids_qsm.swi.pipeline import SWIOptions
-
+def apt_threshold(config: Any) -> float | None:
+    """Participant-level abnormal-phase threshold (rad): the option, else None (the run's own
+    brain mean + 2 SD of phase iron, see ``bids_qsm.swi.phase_iron.participant_threshold``)."""
     if config.workflow.apt_threshold_rad is not None:
         return float(config.workflow.apt_threshold_rad)
-    return float(SWIOptions().apt_threshold_rad)
+    return None
 
 
 def omp_threads(config: Any) -> int:
