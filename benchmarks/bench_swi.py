@@ -39,12 +39,15 @@ OTHER = ("thalamus", "nucleus_accumbens", "hippocampus", "amygdala")
 BG = ("caudate", "putamen", "globus_pallidus")
 
 
-def _simulate(preset: str, i: int, group: str, sd: Any, seed: int, cache: Path | None) -> dict:
+def _simulate(
+    preset: str, i: int, group: str, sd: Any, seed: int, cache: Path | None, tag: str = ""
+) -> dict:
     """One simulated subject as a dict of arrays (cached as .npz when ``cache`` is given)."""
     from bids_qsm.simulate import simulate_subject
     from bids_qsm.simulate.acquisition import HeadPose
 
-    path = None if cache is None else cache / f"{preset}_{group}_{seed}_{i:02d}.npz"
+    name = f"{preset}_{group}_{seed}_{i:02d}{tag}.npz"
+    path = None if cache is None else cache / name
     if path is not None and path.is_file():
         return dict(np.load(path, allow_pickle=True))
     rng = np.random.default_rng([seed, i, 1 if group == "MS" else 0])
@@ -314,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     from bids_qsm.swi.phase_iron import DEFAULT_N_SD, WHOLE_BRAIN_N_SD
 
     sd = parse_iron_sd(args.iron_sd)
+    tag = (
+        ""
+        if args.iron_sd == "literature"
+        else "_sd-" + "".join(c if c.isalnum() else "-" for c in args.iron_sd)
+    )
     kw: dict[str, Any] = {}
     if args.sigma_mm is not None:
         kw["gaussian_sigma_mm"] = (args.sigma_mm, args.sigma_mm, 0.0)
@@ -328,13 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     hc = [
         subject_measures(
-            _simulate(args.preset, i, "HC", sd, args.seed, cache), opt, dom, args.mpapt_roi
+            _simulate(args.preset, i, "HC", sd, args.seed, cache, tag), opt, dom, args.mpapt_roi
         )
         for i in range(args.n_controls)
     ]
     ms = [
         subject_measures(
-            _simulate(args.preset, i, "MS", sd, args.seed, cache), opt, dom, args.mpapt_roi
+            _simulate(args.preset, i, "MS", sd, args.seed, cache, tag), opt, dom, args.mpapt_roi
         )
         for i in range(args.n_patients)
     ]
