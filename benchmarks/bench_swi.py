@@ -353,9 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         f"SWI phase-iron validity: preset={args.preset} controls={args.n_controls} "
         f"patients={args.n_patients} (EDSS 3) iron SD={args.iron_sd} structure threshold = "
         f"control mean + {n_sd:g} SD (whole brain {WHOLE_BRAIN_N_SD:g} SD) seed={args.seed} "
-        f"high-pass {opt.highpass} ({opt.field_source} field, sigma "
-        f"{list(opt.gaussian_sigma_mm)} mm), "
-        f"ROI dominance {dom} (MP-APT over {'ROI' if args.mpapt_roi else 'whole structure'}) "
+        + (
+            f"high-pass gaussian ({opt.field_source} field, "
+            f"sigma {list(opt.gaussian_sigma_mm)} mm), "
+            if opt.highpass == "gaussian"
+            else f"high-pass homodyne (window {opt.homodyne_window}), "
+        )
+        + f"ROI dominance {dom} (MP-APT over {'ROI' if args.mpapt_roi else 'whole structure'}) "
         f"load={load:.1f} ({time.perf_counter() - t0:.0f} s)\n",
     )
     if args.json:
