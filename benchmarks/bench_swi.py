@@ -1,132 +1,370 @@
-"""Benchmark of the SWI branch on the simulator's full preset.
+"""Validity (and speed) of the SWI phase-iron measures against the simulator's true susceptibility.
 
-Usage: ``.venv/bin/python benchmarks/bench_swi.py [--preset full] [--threads 2] [--json out.json]``
+Usage::
 
-Prints a Markdown table (stage, time s, peak memory MB). Peak memory is the tracemalloc peak of
-the numpy/Python allocations made *during* the stage (inputs already in memory excluded).
-Timings are wall-clock on whatever else the machine is doing: quote the load with them.
+    .venv/bin/python benchmarks/bench_swi.py [--preset small] [--n-controls 20] [--n-patients 10]
+        [--iron-sd literature] [--cache DIR] [--json out.json]
+    .venv/bin/python benchmarks/bench_swi.py --timing [--preset full]   # stage timings only
+
+Validity mode simulates a cohort (controls with planted between-subject regional iron
+variation, ``--iron-sd``; MS patients with the seed-study basal ganglia effect at EDSS 3;
+random head rotation SD 3 deg) and computes the SWI measures directly with the core functions
+(no Nipype, no registration: the true labels): the field by Laplacian unwrapping of the echo
+differences, V-SHARP (12 mm) as in the QSM core, :func:`bids_qsm.swi.compute_swi` with its
+defaults, the self-positive ROIs and control-derived thresholds. The peer baseline is the
+``phase-unwrap`` package (PyPI, Dewey 2022: Laplacian unwrapping + Gaussian k-space high-pass
+per slice) on the echo closest to 20 ms, over the plain labels, with the same thresholds rule.
+It prints, per structure, the correlation across the controls of the regional phase-iron mean
+and of MP-APT with the true regional chi (bilateral), the minimum over subjects of the mean
+phase-iron (sign), the controls' whole-brain abnormal-phase volume and the MS - HC difference
+of basal-ganglia MP-APT (first ``n_patients`` controls vs the patients).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import time
-import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-def _get(obj: Any, name: str) -> Any:
-    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+KEY = ("globus_pallidus", "putamen", "caudate", "substantia_nigra", "red_nucleus", "pulvinar")
+OTHER = ("thalamus", "nucleus_accumbens", "hippocampus", "amygdala")
+BG = ("caudate", "putamen", "globus_pallidus")
 
 
-def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    t0 = time.perf_counter()
-    out = fn()
-    dt = time.perf_counter() - t0
-    peak = (tracemalloc.get_traced_memory()[1] - base) / 2**20
-    return out, dt, peak
+def _simulate(
+    preset: str, i: int, group: str, sd: Any, seed: int, cache: Path | None, tag: str = ""
+) -> dict:
+    """One simulated subject as a dict of arrays (cached as .npz when ``cache`` is given)."""
+    from bids_qsm.simulate import simulate_subject
+    from bids_qsm.simulate.acquisition import HeadPose
+
+    name = f"{preset}_{group}_{seed}_{i:02d}{tag}.npz"
+    path = None if cache is None else cache / name
+    if path is not None and path.is_file():
+        return dict(np.load(path, allow_pickle=True))
+    rng = np.random.default_rng([seed, i, 1 if group == "MS" else 0])
+    pose = HeadPose(tuple(float(v) for v in np.clip(rng.normal(0, 3.0, 3), -8, 8)))
+    sim = simulate_subject(
+        preset,
+        seed=int(rng.integers(2**31)),
+        group=group,
+        edss=3.0 if group == "MS" else 0.0,
+        between_subject_sd_ppm=sd,
+        pose=pose,
+        workers=1,
+    )
+    rt = sim.regional_truth
+    rt = rt[rt.hemisphere == "bilateral"]
+    d = {
+        "mag": sim.mag,
+        "phase": sim.phase,
+        "te": np.asarray(sim.te_s),
+        "vs": sim.voxel_size,
+        "mask": sim.brain_mask,
+        "labels": sim.labels,
+        "b0dir": sim.b0_dir,
+        "b0": np.float64(sim.b0_tesla),
+        "truth_names": np.asarray(rt.structure, dtype=str),
+        "truth_chi": np.asarray(rt.chi_mean_ppm, float),
+    }
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **d)
+    return d
+
+
+def _peer_phase_iron(phase: np.ndarray, te_echo: float, ref_te: float) -> np.ndarray:
+    """``phase-unwrap`` filtered phase of one echo -> phase iron (rad at ref TE, iron > 0)."""
+    import nibabel as nib
+    from phase_unwrap.cli import unwrap_phase
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints progress
+        out = unwrap_phase(nib.Nifti1Image(phase.astype(np.float32), np.eye(4))).get_fdata()
+    # phase-unwrap negates its output (paramagnetic negative, SWI sign): flip back.
+    return (-out * (ref_te / te_echo)).astype(np.float32)
+
+
+def subject_measures(
+    d: dict, options: Any = None, dominance: float | None = 2.0, mpapt_roi: bool = False
+) -> dict:
+    """Voxel values per bilateral structure: ours (mean over the self-positive ROI, MP-APT
+    over the whole structure, or over the ROI with ``mpapt_roi``) and the peer (labels)."""
+    from bids_qsm.atlas.structures import aal3_structures
+    from bids_qsm.swi.phase_iron import participant_threshold
+    from bids_qsm.swi.validation import phase_iron_scan, structure_values
+
+    structs = aal3_structures()
+    mask = d["mask"]
+    scan = phase_iron_scan(
+        d["mag"], d["phase"], d["te"], d["vs"], mask, d["labels"], d["b0dir"], float(d["b0"]),
+        structs, options, dominance,
+    )  # fmt: skip
+    res = scan.result
+    ref_te = float(res.parameters["ReferenceEchoTime_s"])
+    e = int(np.argmin(np.abs(d["te"] - ref_te)))
+    peer = _peer_phase_iron(d["phase"][..., e], float(d["te"][e]), ref_te)
+    ours_mean = structure_values(res.phase_iron_rad, scan.roi_labels, mask, structs)
+    ours = (
+        ours_mean if mpapt_roi else structure_values(res.phase_iron_rad, d["labels"], mask, structs)
+    )
+    theirs = structure_values(peer, d["labels"], mask, structs)
+    for who in (ours, theirs, ours_mean):
+        who["basal_ganglia"] = np.concatenate([who[n] for n in BG])
+    wb = res.phase_iron_rad[mask]
+    truth = dict(zip(d["truth_names"].tolist(), d["truth_chi"].tolist(), strict=True))
+    return {
+        "ours": ours,
+        "ours_mean": ours_mean,
+        "peer": theirs,
+        "peer_mean": theirs,
+        "ours_wb": wb[np.isfinite(wb)],
+        "peer_wb": peer[mask],
+        "nbrain": int(mask.sum()),
+        "ours_default_thr": float(res.parameters["AbnormalPhaseThreshold_rad"]),
+        "peer_default_thr": participant_threshold(peer, mask),
+        "truth": truth,
+        "params": res.parameters,
+    }
+
+
+def _threshold(values: list[np.ndarray], n_sd: float) -> float:
+    from bids_qsm.swi import phase_iron_threshold
+
+    return phase_iron_threshold(values, n_sd)
+
+
+def _mpapt(v: np.ndarray, thr: float) -> float:
+    ab = v[v > thr]
+    return float(ab.mean()) if ab.size else float("nan")
+
+
+def _r(x: list[float], y: list[float]) -> float:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    return float(np.corrcoef(x[ok], y[ok])[0, 1]) if ok.sum() > 2 else float("nan")
+
+
+def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dict[str, Any]:
+    """Correlations, signs, whole-brain abnormal volume and MS - HC difference."""
+    rows = []
+    for name in (*KEY, *OTHER):
+        chi = [s["truth"][name] for s in hc]
+        row: dict[str, Any] = {"structure": name, "chi_mean_ppb": 1000 * float(np.mean(chi))}
+        for who in ("ours", "peer"):
+            vals = [s[who][name] for s in hc]
+            thr = _threshold(vals, n_sd)
+            means = [float(s[f"{who}_mean"][name].mean()) for s in hc]
+            row[f"{who}_min_mean_rad"] = min(means)
+            row[f"{who}_r_mean"] = _r(chi, means)
+            row[f"{who}_r_mpapt"] = _r(chi, [_mpapt(v, thr) for v in vals])
+            row[f"{who}_r_aptvol"] = _r(chi, [float((v > thr).sum()) for v in vals])
+            row[f"{who}_r_mpapt_default"] = _r(
+                chi, [_mpapt(s[who][name], s[f"{who}_default_thr"]) for s in hc]
+            )
+        rows.append(row)
+    sweep = {}
+    for who in ("ours", "peer"):
+        for k in (0.0, 0.5, 1.0, 2.0):
+            for name in KEY:
+                chi = [s["truth"][name] for s in hc]
+                vals = [s[who][name] for s in hc]
+                thr = _threshold(vals, k)
+                sweep[f"{who}|{k:g}|{name}"] = _r(chi, [_mpapt(v, thr) for v in vals])
+    wb = {}
+    for who in ("ours", "peer"):
+        thr = _threshold([s[f"{who}_wb"] for s in hc], wb_n_sd)
+        fr = [float((s[f"{who}_wb"] > thr).sum() / s["nbrain"]) for s in hc]
+        wb[who] = {"threshold_rad": thr, "max_fraction": max(fr), "mean_fraction": np.mean(fr)}
+        fr = [float((s[f"{who}_wb"] > s[f"{who}_default_thr"]).sum() / s["nbrain"]) for s in hc]
+        wb[who]["max_fraction_participant_default"] = max(fr)
+    effect = {}
+    if ms:
+        ref = hc[: len(ms)]
+        for who in ("ours", "peer"):
+            diffs = {}
+            for name in (*BG, "basal_ganglia"):
+                thr = _threshold([s[who][name] for s in ref], n_sd)
+                a = [_mpapt(s[who][name], thr) for s in ms]
+                b = [_mpapt(s[who][name], thr) for s in ref]
+                diffs[name] = float(np.nanmean(a) - np.nanmean(b))
+                sd = np.sqrt((np.nanvar(a, ddof=1) + np.nanvar(b, ddof=1)) / 2)
+                diffs[name + "_d"] = diffs[name] / sd if sd > 0 else float("nan")
+            effect[who] = diffs
+    return {"rows": rows, "whole_brain": wb, "ms_minus_hc_mpapt": effect, "n_sd_sweep": sweep}
+
+
+def print_validity(out: dict[str, Any], header: str) -> None:
+    """Markdown tables of :func:`validity`."""
+    print(header)
+    print(
+        "| structure | true chi ppb | ours min mean rad | ours r(mean) | ours r(MP-APT) "
+        "| ours r(APT vol) | ours r(MP-APT, participant default) "
+        "| peer min mean rad | peer r(mean) | peer r(MP-APT) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for r in out["rows"]:
+        print(
+            f"| {r['structure']} | {r['chi_mean_ppb']:.0f} | {r['ours_min_mean_rad']:+.3f} "
+            f"| {r['ours_r_mean']:.2f} | {r['ours_r_mpapt']:.2f} | {r['ours_r_aptvol']:.2f} "
+            f"| {r['ours_r_mpapt_default']:.2f} | {r['peer_min_mean_rad']:+.3f} "
+            f"| {r['peer_r_mean']:.2f} | {r['peer_r_mpapt']:.2f} |"
+        )
+    print("\n| r(MP-APT, true chi) at threshold control mean + n SD | " + " | ".join(KEY) + " |")
+    print("|---|" + "---:|" * len(KEY))
+    for who in ("ours", "peer"):
+        for k in (0.0, 0.5, 1.0, 2.0):
+            vals = [out["n_sd_sweep"][f"{who}|{k:g}|{name}"] for name in KEY]
+            print(f"| {who}, n = {k:g} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    print("\n| controls' whole-brain abnormal-phase volume | ours | peer |\n|---|---:|---:|")
+    wb = out["whole_brain"]
+    print(
+        f"| control-derived threshold (rad) | {wb['ours']['threshold_rad']:.3f} "
+        f"| {wb['peer']['threshold_rad']:.3f} |\n"
+        f"| max over controls, % of brain | {100 * wb['ours']['max_fraction']:.1f} "
+        f"| {100 * wb['peer']['max_fraction']:.1f} |\n"
+        f"| max over controls at the participant default, % | "
+        f"{100 * wb['ours']['max_fraction_participant_default']:.1f} "
+        f"| {100 * wb['peer']['max_fraction_participant_default']:.1f} |"
+    )
+    if out["ms_minus_hc_mpapt"]:
+        print("\n| MS - HC MP-APT (rad; Cohen d) | ours | peer |\n|---|---:|---:|")
+        for name in (*BG, "basal_ganglia"):
+            o, p = out["ms_minus_hc_mpapt"]["ours"], out["ms_minus_hc_mpapt"]["peer"]
+            print(
+                f"| {name} | {o[name]:+.4f} ({o[name + '_d']:+.1f}) "
+                f"| {p[name]:+.4f} ({p[name + '_d']:+.1f}) |"
+            )
+
+
+def _timing(preset: str, threads: int) -> list[tuple[str, float]]:
+    """Wall time of the SWI stages on one simulated subject of ``preset``."""
+    from bids_qsm.simulate import simulate_subject
+    from bids_qsm.swi import SWIOptions, compute_swi, field_from_phase, self_positive_labels
+
+    sim = simulate_subject(preset=preset)
+    from bids_qsm.atlas.structures import aal3_structures
+
+    rows = []
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        rows.append((name, time.perf_counter() - t0))
+        return out
+
+    f = timed(
+        "fallback field (Laplacian, echo pairs)",
+        lambda: field_from_phase(sim.mag, sim.phase, sim.te_s, sim.voxel_size, threads),
+    )
+    for name, opt in (
+        ("compute_swi, Gaussian 2 mm (field given)", SWIOptions(n_threads=threads)),
+        ("compute_swi, homodyne 64", SWIOptions(highpass="homodyne", n_threads=threads)),
+    ):
+        timed(
+            name,
+            lambda opt=opt: compute_swi(
+                sim.mag, sim.phase, sim.te_s, sim.voxel_size, sim.brain_mask, f, opt
+            ),
+        )
+    timed(
+        "self-positive ROIs (20 AAL3 regions)",
+        lambda: self_positive_labels(
+            sim.labels, aal3_structures(), sim.voxel_size, sim.b0_dir, (2, 2, 0), sim.brain_mask
+        ),
+    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="full")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--n-controls", type=int, default=20)
+    ap.add_argument("--n-patients", type=int, default=10)
+    ap.add_argument("--iron-sd", default="literature", help="as --iron-sd-ppb of the simulator")
+    ap.add_argument("--n-sd", type=float, default=None, help="structure threshold (default: SWI)")
+    ap.add_argument("--sigma-mm", type=float, default=None, help="in-plane Gaussian sigma")
+    ap.add_argument("--field-source", choices=("local", "total"), default=None)
+    ap.add_argument("--highpass", choices=("gaussian", "homodyne"), default=None)
+    ap.add_argument("--dominance", type=float, default=None, help="ROI criterion; <0: no ROI")
+    ap.add_argument("--mpapt-roi", action="store_true", help="MP-APT over the ROI too")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default=None, help="folder caching the simulated subjects")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timing", action="store_true", help="stage timings instead of validity")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))
+    load = os.getloadavg()[0]
+    if args.timing:
+        rows = _timing(args.preset, args.threads)
+        print(f"SWI timings: preset={args.preset} threads={args.threads} load={load:.1f}")
+        print("| stage | time s |\n|---|---:|")
+        for name, dt in rows:
+            print(f"| {name} | {dt:.2f} |")
+        return 0
 
-    import numpy as np
+    from bids_qsm.simulate.cohort import parse_iron_sd
+    from bids_qsm.swi import DEFAULT_DOMINANCE, SWIOptions
+    from bids_qsm.swi.phase_iron import DEFAULT_N_SD, WHOLE_BRAIN_N_SD
 
-    from bids_qsm.atlas.structures import aal3_structures
-    from bids_qsm.qsm.geometry import ppm_to_hz
-    from bids_qsm.simulate import simulate_subject
-    from bids_qsm.swi import (
-        SWIOptions,
-        combine_magnitude,
-        compute_swi,
-        field_from_phase,
-        gaussian_highpass,
-        homodyne_highpass,
-        minip,
-        regional_phase_measures,
-        swi_image,
+    sd = parse_iron_sd(args.iron_sd)
+    tag = (
+        ""
+        if args.iron_sd == "literature"
+        else "_sd-" + "".join(c if c.isalnum() else "-" for c in args.iron_sd)
     )
-
+    kw: dict[str, Any] = {}
+    if args.sigma_mm is not None:
+        kw["gaussian_sigma_mm"] = (args.sigma_mm, args.sigma_mm, 0.0)
+    if args.field_source is not None:
+        kw["field_source"] = args.field_source
+    if args.highpass is not None:
+        kw["highpass"] = args.highpass
+    opt = SWIOptions(**kw)
+    dom = DEFAULT_DOMINANCE if args.dominance is None else args.dominance
+    dom = None if dom < 0 else dom
+    cache = Path(args.cache) if args.cache else None
     t0 = time.perf_counter()
-    sim = simulate_subject(preset=args.preset)
-    t_sim = time.perf_counter() - t0
-    mag = np.asarray(_get(sim, "mag"), np.float32)
-    phase = np.asarray(_get(sim, "phase"), np.float32)
-    te = np.asarray(_get(sim, "te_s"), float)
-    vs = np.asarray(_get(sim, "voxel_size"), float)
-    mask = np.asarray(_get(sim, "brain_mask"), bool)
-    labels = np.asarray(_get(sim, "labels"))
-    field_hz = ppm_to_hz(
-        np.asarray(_get(sim, "total_field_ppm"), np.float32), _get(sim, "b0_tesla")
-    )
-    field_hz = np.where(mask, field_hz, 0).astype(np.float32)
-    n = args.threads
-    ref_te = float(te[np.argmin(np.abs(te - 0.020))])
-    e = int(np.argmin(np.abs(te - ref_te)))
-
-    tracemalloc.start()
-    rows: list[tuple[str, float, float]] = []
-
-    comb, dt, mb = _measure(lambda: combine_magnitude(mag))
-    rows.append(("magnitude combination (RSS)", dt, mb))
-    hp, dt, mb = _measure(lambda: gaussian_highpass(field_hz, mask, (4.0, 4.0, 0.0)))
-    rows.append(("Gaussian high-pass [4,4,0] vox", dt, mb))
-    _, dt, mb = _measure(lambda: homodyne_highpass(mag[..., e], phase[..., e], 64, 2, n))
-    rows.append(("homodyne high-pass (64 window)", dt, mb))
-    _, dt, mb = _measure(lambda: field_from_phase(mag, phase, te, vs, n))
-    rows.append(("fallback field (Laplacian, echo pairs)", dt, mb))
-    hp_phase = (np.float32(-2 * np.pi * ref_te) * hp).astype(np.float32)
-    swi, dt, mb = _measure(lambda: swi_image(comb, hp_phase, 4))
-    rows.append(("phase mask^4 x magnitude", dt, mb))
-    _, dt, mb = _measure(lambda: minip(swi, 8.0, vs))
-    rows.append(("minIP 8 mm (sliding)", dt, mb))
-    _, dt, mb = _measure(
-        lambda: regional_phase_measures(
-            -hp_phase, labels, aal3_structures(), 0.1, float(np.prod(vs))
+    hc = [
+        subject_measures(
+            _simulate(args.preset, i, "HC", sd, args.seed, cache, tag), opt, dom, args.mpapt_roi
         )
-    )
-    rows.append(("regional measures (20 AAL3 regions)", dt, mb))
-    for name, opt in (
-        ("compute_swi total, Gaussian (field given)", SWIOptions(n_threads=n)),
-        ("compute_swi total, homodyne", SWIOptions(highpass="homodyne", n_threads=n)),
-    ):
-        _, dt, mb = _measure(
-            lambda opt=opt: compute_swi(mag, phase, te, vs, mask, field_hz=field_hz, options=opt)
+        for i in range(args.n_controls)
+    ]
+    ms = [
+        subject_measures(
+            _simulate(args.preset, i, "MS", sd, args.seed, cache, tag), opt, dom, args.mpapt_roi
         )
-        rows.append((name, dt, mb))
-    tracemalloc.stop()
-
-    print(
-        f"SWI benchmark: preset={args.preset} grid={mask.shape} echoes={te.size} "
-        f"voxel={tuple(float(v) for v in vs)} mm threads={n} load={os.getloadavg()[0]:.1f} "
-        f"(simulation {t_sim:.1f} s, not counted)"
+        for i in range(args.n_patients)
+    ]
+    n_sd = DEFAULT_N_SD if args.n_sd is None else args.n_sd
+    out = validity(hc, ms, n_sd, WHOLE_BRAIN_N_SD)
+    print_validity(
+        out,
+        f"SWI phase-iron validity: preset={args.preset} controls={args.n_controls} "
+        f"patients={args.n_patients} (EDSS 3) iron SD={args.iron_sd} structure threshold = "
+        f"control mean + {n_sd:g} SD (whole brain {WHOLE_BRAIN_N_SD:g} SD) seed={args.seed} "
+        + (
+            f"high-pass gaussian ({opt.field_source} field, "
+            f"sigma {list(opt.gaussian_sigma_mm)} mm), "
+            if opt.highpass == "gaussian"
+            else f"high-pass homodyne (window {opt.homodyne_window}), "
+        )
+        + f"ROI dominance {dom} (MP-APT over {'ROI' if args.mpapt_roi else 'whole structure'}) "
+        f"load={load:.1f} ({time.perf_counter() - t0:.0f} s)\n",
     )
-    print("| stage | time s | peak memory MB |\n|---|---:|---:|")
-    for name, dt, mb in rows:
-        print(f"| {name} | {dt:.2f} | {mb:.0f} |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(
-                {
-                    "preset": args.preset,
-                    "shape": list(mask.shape),
-                    "threads": n,
-                    "rows": [{"stage": s, "time_s": t, "peak_mb": m} for s, t, m in rows],
-                },
-                fh,
-                indent=2,
-            )
+            json.dump(out, fh, indent=2, default=float)
     return 0
 
 

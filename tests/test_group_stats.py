@@ -184,7 +184,8 @@ def test_control_thresholds_and_mpapt_match_voxel_computation(effect_cohort) -> 
     controls = [
         v for k, v in inputs.items() if k[0] in set(p.loc[p.group == "HC", "participant_id"])
     ]
-    thr = S.control_thresholds(controls, aal3_structures())
+    # plain labels and Buffalo's 2 SD here (exact voxel check); defaults: tests/test_swi_group.py
+    thr = S.control_thresholds(controls, aal3_structures(), n_sd=2.0, dominance=None)
     # direct: pooled control voxels of putamen L (label 77) inside the brain mask
     pooled = []
     for inp in controls:
@@ -196,7 +197,7 @@ def test_control_thresholds_and_mpapt_match_voxel_computation(effect_cohort) -> 
     t_direct = pooled.mean() + 2 * pooled.std()
     t_tab = thr.set_index(["structure", "hemisphere"]).loc[("putamen", "L"), "threshold_rad"]
     assert t_tab == pytest.approx(t_direct, rel=1e-5)
-    new = S.recompute_mpapt(long, inputs, thr, aal3_structures())
+    new = S.recompute_mpapt(long, inputs, thr, aal3_structures(), dominance=None)
     inp = inputs[("sub-12", "n/a", "n/a", "n/a")]
     ph = np.asarray(nib.load(inp.phase_iron).dataobj)
     lab = np.asarray(nib.load(inp.dseg).dataobj)

@@ -187,12 +187,16 @@ def test_control_thresholds_pooled_equals_voxelwise():
     controls = [rng.normal(0.05 + 0.01 * i, 0.02, size=50 + 10 * i) for i in range(5)]
     pooled = np.concatenate(controls)
     expected = pooled.mean() + 2 * pooled.std()
-    assert phase_iron_threshold(controls) == pytest.approx(expected, rel=1e-12)
-    assert phase_iron_threshold(pooled) == pytest.approx(expected, rel=1e-12)
+    assert phase_iron_threshold(controls, 2.0) == pytest.approx(expected, rel=1e-12)
+    assert phase_iron_threshold(pooled, 2.0) == pytest.approx(expected, rel=1e-12)
     n = [c.size for c in controls]
     m = [c.mean() for c in controls]
     s = [c.std() for c in controls]
-    assert pooled_threshold(n, m, s) == pytest.approx(expected, rel=1e-9)
+    assert pooled_threshold(n, m, s, 2.0) == pytest.approx(expected, rel=1e-9)
+    # default: DEFAULT_N_SD (0) SDs above the control mean, the measured choice
+    half = pooled.mean()
+    assert phase_iron_threshold(controls) == pytest.approx(half, rel=1e-12)
+    assert pooled_threshold(n, m, s) == pytest.approx(half, rel=1e-9)
     # Buffalo convention: filtered phase (iron negative) mean - 2 SD, sign-flipped
     assert -((-pooled).mean() - 2 * (-pooled).std()) == pytest.approx(expected)
     with pytest.raises(InputDataError):

@@ -20,6 +20,15 @@ def _optional(path) -> object:
     return load_array(path)[0] if isdefined(path) and path else None
 
 
+def _apt(threshold: float | None, phase_iron: object, mask: object) -> float | None:
+    """The given abnormal-phase threshold, else the run's own (brain mean + 2 SD)."""
+    if threshold is not None or phase_iron is None:
+        return threshold
+    from bids_qsm.swi.phase_iron import participant_threshold
+
+    return participant_threshold(phase_iron, mask)
+
+
 class _RegionalInputSpec(BaseInterfaceInputSpec):
     chi_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
@@ -60,6 +69,21 @@ class RegionalStats(SimpleInterface):
         else:
             labels, structures = np.zeros(chi.shape, np.int32), []
             atlas_name = self.inputs.atlas.get("name", "AAL3")
+        phase_iron = _optional(self.inputs.phaseiron_file)
+        phase_labels = None
+        if structures and isdefined(self.inputs.phaseiron_file) and self.inputs.phaseiron_file:
+            # SWI phase columns over each structure's self-positive ROI (docs/methods_swi.md)
+            from bids_qsm.qsm.geometry import b0_direction_from_affine
+            from bids_qsm.swi import SWIOptions, self_positive_labels
+
+            phase_labels = self_positive_labels(
+                labels,
+                structures,
+                np.sqrt((affine[:3, :3] ** 2).sum(0)),
+                b0_direction_from_affine(affine),
+                SWIOptions().gaussian_sigma_mm,
+                mask,
+            )
         df = regional_table(
             chi,
             labels,
@@ -70,8 +94,9 @@ class RegionalStats(SimpleInterface):
             atlas_name,
             r2star_hz=_optional(self.inputs.r2star_file),
             hp_phase_rad=_optional(self.inputs.hpphase_file),
-            phase_iron_rad=_optional(self.inputs.phaseiron_file),
-            apt_threshold_rad=self.inputs.apt_threshold_rad,
+            phase_iron_rad=phase_iron,
+            apt_threshold_rad=_apt(self.inputs.apt_threshold_rad, phase_iron, mask),
+            phase_labels=phase_labels,
             reference_region=params["reference_region"],
             reference_value_ppm=params["reference_value_ppm"],
         )
@@ -116,14 +141,15 @@ class LesionStats(SimpleInterface):
             for label, path in self.inputs.lesion_masks.items()
         }
         voxel_volume = float(np.prod(chi_img.header.get_zooms()[:3]))
+        phase_iron = _optional(self.inputs.phaseiron_file)
         df = lesion_table(
             masks,
             chi,
             mask,
             voxel_volume,
             Entities(**self.inputs.entities),
-            phase_iron_rad=_optional(self.inputs.phaseiron_file),
-            apt_threshold_rad=self.inputs.apt_threshold_rad,
+            phase_iron_rad=phase_iron,
+            apt_threshold_rad=_apt(self.inputs.apt_threshold_rad, phase_iron, mask),
         )
         out = os.path.join(runtime.cwd, "lesion_stats.tsv")
         df.to_csv(out, sep="\t", index=False, na_rep="n/a", float_format="%.6g")

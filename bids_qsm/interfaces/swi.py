@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -21,6 +23,10 @@ class _SWIInputSpec(BaseInterfaceInputSpec):
     meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
     field_hz_file = File(exists=True, mandatory=True, desc="unwrapped combined field (Hz)")
     mask_file = File(exists=True, mandatory=True, desc="brain mask")
+    local_field_file = File(exists=True, desc="background-removed local field (ppm)")
+    local_mask_file = File(exists=True, desc="mask of the local field (QSM mask)")
+    r2star_file = File(desc="R2* (Hz) for the phase-quality mask")
+    residual_file = File(exists=True, desc="relative echo-fit residual (quality map)")
     options = traits.Dict(desc="SWIOptions fields")
 
 
@@ -46,6 +52,13 @@ class ComputeSWI(SimpleInterface):
         field_hz, _ = load_array(self.inputs.field_hz_file)
         mask, _ = load_array(self.inputs.mask_file, bool)
         meta = load_json(self.inputs.meta_file)
+
+        def optional(name: str, dtype: type = np.float32) -> np.ndarray | None:
+            path = getattr(self.inputs, name)
+            if not isdefined(path) or not path or not os.path.exists(path):
+                return None
+            return load_array(path, dtype)[0]
+
         res = compute_swi(
             mag,
             phase,
@@ -54,6 +67,11 @@ class ComputeSWI(SimpleInterface):
             mask,
             field_hz=field_hz,
             options=SWIOptions(**(self.inputs.options or {})),
+            local_field_ppm=optional("local_field_file"),
+            local_mask=optional("local_mask_file", bool),
+            b0_tesla=float(meta.get("b0_tesla", 3.0)),
+            r2star_hz=optional("r2star_file"),
+            fit_residual=optional("residual_file"),
         )
         cwd = runtime.cwd
         self._results.update(

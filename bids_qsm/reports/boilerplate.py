@@ -520,8 +520,14 @@ def _swi_text(sw: Mapping[str, Any], cite: _Citer) -> list[str]:
         )
         s.append(
             "Susceptibility-weighted images were computed following CLEAR-SWI"
-            f"{cite('eckstein2021')}: the unwrapped, echo-combined field was high-pass filtered "
-            f"with a Gaussian kernel{_paren(sig)} and expressed as phase at a reference echo time"
+            f"{cite('eckstein2021')}: the "
+            + (
+                "background-removed local field"
+                if "local" in str(_get(sw, "FieldSource") or "")
+                else "unwrapped, echo-combined field"
+            )
+            + f" was high-pass filtered with a Gaussian kernel{_paren(sig)} and expressed as "
+            "phase at a reference echo time"
         )
     elif hk == "homodyne":
         win = _get(sw, "homodyne_window", "window")

@@ -9,7 +9,7 @@ import time
 
 from bids_qsm import __version__
 from bids_qsm.errors import BidsQsmError, ExitCode
-from bids_qsm.simulate.cohort import BETWEEN_SUBJECT_SD_PPM
+from bids_qsm.simulate.cohort import BETWEEN_SUBJECT_SD_PPM, parse_iron_sd
 from bids_qsm.simulate.presets import DEFAULT_TE_S, PRESETS
 
 log = logging.getLogger("bids_qsm.simulate")
@@ -38,6 +38,13 @@ def _te_list(text: str) -> tuple[float, ...]:
     if max(te) > 1.0:
         raise argparse.ArgumentTypeError(f"echo times are in seconds (e.g. 0.004,0.010): {text}")
     return te
+
+
+def _iron_sd(text: str) -> dict[str, float]:
+    try:
+        return parse_iron_sd(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _mm_triplet(text: str) -> tuple[float, float, float]:
@@ -135,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="SD of per-structure offsets",
     )
     p.add_argument(
+        "--iron-sd-ppb",
+        type=_iron_sd,
+        default=None,
+        metavar="literature|PPB|NAME=PPB,...",
+        help="planted between-subject regional iron variation: SD per structure (ppb; "
+        "'literature' = adult QSM cohort SDs, 5-25 ppb); replaces --between-subject-sd-ppb",
+    )
+    p.add_argument(
         "--effect-scale",
         type=float,
         default=1.0,
@@ -190,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             snr=args.snr,
             random_pose=not args.no_random_pose,
             shim_residual_hz=args.shim_residual_hz,
-            between_subject_sd_ppm=args.between_subject_sd_ppb / 1000.0,
+            between_subject_sd_ppm=(
+                args.iron_sd_ppb
+                if args.iron_sd_ppb is not None
+                else args.between_subject_sd_ppb / 1000.0
+            ),
             effect_scale=args.effect_scale,
             pose_rotation_sd_deg=args.pose_sd_deg,
             voxel_mm=args.voxel_size,

@@ -6,9 +6,17 @@ thalamus (incl. pulvinar) susceptibility, at the magnitudes of Zivadinov et al. 
 thalamus -1.1 -> -7.5 ppb (-6.4 ppb) at that cohort's typical EDSS (about 3), scaled with
 each patient's EDSS. Every subject also gets a random offset per structure and hemisphere
 (between-subject variation) and random gray/white matter offsets.
+
+Planted between-subject iron variation (``--iron-sd-ppb``): the offsets can have a SD per
+structure (:data:`LITERATURE_IRON_SD_PPM`, or any mapping), so that regional iron measures
+can be validated by their correlation with the true susceptibility across subjects. With a
+mapping, each structure's offset is shared by both hemispheres to a degree
+(:data:`HEMISPHERE_CORRELATION`), as iron is in real cohorts.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -20,6 +28,23 @@ THALAMUS_EFFECT_PPM: float = -0.0064
 EDSS_REFERENCE: float = 3.0
 #: Default between-subject SD of each structure's mean susceptibility (ppm).
 BETWEEN_SUBJECT_SD_PPM: float = 0.002
+#: Between-subject SD (ppm) of deep gray matter susceptibility in healthy adults, of the order
+#: reported by adult QSM cohorts (e.g. Persson 2015, NeuroImage 122:385; Li 2014, NeuroImage
+#: 87:298): largest in the iron-rich pallidum, nigra, red nucleus and putamen.
+LITERATURE_IRON_SD_PPM: dict[str, float] = {
+    "globus_pallidus": 0.025,
+    "substantia_nigra": 0.025,
+    "red_nucleus": 0.020,
+    "putamen": 0.020,
+    "caudate": 0.015,
+    "pulvinar": 0.010,
+    "nucleus_accumbens": 0.010,
+    "thalamus": 0.006,
+    "amygdala": 0.006,
+    "hippocampus": 0.005,
+}
+#: Correlation of a structure's offset between the two hemispheres (mapping mode only).
+HEMISPHERE_CORRELATION: float = 0.8
 
 
 def edss_scale(edss: float) -> float:
@@ -90,7 +115,47 @@ def draw_participant(
 
 
 def structure_offsets_ppm(
-    rng: np.random.Generator, sd_ppm: float = BETWEEN_SUBJECT_SD_PPM
+    rng: np.random.Generator, sd_ppm: float | Mapping[str, float] = BETWEEN_SUBJECT_SD_PPM
 ) -> dict[tuple[str, str], float]:
-    """Random per-subject offsets (ppm) of each structure's mean, per hemisphere."""
-    return {(n, h): float(rng.normal(0.0, sd_ppm)) for n in STRUCTURE_NAMES for h in ("L", "R")}
+    """Random per-subject offsets (ppm) of each structure's mean, per hemisphere.
+
+    ``sd_ppm``: one SD for every structure and hemisphere (independent draws), or a mapping
+    structure name -> SD (ppm; missing structures use :data:`BETWEEN_SUBJECT_SD_PPM`) whose
+    left and right offsets correlate with :data:`HEMISPHERE_CORRELATION`.
+    """
+    if not isinstance(sd_ppm, Mapping):
+        return {(n, h): float(rng.normal(0.0, sd_ppm)) for n in STRUCTURE_NAMES for h in ("L", "R")}
+    rho = HEMISPHERE_CORRELATION
+    out = {}
+    for n in STRUCTURE_NAMES:
+        sd = float(sd_ppm.get(n, BETWEEN_SUBJECT_SD_PPM))
+        common = rng.normal()
+        for h in ("L", "R"):
+            z = np.sqrt(rho) * common + np.sqrt(1.0 - rho) * rng.normal()
+            out[(n, h)] = float(sd * z)
+    return out
+
+
+def parse_iron_sd(text: str) -> dict[str, float]:
+    """``--iron-sd-ppb`` value -> per-structure SD mapping (ppm).
+
+    ``literature`` (:data:`LITERATURE_IRON_SD_PPM`), one number in ppb (every structure), or
+    ``name=ppb,...`` (others keep the literature value), e.g. ``globus_pallidus=30,putamen=15``.
+    """
+    text = text.strip()
+    if text == "literature":
+        return dict(LITERATURE_IRON_SD_PPM)
+    try:
+        return dict.fromkeys(STRUCTURE_NAMES, float(text) / 1000.0)
+    except ValueError:
+        pass
+    out = dict(LITERATURE_IRON_SD_PPM)
+    for item in text.split(","):
+        name, sep, val = item.partition("=")
+        name = name.strip()
+        if not sep or name not in STRUCTURE_NAMES:
+            raise ValueError(f"expected 'literature', a number or name=ppb,..., got {item!r}")
+        out[name] = float(val) / 1000.0
+    if any(v < 0 for v in out.values()):
+        raise ValueError("iron SDs must not be negative")
+    return out

@@ -2,10 +2,17 @@
 
 Buffalo SWI-phase iron (Hagemeier 2012, Habib 2012): within each structure, abnormal-phase
 tissue is the voxels whose phase iron (iron positive, rad) exceeds the healthy-control
-``mean + 2 SD`` of that structure (the "control mean - 2 SD" of the SWI filtered phase, whose
-sign is opposite). The threshold pools the voxels of the structure (per hemisphere, and L+R for
-the bilateral rows) over all controls; MP-APT (mean phase of abnormal-phase tissue) and the
-abnormal-phase volume are then recomputed for every participant from the participant's
+``mean + n_sd SD`` of that structure (the "control mean - n SD" of the SWI filtered phase, whose
+sign is opposite). ``n_sd`` defaults to :data:`bids_qsm.swi.phase_iron.DEFAULT_N_SD` (0: the
+control mean, chosen by measurement against the simulator's truth; Buffalo used 2, which does
+not follow iron there) and to 2 SD for the whole-brain row (an artefact/quality measure).
+Structures are measured whole (the threshold selects the voxels), or over their self-positive
+ROIs (``dominance``; :func:`bids_qsm.swi.dipole_roi.self_positive_labels`, rebuilt from the
+label image, the voxel size, the B0 direction of the affine and the Gaussian width of the
+phase-iron sidecar). The threshold pools the voxels of the
+structure (per hemisphere, and L+R for the bilateral rows) over all controls; MP-APT (mean phase
+of abnormal-phase tissue) and the abnormal-phase volume are then recomputed for every participant
+from the participant's
 ``<src>_desc-phaseiron_T2starw.nii.gz`` and ``<src>_seg-<atlas>_dseg.nii.gz`` (GRE space),
 restricted to ``<src>_desc-brain_mask.nii.gz`` when present. The per-voxel work is done by
 :func:`bids_qsm.swi.phase_iron.regional_phase_measures`.
@@ -13,6 +20,7 @@ restricted to ``<src>_desc-brain_mask.nii.gz`` when present. The per-voxel work 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +31,15 @@ import numpy as np
 import pandas as pd
 
 from bids_qsm.atlas.structures import StructureDef
-from bids_qsm.swi.phase_iron import pooled_threshold, regional_phase_measures
+from bids_qsm.qsm.geometry import b0_direction_from_affine
+from bids_qsm.swi.dipole_roi import self_positive_labels
+from bids_qsm.swi.phase_iron import (
+    DEFAULT_N_SD,
+    WHOLE_BRAIN_N_SD,
+    pooled_threshold,
+    regional_phase_measures,
+)
+from bids_qsm.swi.pipeline import SWIOptions
 
 LOGGER = logging.getLogger("bids_qsm.group")
 
@@ -32,8 +48,8 @@ THRESHOLD_COLUMNS: dict[str, dict[str, str]] = {
     "structure": {"Description": "Structure (or whole_brain: the brain mask)."},
     "hemisphere": {"Description": "L, R or bilateral."},
     "threshold_rad": {
-        "Description": "Abnormal-phase threshold: control mean + 2 SD of the "
-        "pooled control phase-iron voxels.",
+        "Description": "Abnormal-phase threshold: control mean + n_sd SD of the pooled "
+        "control phase-iron voxels (n_sd column).",
         "Units": "rad",
     },
     "control_mean_rad": {
@@ -41,6 +57,7 @@ THRESHOLD_COLUMNS: dict[str, dict[str, str]] = {
         "Units": "rad",
     },
     "control_sd_rad": {"Description": "SD (ddof=0) of the pooled control voxels.", "Units": "rad"},
+    "n_sd": {"Description": "Number of control SDs above the control mean."},
     "n_control": {"Description": "Controls contributing voxels."},
     "n_voxels": {"Description": "Pooled control voxels."},
 }
@@ -87,12 +104,26 @@ def regions_with_bilateral(structures: Sequence[StructureDef]) -> list[Structure
     return out
 
 
+def _sigma_mm(phase_iron: Path) -> tuple[float, float, float]:
+    """Gaussian width (mm) recorded in the phase-iron sidecar, else the SWI default."""
+    side = Path(str(phase_iron).replace(".nii.gz", ".json").replace(".nii", ".json"))
+    try:
+        sig = json.loads(side.read_text())["SWIPipeline"]["GaussianSigma_mm"]
+        return (float(sig[0]), float(sig[1]), float(sig[2]))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return tuple(SWIOptions().gaussian_sigma_mm)  # type: ignore[return-value]
+
+
 def _measures(
-    inputs: SwiInputs, regions: list[StructureDef], threshold: float | Mapping[str, float]
+    inputs: SwiInputs,
+    regions: list[StructureDef],
+    threshold: float | Mapping[str, float],
+    dominance: float | None = None,
 ) -> pd.DataFrame:
-    """Regional phase measures (structures and whole brain) on the label bounding box."""
+    """Regional phase measures (structures over their ROIs, and whole brain) of one input."""
     pimg = nib.load(inputs.phase_iron)
-    voxvol = float(np.prod(pimg.header.get_zooms()[:3]))
+    zooms = tuple(float(z) for z in pimg.header.get_zooms()[:3])
+    voxvol = float(np.prod(zooms))
     phase = np.asarray(pimg.dataobj, dtype=np.float32)
     labels = np.asarray(nib.load(inputs.dseg).dataobj).astype(np.int32)
     mask = (np.asarray(nib.load(inputs.mask).dataobj) > 0) if inputs.mask else np.isfinite(phase)
@@ -104,6 +135,17 @@ def _measures(
             phase[:1, :1, :1], labels[:1, :1, :1] * 0, regions, threshold, voxvol
         )
     else:
+        if dominance is not None:
+            sides = [r for r in regions if r.hemisphere != "bilateral"]
+            labels = self_positive_labels(
+                labels,
+                sides,
+                zooms,
+                b0_direction_from_affine(pimg.affine),
+                _sigma_mm(inputs.phase_iron),
+                mask,
+                dominance=dominance,
+            )
         table = regional_phase_measures(
             phase[box], labels[box], regions, threshold, voxvol, mask=mask[box]
         )
@@ -119,12 +161,27 @@ def _measures(
     return pd.concat([table, whole], ignore_index=True)
 
 
+def pooled_sd(g: pd.DataFrame) -> float:
+    """Pooled SD (ddof=0) of the control voxels from per-subject rows."""
+    mean = pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], 0.0)
+    return pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], 1.0) - mean
+
+
 def control_thresholds(
-    control_inputs: Sequence[SwiInputs], structures: Sequence[StructureDef], n_sd: float = 2.0
+    control_inputs: Sequence[SwiInputs],
+    structures: Sequence[StructureDef],
+    n_sd: float = DEFAULT_N_SD,
+    whole_brain_n_sd: float = WHOLE_BRAIN_N_SD,
+    dominance: float | None = None,
 ) -> pd.DataFrame:
-    """Per structure/hemisphere threshold = mean + ``n_sd`` SD of the pooled control voxels."""
+    """Per structure/hemisphere threshold = mean + ``n_sd`` SD of the pooled control voxels.
+
+    The whole-brain row uses ``whole_brain_n_sd``. ``dominance``: measure over the
+    self-positive ROIs with this criterion (default None: the whole structure, as MP-APT is
+    defined and as measured best); pass the same value to :func:`recompute_mpapt`.
+    """
     regions = regions_with_bilateral(structures)
-    parts = [_measures(inp, regions, np.inf) for inp in control_inputs]
+    parts = [_measures(inp, regions, np.inf, dominance) for inp in control_inputs]
     if not parts:
         return pd.DataFrame(columns=list(THRESHOLD_COLUMNS))
     allc = pd.concat(parts, ignore_index=True)
@@ -133,7 +190,8 @@ def control_thresholds(
         g = g[g["nvox"] > 0]
         if g["nvox"].sum() < 2:
             continue
-        thr = pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], n_sd)
+        k = whole_brain_n_sd if structure == "whole_brain" else n_sd
+        thr = pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], k)
         mean = pooled_threshold(g["nvox"], g["phase_iron_mean_rad"], g["phase_iron_sd_rad"], 0.0)
         rows.append(
             {
@@ -141,7 +199,8 @@ def control_thresholds(
                 "hemisphere": hemi,
                 "threshold_rad": thr,
                 "control_mean_rad": mean,
-                "control_sd_rad": (thr - mean) / n_sd,
+                "control_sd_rad": (thr - mean) / k if k else pooled_sd(g),
+                "n_sd": float(k),
                 "n_control": int(len(g)),
                 "n_voxels": int(g["nvox"].sum()),
             }
@@ -154,6 +213,7 @@ def recompute_mpapt(
     inputs: Mapping[tuple[str, str, str, str], SwiInputs],
     thresholds: pd.DataFrame,
     structures: Sequence[StructureDef],
+    dominance: float | None = None,
 ) -> pd.DataFrame:
     """Replace ``mpapt_rad``, ``apt_volume_mm3`` and ``apt_threshold_rad`` in ``long``.
 
@@ -178,7 +238,10 @@ def recompute_mpapt(
     )
     for key, inp in inputs.items():
         table = _measures(
-            inp, regions, {**thr, "whole_brain_bilateral": thr.get("whole_brain_bilateral", np.inf)}
+            inp,
+            regions,
+            {**thr, "whole_brain_bilateral": thr.get("whole_brain_bilateral", np.inf)},
+            dominance,
         )
         for r in table.itertuples():
             pos = index.get((*key, r.structure, r.hemisphere))

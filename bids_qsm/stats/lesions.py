@@ -9,8 +9,11 @@ lesion, and the same for its *rim* versus its *core*:
   paramagnetic rim lesions (PRL) carry their iron;
 * core: ``erode(lesion, 1)`` (empty for lesions thinner than three voxels).
 
-A ``rim_minus_core_ppm`` column and the phase-iron means give quick PRL screening values.
-Pure numpy/scipy; all maps on the GRE grid.
+A ``rim_minus_core_ppm`` column and the phase-iron rim/core means give quick PRL screening
+values. Any label name is accepted; the four lesion types of the seed SWI study have the
+canonical names of :data:`LESION_LABELS` (T1-hypointense, T2-hyperintense, SWI-phase and
+SWI-magnitude lesions). Phase-iron values ignore NaN voxels (excluded by the SWI phase-quality
+mask). Pure numpy/scipy; all maps on the GRE grid.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from bids_qsm.stats.regional import Entities
+
+#: Canonical ``label-`` entities of lesion masks (``sub-<l>_label-<name>_mask.nii.gz``).
+LESION_LABELS: dict[str, str] = {
+    "T1lesion": "T1-hypointense lesions (black holes)",
+    "T2lesion": "T2/FLAIR-hyperintense lesions",
+    "SWIphaselesion": "lesions visible on the SWI filtered phase (e.g. phase-rim lesions)",
+    "SWImaglesion": "lesions hypointense on the SWI magnitude / minIP",
+}
 
 LESION_COLUMNS: tuple[str, ...] = (
     "participant_id",
@@ -42,6 +53,8 @@ LESION_COLUMNS: tuple[str, ...] = (
     "rim_minus_core_ppm",
     "phaseiron_mean_rad",
     "rim_phaseiron_mean_rad",
+    "core_phaseiron_mean_rad",
+    "rim_minus_core_phaseiron_rad",
     "mpapt_rad",
     "apt_volume_mm3",
 )
@@ -74,6 +87,11 @@ LESION_COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "phaseiron_mean_rad": {"Description": "Mean phase-iron over the lesion.", "Units": "rad"},
     "rim_phaseiron_mean_rad": {"Description": "Mean phase-iron of the rim.", "Units": "rad"},
+    "core_phaseiron_mean_rad": {"Description": "Mean phase-iron of the core.", "Units": "rad"},
+    "rim_minus_core_phaseiron_rad": {
+        "Description": "Rim minus core phase-iron (positive in paramagnetic rim lesions).",
+        "Units": "rad",
+    },
     "mpapt_rad": {
         "Description": "Mean phase-iron of lesion voxels beyond the abnormal-phase threshold.",
         "Units": "rad",
@@ -85,9 +103,12 @@ _STRUCT = ndi.generate_binary_structure(3, 1)
 
 
 def _mean(arr: np.ndarray | None, sel: np.ndarray) -> float:
+    """Mean of the finite values of ``arr`` in ``sel`` (NaN when there are none)."""
     if arr is None or not sel.any():
         return np.nan
-    return float(arr[sel].mean(dtype=np.float64))
+    v = arr[sel]
+    v = v[np.isfinite(v)]
+    return float(v.mean(dtype=np.float64)) if v.size else np.nan
 
 
 def _lesion_row(
@@ -103,6 +124,7 @@ def _lesion_row(
     core = ndi.binary_erosion(lesion, _STRUCT) & mask
     vals = chi_ppm[sel]
     rim_mean, core_mean = _mean(chi_ppm, rim), _mean(chi_ppm, core)
+    rim_pi, core_pi = _mean(phase_iron_rad, rim), _mean(phase_iron_rad, core)
     ci, cj, ck = (float(c) for c in ndi.center_of_mass(lesion)) if lesion.any() else (np.nan,) * 3
     row: dict[str, object] = {
         "nvox": int(sel.sum()),
@@ -116,12 +138,15 @@ def _lesion_row(
         "core_chi_mean_ppm": core_mean,
         "rim_minus_core_ppm": rim_mean - core_mean,
         "phaseiron_mean_rad": _mean(phase_iron_rad, sel),
-        "rim_phaseiron_mean_rad": _mean(phase_iron_rad, rim),
+        "rim_phaseiron_mean_rad": rim_pi,
+        "core_phaseiron_mean_rad": core_pi,
+        "rim_minus_core_phaseiron_rad": rim_pi - core_pi,
         "mpapt_rad": np.nan,
         "apt_volume_mm3": np.nan,
     }
     if phase_iron_rad is not None and apt_threshold_rad is not None and sel.any():
         pv = phase_iron_rad[sel]
+        pv = pv[np.isfinite(pv)]
         ab = pv > apt_threshold_rad
         row["mpapt_rad"] = float(pv[ab].mean(dtype=np.float64)) if ab.any() else np.nan
         row["apt_volume_mm3"] = float(ab.sum()) * voxel_volume_mm3

@@ -68,11 +68,14 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "chi_p75_ppm": {"Description": "75th percentile of susceptibility.", "Units": "ppm"},
     "r2star_mean_hz": {"Description": "Mean R2* (n/a for single-echo data).", "Units": "Hz"},
     "hpphase_mean_rad": {
-        "Description": "Mean SWI high-pass filtered phase (SWI convention: paramagnetic negative).",
+        "Description": "Mean SWI high-pass filtered phase (SWI convention: paramagnetic "
+        "negative) over the structure's self-positive ROI (voxels where the structure's own "
+        "iron raises the filtered phase; docs/methods_swi.md).",
         "Units": "rad",
     },
     "phaseiron_mean_rad": {
-        "Description": "Mean phase-iron value (negated filtered phase: iron positive).",
+        "Description": "Mean phase-iron value (negated filtered phase: iron positive) over the "
+        "structure's self-positive ROI; voxels excluded by the phase-quality mask ignored.",
         "Units": "rad",
     },
     "mpapt_rad": {
@@ -123,9 +126,12 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 
 def _mean(arr: np.ndarray | None, sel: np.ndarray) -> float:
+    """Mean of the finite values of ``arr`` in ``sel`` (NaN when there are none)."""
     if arr is None or not sel.any():
         return np.nan
-    return float(arr[sel].mean(dtype=np.float64))
+    v = arr[sel]
+    v = v[np.isfinite(v)]
+    return float(v.mean(dtype=np.float64)) if v.size else np.nan
 
 
 def phase_abnormality(
@@ -134,9 +140,11 @@ def phase_abnormality(
     """MP-APT (rad) and abnormal-phase volume (mm^3) of the voxels ``sel``.
 
     Abnormal-phase tissue: voxels whose phase-iron (iron positive) exceeds ``threshold_rad``.
-    MP-APT is their mean phase-iron (NaN when there are none).
+    MP-APT is their mean phase-iron (NaN when there are none). NaN voxels (excluded by the
+    phase-quality mask) are never abnormal.
     """
     vals = phase_iron_rad[sel]
+    vals = vals[np.isfinite(vals)]
     abnormal = vals > threshold_rad
     n = int(abnormal.sum())
     mpapt = float(vals[abnormal].mean(dtype=np.float64)) if n else np.nan
@@ -156,6 +164,7 @@ def regional_table(
     hp_phase_rad: np.ndarray | None = None,
     phase_iron_rad: np.ndarray | None = None,
     apt_threshold_rad: float | Mapping[str, float] | None = None,
+    phase_labels: np.ndarray | None = None,
     reference_region: str = "n/a",
     reference_value_ppm: float = np.nan,
 ) -> pd.DataFrame:
@@ -173,9 +182,16 @@ def regional_table(
         Reporting groups (name, hemisphere, label values); bilateral rows unite L and R.
     apt_threshold_rad
         Abnormal-phase threshold in phase-iron units, one value or one per structure name.
+    phase_labels
+        Labels for the mean phase columns (``hpphase_mean_rad``, ``phaseiron_mean_rad``),
+        e.g. the self-positive ROIs of :func:`bids_qsm.swi.dipole_roi.self_positive_labels`;
+        default ``labels``. MP-APT and the abnormal-phase volume use the whole structure
+        (``labels``). Phase statistics use finite values only (NaN = excluded by the
+        phase-quality mask).
     """
     mask = np.asarray(mask, dtype=bool)
     labels = np.asarray(labels)
+    plabels = labels if phase_labels is None else np.asarray(phase_labels)
     groups: dict[tuple[str, str], set[int]] = {}
     order: list[str] = []
     for s in structures:
@@ -190,10 +206,14 @@ def regional_table(
     ]
     for name, hemi in [*keys, ("whole_brain", "bilateral")]:
         if name == "whole_brain":
-            region = mask
+            region = pregion = mask
         else:
             region = np.isin(labels, sorted(groups[(name, hemi)]))
+            pregion = (
+                region if phase_labels is None else np.isin(plabels, sorted(groups[(name, hemi)]))
+            )
         sel = region & mask
+        psel = pregion & mask
         row: dict[str, object] = {
             "structure": name,
             "hemisphere": hemi,
@@ -201,8 +221,8 @@ def regional_table(
             "volume_mm3": float(region.sum()) * voxel_volume_mm3,
             **_stats(chi_ppm[sel]),
             "r2star_mean_hz": _mean(r2star_hz, sel),
-            "hpphase_mean_rad": _mean(hp_phase_rad, sel),
-            "phaseiron_mean_rad": _mean(phase_iron_rad, sel),
+            "hpphase_mean_rad": _mean(hp_phase_rad, psel),
+            "phaseiron_mean_rad": _mean(phase_iron_rad, psel),
         }
         thr = (
             apt_threshold_rad.get(name)
@@ -210,6 +230,8 @@ def regional_table(
             else apt_threshold_rad
         )
         if phase_iron_rad is not None and thr is not None and sel.any():
+            # MP-APT over the whole structure: the threshold selects the voxels (measured
+            # better than the ROI for MP-APT, docs/methods_swi.md)
             row["mpapt_rad"], row["apt_volume_mm3"] = phase_abnormality(
                 phase_iron_rad, sel, float(thr), voxel_volume_mm3
             )

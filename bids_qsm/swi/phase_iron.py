@@ -13,6 +13,15 @@ so a control-derived threshold is ``phase_iron_threshold(control_voxels)`` (pool
 structure over the controls) or, from the per-subject summary rows of the stats tables,
 ``pooled_threshold(nvox, mean, sd)``. Both give the same number (population SD, ddof=0).
 
+Measured choice of the number of SDs (``benchmarks/bench_swi.py``, ``docs/methods_swi.md``):
+with Buffalo's 2 SD of the pooled control voxels only a few, mostly noise-selected voxels of a
+structure pass and MP-APT does not follow iron across subjects (r = -0.2 to 0.64 in the six
+iron-rich structures on the simulator); the correlation rises as the threshold falls, and is
+best at :data:`DEFAULT_N_SD` = 0, the control mean (r = 0.79 to 0.99): abnormal-phase tissue is
+then the tissue whose phase iron exceeds the controls' average for that structure. The
+whole-brain row keeps :data:`WHOLE_BRAIN_N_SD` = 2 SD: it is a quality measure of
+background/interface artefact, not an iron measure.
+
 MP-APT (mean phase of abnormal-phase tissue) is the mean phase iron of the abnormal voxels
 (positive, rad); it *cannot* be recomputed from summary statistics for a new threshold, so the
 group level either re-reads the phase-iron map and the label image and calls
@@ -31,12 +40,24 @@ from bids_qsm.atlas.structures import StructureDef
 from bids_qsm.errors import InputDataError
 
 __all__ = [
+    "DEFAULT_N_SD",
+    "PARTICIPANT_N_SD",
+    "participant_threshold",
     "MEASURE_COLUMNS",
+    "WHOLE_BRAIN_N_SD",
     "abnormal_phase_measures",
     "phase_iron_threshold",
     "pooled_threshold",
     "regional_phase_measures",
 ]
+
+#: SDs above the control mean defining abnormal phase in a structure (group level).
+DEFAULT_N_SD: float = 0.0
+#: SDs above the control mean defining abnormal phase over the whole brain (group level).
+WHOLE_BRAIN_N_SD: float = 2.0
+
+#: Participant-level default threshold: the run's own brain mean + this many SD.
+PARTICIPANT_N_SD: float = 2.0
 
 #: Column -> (description, unit) for the stats sidecar JSON.
 MEASURE_COLUMNS: dict[str, tuple[str, str]] = {
@@ -79,7 +100,7 @@ def abnormal_phase_measures(
 
 
 def phase_iron_threshold(
-    control_values: np.ndarray | Sequence[np.ndarray], n_sd: float = 2.0
+    control_values: np.ndarray | Sequence[np.ndarray], n_sd: float = DEFAULT_N_SD
 ) -> float:
     """Control-derived threshold (rad): mean + ``n_sd`` SD of the pooled control phase iron.
 
@@ -96,8 +117,28 @@ def phase_iron_threshold(
     return float(v.mean() + n_sd * v.std())
 
 
+def participant_threshold(
+    phase_iron_rad: np.ndarray, mask: np.ndarray | None = None, n_sd: float = PARTICIPANT_N_SD
+) -> float:
+    """Participant-level default abnormal-phase threshold (rad): brain mean + ``n_sd`` SD.
+
+    Over the finite phase-iron voxels of ``mask`` (the brain; NaN = excluded by the
+    phase-quality mask). Unlike a fixed value in rad it follows B0 x TE and the noise of the
+    run, so about 2-3 % of a control's brain lies above it (measured: <= 5 % on the simulator's
+    2 mm and 1 mm presets, ``docs/methods_swi.md``). Group analyses should prefer the
+    control-derived per-structure thresholds.
+    """
+    v = np.asarray(phase_iron_rad)
+    if mask is not None:
+        v = v[np.asarray(mask, bool)]
+    v = v[np.isfinite(v)].astype(np.float64)
+    if v.size < 2:
+        raise InputDataError("a participant threshold needs at least two finite phase-iron voxels")
+    return float(v.mean() + n_sd * v.std())
+
+
 def pooled_threshold(
-    nvox: Sequence[float], mean: Sequence[float], sd: Sequence[float], n_sd: float = 2.0
+    nvox: Sequence[float], mean: Sequence[float], sd: Sequence[float], n_sd: float = DEFAULT_N_SD
 ) -> float:
     """The same threshold as :func:`phase_iron_threshold` from per-subject summary rows.
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from bids_qsm.errors import InputDataError, UsageError
+from bids_qsm.qsm.geometry import ppm_to_hz
+from bids_qsm.swi.dipole_roi import phase_quality_mask
 from bids_qsm.swi.highpass import (
     field_from_phase,
     gaussian_highpass,
@@ -30,6 +32,7 @@ from bids_qsm.swi.highpass import (
     sigma_mm_to_vox,
 )
 from bids_qsm.swi.minip import minip, slab_voxels
+from bids_qsm.swi.phase_iron import participant_threshold
 from bids_qsm.swi.swi import combine_magnitude, swi_image
 
 LOGGER = logging.getLogger("bids_qsm.swi")
@@ -48,11 +51,16 @@ class SWIOptions:
     Attributes
     ----------
     highpass : ``"gaussian"`` (default for multi-echo; CLEAR-SWI style Gaussian high-pass of the
-        unwrapped combined field) or ``"homodyne"`` (Haacke; Hanning window on one echo's complex
+        unwrapped field) or ``"homodyne"`` (Haacke; Hanning window on one echo's complex
         signal, the usual choice for single-echo data).
-    gaussian_sigma_vox : Gaussian standard deviation per axis (voxels); 0 = no smoothing along
-        that axis (default [4, 4, 0]: in-plane only, as in CLEAR-SWI).
-    gaussian_sigma_mm : if set, overrides ``gaussian_sigma_vox`` (mm per axis).
+    field_source : ``"local"`` (default): the Gaussian path high-passes the background-removed
+        local field of the QSM core (V-SHARP/PDF/LBV) when it is given, which removes the
+        air-tissue background that otherwise dominates the filtered phase near the skull
+        base; voxels outside the local-field mask take the high-passed total field (SWI image
+        only). ``"total"``: always the total field (classic CLEAR-SWI).
+    gaussian_sigma_mm : Gaussian standard deviation per axis in mm (default [2, 2, 0]: in-plane
+        only; chosen by measurement on the simulator, see ``docs/methods_swi.md``).
+    gaussian_sigma_vox : if set, overrides ``gaussian_sigma_mm`` (voxels per axis).
     homodyne_window : Hanning window width in k-space samples (per in-plane axis).
     homodyne_echo : 0-based echo for the homodyne path; None = echo closest to the reference TE.
     mask_power : n in ``SWI = magnitude x m^n``.
@@ -63,15 +71,22 @@ class SWIOptions:
     slice_axis : voxel axis along which minIP slabs are taken and homodyne slices are cut.
     reference_te_s : TE (s) at which the filtered field is expressed as a phase; None = the
         acquired echo closest to 20 ms.
-    apt_threshold_rad : fixed per-run abnormal-phase threshold in phase-iron units (rad at the
-        reference TE, iron positive): voxels above it are "abnormal". It scales with B0 x TE;
-        the control-derived per-structure threshold of the group level is preferred.
+    apt_threshold_rad : participant-level abnormal-phase threshold in phase-iron units (rad at
+        the reference TE, iron positive): voxels above it are "abnormal". None (default): the
+        run's own brain mean + 2 SD of the phase-iron map
+        (:func:`bids_qsm.swi.phase_iron.participant_threshold`), which follows B0, TE and
+        noise; the control-derived per-structure threshold of the group level is preferred.
+    quality_edge_mm, quality_r2star_max_hz, quality_residual_max : phase-quality mask of the
+        phase-iron map (:func:`bids_qsm.swi.dipole_roi.phase_quality_mask`): voxels closer
+        than this to the brain edge (mm), with R2* above this (Hz at 3 T, scaled with B0) or
+        an echo-fit residual above this are set to NaN (background field dominates there).
     n_threads : FFT worker threads.
     """
 
     highpass: str = "gaussian"
-    gaussian_sigma_vox: tuple[float, float, float] = (4.0, 4.0, 0.0)
-    gaussian_sigma_mm: tuple[float, float, float] | None = None
+    field_source: str = "local"
+    gaussian_sigma_mm: tuple[float, float, float] | None = (2.0, 2.0, 0.0)
+    gaussian_sigma_vox: tuple[float, float, float] | None = None
     homodyne_window: int = 64
     homodyne_echo: int | None = None
     mask_power: int = 4
@@ -80,7 +95,10 @@ class SWIOptions:
     minip_mode: str = "sliding"
     slice_axis: int = 2
     reference_te_s: float | None = None
-    apt_threshold_rad: float = 0.1
+    apt_threshold_rad: float | None = None
+    quality_edge_mm: float = 4.0
+    quality_r2star_max_hz: float = 80.0
+    quality_residual_max: float = 0.3
     n_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -88,6 +106,10 @@ class SWIOptions:
             raise UsageError(
                 f"SWI high-pass must be 'gaussian' or 'homodyne', not {self.highpass!r}"
             )
+        if self.field_source not in ("local", "total"):
+            raise UsageError(f"SWI field source must be 'local' or 'total': {self.field_source!r}")
+        if self.gaussian_sigma_mm is None and self.gaussian_sigma_vox is None:
+            raise UsageError("give the SWI Gaussian width in mm (gaussian_sigma_mm) or voxels")
         if self.magnitude_weighting not in ("snr", "te", "mean"):
             raise UsageError(f"unknown SWI magnitude weighting {self.magnitude_weighting!r}")
         if self.minip_mode not in ("sliding", "slabs"):
@@ -120,7 +142,8 @@ class SWIResult:
     swi: np.ndarray  #: SWI image (magnitude units)
     minip: np.ndarray  #: minIP of the SWI (magnitude units)
     hp_phase_rad: np.ndarray  #: SWI filtered phase, rad at reference TE, paramagnetic negative
-    phase_iron_rad: np.ndarray  #: = -hp_phase_rad, iron positive, zero outside the mask
+    #: = -hp_phase_rad, iron positive; 0 outside the mask, NaN where background dominates
+    phase_iron_rad: np.ndarray
     parameters: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     magnitude: np.ndarray | None = None  #: combined magnitude before the phase mask
@@ -135,6 +158,88 @@ def _as4d(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
+def _gaussian_phase(
+    mag4: np.ndarray,
+    ph4: np.ndarray | None,
+    te: np.ndarray,
+    vs: np.ndarray,
+    m: np.ndarray,
+    ref_te: float,
+    opt: SWIOptions,
+    field_hz: np.ndarray | None,
+    local_hz: np.ndarray | None,
+    local_mask: np.ndarray | None,
+    params: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """SWI filtered phase (rad at ref TE, paramagnetic negative) and the mask it is valid in."""
+    sigma = (
+        tuple(float(s) for s in opt.gaussian_sigma_vox)
+        if opt.gaussian_sigma_vox is not None
+        else sigma_mm_to_vox(opt.gaussian_sigma_mm, vs)
+    )
+    if field_hz is None:
+        if ph4 is None:
+            raise InputDataError("the Gaussian SWI high-pass needs field_hz or the phase")
+        fld = field_from_phase(mag4, ph4, te, vs, opt.n_threads)
+        params["FieldSource"] = "Laplacian unwrapping + weighted linear fit (SWI fallback)"
+    else:
+        fld = np.asarray(field_hz, dtype=np.float32)
+        if fld.shape != m.shape:
+            raise InputDataError(f"field_hz shape {fld.shape} differs from mask {m.shape}")
+        params["FieldSource"] = "unwrapped combined field from the QSM core"
+    hp_field = gaussian_highpass(fld, m, sigma)
+    valid = m
+    if opt.field_source == "local" and local_hz is not None:
+        lm = m if local_mask is None else (np.asarray(local_mask, bool) & m)
+        if local_hz.shape != m.shape:
+            raise InputDataError(f"local field shape {local_hz.shape} differs from {m.shape}")
+        hp_local = gaussian_highpass(np.asarray(local_hz, np.float32), lm, sigma)
+        hp_field = np.where(lm, hp_local, hp_field)
+        valid = lm
+        params["FieldSource"] = (
+            "background-removed local field from the QSM core (total field outside its mask)"
+        )
+    params["PhaseIronFieldSource"] = (
+        "local" if valid is not m else ("total" if field_hz is not None else "fallback")
+    )
+    hp_phase = (np.float32(-2.0 * np.pi * ref_te) * hp_field).astype(np.float32)
+    params["GaussianSigma_vox"] = [float(s) for s in sigma]
+    params["GaussianSigma_mm"] = [float(s * d) for s, d in zip(sigma, vs, strict=True)]
+    if max(params["GaussianSigma_mm"]) > 6.0:
+        # Too smooth a low-pass leaves skull-base background curvature in deep gray matter.
+        LOGGER.warning(
+            "SWI Gaussian high-pass sigma is %s mm (voxels of %s mm): consider "
+            "gaussian_sigma_mm of about 2 mm in-plane",
+            [round(v, 1) for v in params["GaussianSigma_mm"]],
+            [round(float(v), 2) for v in vs],
+        )
+    return hp_phase, valid
+
+
+def _homodyne_phase(
+    mag4: np.ndarray, ph4: np.ndarray | None, te: np.ndarray, m: np.ndarray, ref_te: float,
+    opt: SWIOptions, params: dict[str, Any],
+) -> np.ndarray:  # fmt: skip
+    """Homodyne SWI filtered phase (rad at ref TE, paramagnetic negative), 0 outside ``m``."""
+    if ph4 is None:
+        raise InputDataError("the homodyne SWI high-pass needs the phase")
+    ne = mag4.shape[-1]
+    e = int(np.argmin(np.abs(te - ref_te))) if opt.homodyne_echo is None else int(opt.homodyne_echo)
+    if not 0 <= e < ne:
+        raise UsageError(f"homodyne echo {e} out of range (0..{ne - 1})")
+    hp = homodyne_highpass(
+        mag4[..., e], ph4[..., e], opt.homodyne_window, opt.slice_axis, opt.n_threads
+    )
+    # Internal sign (paramagnetic positive) -> SWI sign, rescaled to the reference TE.
+    hp_phase = (np.float32(-ref_te / te[e]) * hp).astype(np.float32)
+    hp_phase[~m] = 0.0
+    params["HomodyneEcho"] = e
+    params["HomodyneEchoTime_s"] = float(te[e])
+    params["HomodyneWindow_samples"] = int(opt.homodyne_window)
+    params["PhaseIronFieldSource"] = "echo phase (homodyne)"
+    return hp_phase
+
+
 def compute_swi(
     mag: np.ndarray,
     phase_rad: np.ndarray | None,
@@ -143,6 +248,12 @@ def compute_swi(
     mask: np.ndarray,
     field_hz: np.ndarray | None = None,
     options: SWIOptions | None = None,
+    *,
+    local_field_ppm: np.ndarray | None = None,
+    local_mask: np.ndarray | None = None,
+    b0_tesla: float = 3.0,
+    r2star_hz: np.ndarray | None = None,
+    fit_residual: np.ndarray | None = None,
 ) -> SWIResult:
     """SWI, minIP, SWI filtered phase and phase-iron map from (multi-)echo GRE.
 
@@ -158,6 +269,10 @@ def compute_swi(
         the Gaussian path. If None, the Gaussian path estimates it from ``phase_rad`` by
         Laplacian unwrapping and a weighted linear fit (adequate for SWI only).
     options : :class:`SWIOptions` (defaults if None).
+    local_field_ppm, local_mask : background-removed local field (ppm) of the QSM core and the
+        mask it is defined in; with ``field_source="local"`` the phase-iron map comes from it.
+    b0_tesla : field strength (T): converts the local field to Hz and scales the R2* limit.
+    r2star_hz, fit_residual : optional quality maps for the phase-quality mask.
     """
     opt = options or SWIOptions()
     t_all = time.perf_counter()
@@ -198,55 +313,18 @@ def compute_swi(
     timings["magnitude_combination"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    valid = m
     if opt.highpass == "gaussian":
-        sigma = (
-            sigma_mm_to_vox(opt.gaussian_sigma_mm, vs)
-            if opt.gaussian_sigma_mm is not None
-            else tuple(opt.gaussian_sigma_vox)
+        local_hz = (
+            None
+            if local_field_ppm is None
+            else ppm_to_hz(np.asarray(local_field_ppm, np.float32), b0_tesla)
         )
-        if field_hz is None:
-            if ph4 is None:
-                raise InputDataError("the Gaussian SWI high-pass needs field_hz or the phase")
-            fld = field_from_phase(mag4, ph4, te, vs, opt.n_threads)
-            params["FieldSource"] = "Laplacian unwrapping + weighted linear fit (SWI fallback)"
-        else:
-            fld = np.asarray(field_hz, dtype=np.float32)
-            if fld.shape != m.shape:
-                raise InputDataError(f"field_hz shape {fld.shape} differs from mask {m.shape}")
-            params["FieldSource"] = "unwrapped combined field from the QSM core"
-        timings["field_estimate"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        hp_field = gaussian_highpass(fld, m, sigma)
-        hp_phase = (np.float32(-2.0 * np.pi * ref_te) * hp_field).astype(np.float32)
-        params["GaussianSigma_vox"] = [float(s) for s in sigma]
-        params["GaussianSigma_mm"] = [float(s * d) for s, d in zip(sigma, vs, strict=True)]
-        if max(params["GaussianSigma_mm"]) > 6.0:
-            # Too smooth a low-pass leaves skull-base background curvature in deep gray matter.
-            LOGGER.warning(
-                "SWI Gaussian high-pass sigma is %s mm (voxels of %s mm): consider "
-                "gaussian_sigma_mm of about 4 mm in-plane",
-                [round(v, 1) for v in params["GaussianSigma_mm"]],
-                [round(float(v), 2) for v in vs],
-            )
+        hp_phase, valid = _gaussian_phase(
+            mag4, ph4, te, vs, m, ref_te, opt, field_hz, local_hz, local_mask, params
+        )
     else:
-        if ph4 is None:
-            raise InputDataError("the homodyne SWI high-pass needs the phase")
-        e = (
-            int(np.argmin(np.abs(te - ref_te)))
-            if opt.homodyne_echo is None
-            else int(opt.homodyne_echo)
-        )
-        if not 0 <= e < ne:
-            raise UsageError(f"homodyne echo {e} out of range (0..{ne - 1})")
-        hp = homodyne_highpass(
-            mag4[..., e], ph4[..., e], opt.homodyne_window, opt.slice_axis, opt.n_threads
-        )
-        # Internal sign (paramagnetic positive) -> SWI sign, rescaled to the reference TE.
-        hp_phase = (np.float32(-ref_te / te[e]) * hp).astype(np.float32)
-        hp_phase[~m] = 0.0
-        params["HomodyneEcho"] = e
-        params["HomodyneEchoTime_s"] = float(te[e])
-        params["HomodyneWindow_samples"] = int(opt.homodyne_window)
+        hp_phase = _homodyne_phase(mag4, ph4, te, m, ref_te, opt, params)
     timings["highpass"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -261,8 +339,32 @@ def compute_swi(
     params["MinIPMode"] = opt.minip_mode
     params["MinIPAxis"] = int(opt.slice_axis)
 
+    r2max = float(opt.quality_r2star_max_hz) * float(b0_tesla) / 3.0
+    quality = valid & phase_quality_mask(
+        m,
+        vs,
+        edge_mm=float(opt.quality_edge_mm),
+        r2star_hz=r2star_hz,
+        r2star_max_hz=r2max,
+        fit_residual=fit_residual,
+        residual_max=float(opt.quality_residual_max),
+    )
     phase_iron = np.where(m, -hp_phase, np.float32(0.0)).astype(np.float32)
-    params["AbnormalPhaseThreshold_rad"] = float(opt.apt_threshold_rad)
+    phase_iron[m & ~quality] = np.nan
+    params["PhaseQualityMask"] = {
+        "Description": "phase-iron is n/a (NaN) in brain voxels excluded as background-dominated",
+        "EdgeDistance_mm": float(opt.quality_edge_mm),
+        "R2starMax_Hz": r2max if r2star_hz is not None else None,
+        "FitResidualMax": float(opt.quality_residual_max) if fit_residual is not None else None,
+        "ExcludedFraction": float(1.0 - quality.sum() / max(int(m.sum()), 1)),
+    }
+    if opt.apt_threshold_rad is None:
+        thr = participant_threshold(phase_iron, m) if np.isfinite(phase_iron[m]).sum() > 1 else 0.0
+        params["AbnormalPhaseThresholdRule"] = "brain mean + 2 SD of this run's phase iron"
+    else:
+        thr = float(opt.apt_threshold_rad)
+        params["AbnormalPhaseThresholdRule"] = "fixed (apt_threshold_rad)"
+    params["AbnormalPhaseThreshold_rad"] = float(thr)
     timings["total"] = time.perf_counter() - t_all
     return SWIResult(
         swi=swi,

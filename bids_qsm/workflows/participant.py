@@ -71,9 +71,8 @@ def swi_options(config: Any) -> dict[str, Any]:
     wf = config.workflow
     opts: dict[str, Any] = {
         "highpass": wf.swi_highpass,
-        # in mm so that the filter width does not grow with coarse voxels (CLEAR-SWI's
-        # [4, 4, 0] voxels at 1 mm); the sidecar records the value in voxels too
-        "gaussian_sigma_mm": (4.0, 4.0, 0.0),
+        # Gaussian width: the SWIOptions default, in mm (chosen by measurement, see
+        # docs/methods_swi.md); the sidecar records the value in voxels too
         "mask_power": int(wf.swi_mask_power),
         "minip_thickness_mm": float(wf.minip_thickness_mm),
     }
@@ -82,13 +81,12 @@ def swi_options(config: Any) -> dict[str, Any]:
     return opts
 
 
-def apt_threshold(config: Any) -> float:
-    """Participant-level abnormal-phase threshold (rad): the option, else the SWI default."""
-    from bids_qsm.swi.pipeline import SWIOptions
-
+def apt_threshold(config: Any) -> float | None:
+    """Participant-level abnormal-phase threshold (rad): the option, else None (the run's own
+    brain mean + 2 SD of phase iron, see ``bids_qsm.swi.phase_iron.participant_threshold``)."""
     if config.workflow.apt_threshold_rad is not None:
         return float(config.workflow.apt_threshold_rad)
-    return float(SWIOptions().apt_threshold_rad)
+    return None
 
 
 def omp_threads(config: Any) -> int:
@@ -144,7 +142,8 @@ def init_qsm_wf(*, options: dict[str, Any], threads: int, name: str = "qsm_wf") 
 def init_swi_wf(*, options: dict[str, Any], name: str = "swi_wf") -> pe.Workflow:
     """SWI, minIP, high-pass filtered phase and phase-iron map from the QSM field estimate."""
     wf = pe.Workflow(name=name)
-    fields = ["mag_file", "phase_file", "meta_file", "field_hz_file", "mask_file"]
+    fields = ["mag_file", "phase_file", "meta_file", "field_hz_file", "mask_file",
+              "local_field_file", "local_mask_file", "r2star_file", "residual_file"]  # fmt: skip
     inputnode = pe.Node(IdentityInterface(fields), name="inputnode")
     outs = ["swi_file", "minip_file", "hpphase_file", "phaseiron_file", "params_file"]
     outputnode = pe.Node(IdentityInterface(outs), name="outputnode")
@@ -256,7 +255,11 @@ def init_gre_wf(
         (load, swi_wf, [("mag_file", "inputnode.mag_file"), ("phase_file", "inputnode.phase_file"),
                         ("meta_file", "inputnode.meta_file")]),
         (qsm_wf, swi_wf, [("outputnode.field_hz_file", "inputnode.field_hz_file"),
-                          ("outputnode.brain_mask_file", "inputnode.mask_file")]),
+                          ("outputnode.brain_mask_file", "inputnode.mask_file"),
+                          ("outputnode.local_field_file", "inputnode.local_field_file"),
+                          ("outputnode.mask_file", "inputnode.local_mask_file"),
+                          ("outputnode.r2star_file", "inputnode.r2star_file"),
+                          ("outputnode.residual_file", "inputnode.residual_file")]),
         (qsm_wf, atlas_wf, [("outputnode.combined_mag_file", "inputnode.mag_file"),
                             ("outputnode.brain_mask_file", "inputnode.mask_file")]),
         (qsm_wf, regional, [("outputnode.chi_file", "chi_file"),

@@ -1,0 +1,51 @@
+"""Simulator option for planted between-subject regional iron variation (``--iron-sd-ppb``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bids_qsm.simulate.cli import build_parser
+from bids_qsm.simulate.cohort import (
+    BETWEEN_SUBJECT_SD_PPM,
+    HEMISPHERE_CORRELATION,
+    LITERATURE_IRON_SD_PPM,
+    parse_iron_sd,
+    structure_offsets_ppm,
+)
+
+
+def test_parse_iron_sd_forms():
+    assert parse_iron_sd("literature") == LITERATURE_IRON_SD_PPM
+    assert set(parse_iron_sd("12").values()) == {0.012}
+    d = parse_iron_sd("putamen=30, globus_pallidus=5")
+    assert d["putamen"] == pytest.approx(0.030) and d["globus_pallidus"] == pytest.approx(0.005)
+    assert d["caudate"] == LITERATURE_IRON_SD_PPM["caudate"]
+    for bad in ("pallidum=3", "putamen", "putamen=-1"):
+        with pytest.raises(ValueError):
+            parse_iron_sd(bad)
+    args = build_parser().parse_args(["out", "--iron-sd-ppb", "literature"])
+    assert args.iron_sd_ppb == LITERATURE_IRON_SD_PPM
+    assert build_parser().parse_args(["out"]).iron_sd_ppb is None
+    with pytest.raises(SystemExit) as err:
+        build_parser().parse_args(["out", "--iron-sd-ppb", "nonsense=1"])
+    assert err.value.code == 64
+
+
+def test_offsets_have_the_planted_sd_and_hemisphere_correlation():
+    rng = np.random.default_rng(0)
+    draws = [structure_offsets_ppm(rng, LITERATURE_IRON_SD_PPM) for _ in range(4000)]
+    for name, sd in LITERATURE_IRON_SD_PPM.items():
+        left = np.array([d[(name, "L")] for d in draws])
+        right = np.array([d[(name, "R")] for d in draws])
+        assert left.std() == pytest.approx(sd, rel=0.06)
+        assert abs(left.mean()) < 4 * sd / np.sqrt(len(draws))
+        assert np.corrcoef(left, right)[0, 1] == pytest.approx(HEMISPHERE_CORRELATION, abs=0.04)
+
+
+def test_scalar_sd_keeps_the_historical_draws():
+    # one SD for all: independent draws in the same order as before the option existed
+    a = structure_offsets_ppm(np.random.default_rng(5), BETWEEN_SUBJECT_SD_PPM)
+    rng = np.random.default_rng(5)
+    expected = [rng.normal(0.0, BETWEEN_SUBJECT_SD_PPM) for _ in range(len(a))]
+    np.testing.assert_allclose(list(a.values()), expected)
