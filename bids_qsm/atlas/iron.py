@@ -3,11 +3,14 @@
 Pallidum, substantia nigra and red nucleus are the brightest structures of a susceptibility
 (or R2*) map and nearly invisible on a GRE magnitude or a T1w; registering the subject's
 iron map to a template of the same contrast pins them down. No QSM template ships offline,
-so one is synthesised from the atlas labels: every reported structure gets a literature
-susceptibility at 3 T (ppm relative to CSF), everything else 0, smoothed with a Gaussian of
-``IRON_TEMPLATE_SMOOTH_MM``. Values are rounded means of healthy adults (Lim et al. 2013
-NeuroImage 82:449; Deistung et al. 2013 NeuroImage 65:299; Li et al. 2014 NeuroImage 94:
-137): they set the contrast only (the registration metric is not sensitive to their scale).
+so one is synthesised from the atlas: the template's tissue classes (CSF, gray and white
+matter fractions by linear mixing of its intensity between the class modes: CSF = 2nd
+percentile, white matter = 90th percentile of the brain, gray matter 61 % of the way) get
+``TISSUE_PPM`` and every reported structure a literature susceptibility at 3 T (ppm relative
+to CSF), smoothed with a Gaussian of ``IRON_TEMPLATE_SMOOTH_MM``. Values are rounded means
+of healthy adults (Lim et al. 2013 NeuroImage 82:449; Deistung et al. 2013 NeuroImage
+65:299; Li et al. 2014 NeuroImage 94:137): they set the contrast only (the registration
+metric is not sensitive to their scale).
 
 The template is written once per atlas to the user cache
 (``{atlas}_space-{template}_desc-iron{version}_chimap.nii.gz``).
@@ -41,9 +44,11 @@ IRON_TEMPLATE_PPM: dict[str, float] = {
     "amygdala": 0.0,
     "hippocampus": 0.0,
 }
+#: Susceptibility (ppm vs CSF) of CSF, cortical gray and white matter in the iron template.
+TISSUE_PPM: dict[str, float] = {"csf": 0.0, "gm": 0.01, "wm": -0.03}
 #: Gaussian smoothing (SD, mm) of the iron template: about a 2 mm voxel's partial volume.
 IRON_TEMPLATE_SMOOTH_MM: float = 1.0
-_VERSION = "v1"
+_VERSION = "v2"
 
 #: Structures whose bounding box (plus a margin) is the deep gray matter box.
 DGM_BOX_STRUCTURES: tuple[str, ...] = (
@@ -82,7 +87,21 @@ def synthesise_iron_template(atlas: Atlas) -> nib.Nifti1Image:
     for v, chi in values.items():
         if v < lut.size:
             lut[v] = chi
-    chi = lut[labels]
+    t1 = np.asarray(atlas.template_img.dataobj, dtype=np.float32)
+    brain = atlas.template_mask()
+    chi = np.zeros(labels.shape, np.float32)
+    if brain.any():
+        i_csf, i_wm = np.percentile(t1[brain], [2, 90])
+        i_gm = i_csf + 0.61 * (i_wm - i_csf)
+        f_wm = np.clip((t1 - i_gm) / max(i_wm - i_gm, 1e-6), 0, 1)
+        f_csf = np.clip((i_gm - t1) / max(i_gm - i_csf, 1e-6), 0, 1)
+        f_gm = 1.0 - f_wm - f_csf
+        chi = (
+            f_gm * TISSUE_PPM["gm"] + f_wm * TISSUE_PPM["wm"] + f_csf * TISSUE_PPM["csf"]
+        ) * brain
+    structure = np.isin(labels, list(values))
+    chi[structure] = lut[labels[structure]]
+    chi = chi.astype(np.float32)
     vox = np.sqrt((atlas.template_img.affine[:3, :3] ** 2).sum(axis=0))
     chi = ndimage.gaussian_filter(chi, IRON_TEMPLATE_SMOOTH_MM / vox).astype(np.float32)
     img = nib.Nifti1Image(chi, atlas.template_img.affine)
@@ -96,7 +115,15 @@ def iron_template(atlas: Atlas) -> nib.Nifti1Image | None:
     if not any(v > 0 for v in values.values()):
         return None
     key = hashlib.sha1(
-        repr((sorted(values.items()), IRON_TEMPLATE_SMOOTH_MM, atlas.labels_img.shape)).encode()
+        repr(
+            (
+                sorted(values.items()),
+                sorted(TISSUE_PPM.items()),
+                IRON_TEMPLATE_SMOOTH_MM,
+                atlas.labels_img.shape,
+                float(np.asarray(atlas.template_img.dataobj).sum()),
+            )
+        ).encode()
         + np.asarray(atlas.labels_img.affine).tobytes()
     ).hexdigest()[:12]
     name = f"{atlas.name}_space-{atlas.template_name}_desc-iron{_VERSION}{key}_chimap.nii.gz"

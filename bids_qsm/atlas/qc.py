@@ -207,16 +207,14 @@ def local_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, radius_vox
     return float(np.clip(r[mask], 0, 1).mean()) if mask.any() else float("nan")
 
 
-def jacobian_stats(coords_mm: np.ndarray, voxel_mm: np.ndarray, mask: np.ndarray) -> dict:
+def jacobian_stats(coords_mm: np.ndarray, affine: np.ndarray, mask: np.ndarray) -> dict:
     """Jacobian determinant of the subject -> template map from the template coordinates
-    (``coords_mm``: (3, X, Y, Z), mm) of every voxel (``voxel_mm``: voxel size); 1st and
-    99th percentiles, extremes and the folded fraction (det <= 0) inside ``mask``. A value
-    above 1 means the subject's region is smaller than the template's (atrophy)."""
-    g = np.stack(
-        [np.stack(np.gradient(coords_mm[k], *[float(v) for v in voxel_mm]), 0) for k in range(3)]
-    )
-    jac = np.moveaxis(g[:, :, mask], -1, 0)  # (N, 3, 3)
-    det = np.linalg.det(jac)
+    (``coords_mm``: (3, X, Y, Z), mm) of every voxel of a grid (``affine``: voxel -> mm);
+    1st and 99th percentiles, extremes and the folded fraction (det <= 0) inside ``mask``.
+    A value above 1 means the subject's region is smaller than the template's (atrophy)."""
+    g = np.stack([np.stack(np.gradient(coords_mm[k]), 0) for k in range(3)])
+    jac = np.moveaxis(g[:, :, mask], -1, 0)  # (N, 3, 3): d template mm / d voxel index
+    det = np.linalg.det(jac) / float(np.linalg.det(np.asarray(affine)[:3, :3]))
     return {
         "jacobian_p01": float(np.percentile(det, 1)),
         "jacobian_p99": float(np.percentile(det, 99)),
@@ -281,7 +279,7 @@ def registration_qc(
     warped_template: np.ndarray,
     labels: np.ndarray,
     coords_mm: np.ndarray | None,
-    voxel_mm: np.ndarray,
+    affine: np.ndarray,
     structures: Iterable[StructureDef],
     iron: np.ndarray | None = None,
 ) -> dict:
@@ -295,13 +293,14 @@ def registration_qc(
       misses its nucleus loses this contrast. ``iron_contrast_min_ppb`` is the smallest.
     """
     structs = list(structures)
+    voxel_mm = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     margin = max(1, int(round(5.0 / float(np.min(voxel_mm)))))
     box = dgm_box(labels, structs, margin)
     out: dict = {
         "dgm_local_cc": local_correlation(mag[box], warped_template[box], mask[box], 2),
     }
     if coords_mm is not None:
-        out.update(jacobian_stats(coords_mm, voxel_mm, mask))
+        out.update(jacobian_stats(coords_mm, affine, mask))
     if iron is not None:
         contrast = iron_contrast_ppb(iron, labels, structs)
         out.update({f"iron_contrast_{k}_ppb": v for k, v in contrast.items()})

@@ -240,7 +240,7 @@ def register_atlas(
         outprefix = str(tmp / "reg_")
         args, stages = registration_args(
             fixed_path, moving_path, fixed_mask_path, syn_metric, p, seed, outprefix,
-            iron_paths, dgm,
+            iron_paths, dgm, t1w is not None,
         )  # fmt: skip
         _run_ants(args, threads)
         timings["registration"] = time.perf_counter() - t0
@@ -292,7 +292,7 @@ def register_atlas(
         wtpl_full[sub],
         labels[sub],
         coords,
-        np.sqrt((gre_affine[:3, :3] ** 2).sum(axis=0)),
+        gre_affine,
         atlas.structures,
         iron_arr,
     )

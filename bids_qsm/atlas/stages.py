@@ -64,8 +64,9 @@ class RegistrationParams:
     cc_radius: int = 2
     t1w_syn_metric: str = "MI"
     gre_syn_metric: str = "MI"
-    iron_weight: float = 0.5
-    iron_metric: str = "MI"
+    iron_weight: float = 0.75
+    iron_weight_t1w: float = 0.5
+    iron_metric: str = "CC"
     dgm_stage: bool = True
     dgm_grid_mm: float = 1.0
     dgm_margin_mm: float = 10.0
@@ -130,7 +131,7 @@ def iron_images(
         "Subject": "susceptibility map (ppm) clipped to [-0.1, 0.3], 0 outside the brain mask",
         "Template": "synthetic iron template from the atlas labels (bids_qsm.atlas.iron)",
         "Metric": p.iron_metric,
-        "Weight": p.iron_weight,
+        "Weight": {"GRE": p.iron_weight, "T1w": p.iron_weight_t1w},
     }
     return fixed_path, moving_path, info
 
@@ -181,9 +182,9 @@ def dgm_images(
 
 
 def _syn_metrics(
-    fixed: Path, moving: Path, metric: str, p: RegistrationParams, iron: tuple | None
+    fixed: Path, moving: Path, metric: str, iron_w: float, p: RegistrationParams, iron: tuple | None
 ) -> tuple[list[str], str]:
-    w = 1.0 - p.iron_weight if iron is not None else 1.0
+    w = 1.0 - iron_w if iron is not None else 1.0
     f, m = str(fixed), str(moving)
     if metric.upper() == "CC":
         out, desc = [f"CC[{f},{m},{w:g},{p.cc_radius}]"], f"CC[radius={p.cc_radius},w={w:g}]"
@@ -191,7 +192,7 @@ def _syn_metrics(
         out, desc = [f"MI[{f},{m},{w:g},{p.mi_bins}]"], f"MI[bins={p.mi_bins},w={w:g}]"
     if iron is not None:
         fi, mi = str(iron[0]), str(iron[1])
-        wi = p.iron_weight
+        wi = iron_w
         if p.iron_metric.upper() == "CC":
             out.append(f"CC[{fi},{mi},{wi:g},{p.cc_radius}]")
             desc += f" + iron CC[radius={p.cc_radius},w={wi:g}]"
@@ -211,8 +212,10 @@ def registration_args(
     outprefix: str,
     iron: tuple | None,
     dgm: dict | None,
+    t1w: bool = False,
 ) -> tuple[list[str], list[dict]]:
     """All antsRegistration arguments and the stage descriptions for the sidecar."""
+    iron_w = p.iron_weight_t1w if t1w else p.iron_weight
     f, m = str(fixed), str(moving)
     mi = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]"
     args = [
@@ -242,7 +245,7 @@ def registration_args(
         syn = f"BSplineSyN[{p.syn_gradient_step},{p.bspline_mesh_mm:g},0,3]"
     else:
         syn = f"SyN[{p.syn_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
-    metrics, desc = _syn_metrics(fixed, moving, syn_metric, p, iron)
+    metrics, desc = _syn_metrics(fixed, moving, syn_metric, iron_w, p, iron)
     masks = f"[{fixed_mask},NULL]" if p.syn_fixed_mask else ("[NULL,NULL]" if dgm else None)
     args += _stage(syn, metrics, p.syn_iterations, p.syn_shrink, p.syn_smooth_vox, masks)
     stages.append(
@@ -253,7 +256,7 @@ def registration_args(
     if dgm is not None:
         dsyn = f"SyN[{p.dgm_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
         d_iron = (dgm["iron_fixed"], iron[1]) if iron is not None else None
-        metrics, desc = _syn_metrics(dgm["fixed"], moving, syn_metric, p, d_iron)
+        metrics, desc = _syn_metrics(dgm["fixed"], moving, syn_metric, iron_w, p, d_iron)
         args += _stage(
             dsyn, metrics, p.dgm_iterations, p.dgm_shrink, p.dgm_smooth_vox, f"[{dgm['mask']},NULL]"
         )
