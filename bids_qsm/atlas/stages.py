@@ -50,7 +50,7 @@ class RegistrationParams:
     affine_iterations: tuple[int, ...] = (500, 250)
     linear_shrink: tuple[int, ...] = (4, 2)
     linear_smooth_vox: tuple[float, ...] = (2, 1)
-    syn_iterations: tuple[int, ...] = (100, 70, 40)
+    syn_iterations: tuple[int, ...] = (60, 40, 20)
     syn_shrink: tuple[int, ...] = (4, 2, 1)
     syn_smooth_vox: tuple[float, ...] = (2, 1, 0)
     syn_gradient_step: float = 0.2
@@ -70,7 +70,7 @@ class RegistrationParams:
     dgm_stage: bool = True
     dgm_grid_mm: float = 1.0
     dgm_margin_mm: float = 10.0
-    dgm_iterations: tuple[int, ...] = (40, 20)
+    dgm_iterations: tuple[int, ...] = (30, 15)
     dgm_shrink: tuple[int, ...] = (2, 1)
     dgm_smooth_vox: tuple[float, ...] = (1, 0)
     dgm_gradient_step: float = 0.2
