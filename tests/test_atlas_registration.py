@@ -143,7 +143,8 @@ from bids_qsm.simulate.subject import simulate_subject
 sim = simulate_subject("tiny", seed=1)
 mag = nib.Nifti1Image(sim.mag, sim.affine)
 mask = nib.Nifti1Image(sim.brain_mask.astype(np.uint8), sim.affine)
-p = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5))
+p = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_grid_mm=2.0,
+                       dgm_iterations=(10, 5))
 out = Path(sys.argv[1])
 r = [register_atlas(mag, mask, load_atlas(), out / str(i), "s", threads=1, seed=3, params=p)
      for i in range(2)]
@@ -172,10 +173,11 @@ def test_register_is_repeatable(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_register_multithread_nearly_repeatable(tmp_path: Path, atlas) -> None:
-    """With 2 threads ANTs' reductions are order-dependent: only boundary voxels may differ."""
+    """With 2 threads ANTs' reductions are order-dependent: only boundary voxels may differ
+    (a few % of the labelled voxels with the inter-subject SyN settings)."""
     sim = simulate_subject("tiny", seed=1)
     mag, mask, _ = _images(sim)
-    params = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5))
+    params = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_stage=False)
     a = register_atlas(mag, mask, atlas, tmp_path / "a", "s", threads=2, seed=3, params=params)
     b = register_atlas(mag, mask, atlas, tmp_path / "b", "s", threads=2, seed=3, params=params)
-    assert (a.labels != b.labels).sum() < 0.01 * (a.labels > 0).sum()
+    assert (a.labels != b.labels).sum() < 0.08 * (a.labels > 0).sum()
