@@ -20,8 +20,8 @@ from bids_qsm.stats.group import group_differences, resolve_design
 from bids_qsm.stats.regional import Entities, regional_table
 
 DGM = ("thalamus", "caudate", "putamen", "globus_pallidus")
-#: Tiny preset: 3 mm GRE, registration on a 3 mm grid and a 2 mm deep gray matter stage.
-FAST = RegistrationParams(grid_mm=3.0, syn_iterations=(60, 40, 20), dgm_grid_mm=2.0)
+#: Tiny preset: 3 mm GRE, registration and deep gray matter stage on 3 mm grids.
+FAST = RegistrationParams(grid_mm=3.0, syn_iterations=(60, 40, 20))
 
 
 @pytest.fixture(scope="module")

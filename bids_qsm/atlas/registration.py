@@ -236,7 +236,11 @@ def register_atlas(
         if iron is not None:
             iron_paths = iron_images(atlas, iron, mask, tpl_g, tmp, p)
             parameters["IronChannel"] = iron_paths[2]
-        dgm = dgm_images(atlas, tpl, tmp, p, iron_paths) if p.dgm_stage else None
+        # the deep gray matter stage runs at the template's resolution, but not finer than
+        # the subject's voxels (a 3 mm GRE gains nothing from a 1 mm stage)
+        gre_vox = float(np.sqrt((gre_affine[:3, :3] ** 2).sum(axis=0)).min())
+        dgm_grid = max(float(p.dgm_grid_mm), round(gre_vox, 3))
+        dgm = dgm_images(atlas, tpl, tmp, p, iron_paths, dgm_grid) if p.dgm_stage else None
         outprefix = str(tmp / "reg_")
         args, stages = registration_args(
             fixed_path, moving_path, fixed_mask_path, syn_metric, p, seed, outprefix,

@@ -137,9 +137,15 @@ def iron_images(
 
 
 def dgm_images(
-    atlas: Atlas, tpl, tmp: Path, p: RegistrationParams, iron_paths: tuple | None
+    atlas: Atlas,
+    tpl,
+    tmp: Path,
+    p: RegistrationParams,
+    iron_paths: tuple | None,
+    grid_mm: float | None = None,
 ) -> dict | None:
-    """Fixed images and metric mask of the deep gray matter stage (template resolution)."""
+    """Fixed images and metric mask of the deep gray matter stage (on ``grid_mm``, default
+    ``p.dgm_grid_mm``)."""
     import ants
 
     box = dgm_box_world(atlas, p.dgm_margin_mm)
@@ -156,7 +162,7 @@ def dgm_images(
     sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     sub_aff = aff.copy()
     sub_aff[:3, 3] = aff[:3, :3] @ lo + aff[:3, 3]
-    g = float(p.dgm_grid_mm)
+    g = float(grid_mm or p.dgm_grid_mm)
 
     def crop(img: nib.Nifti1Image, name: str) -> Path:
         data = np.asarray(img.dataobj, dtype=np.float32)[sl]
@@ -178,7 +184,7 @@ def dgm_images(
     if iron_paths is not None:
         iron_fixed = crop(iron_template(atlas), "fixed_dgm_iron.nii.gz")
     size_mm = [round(float(v), 1) for v in (box[1] - box[0])]
-    return {"fixed": fixed, "mask": mask, "iron_fixed": iron_fixed, "size_mm": size_mm}
+    return {"fixed": fixed, "mask": mask, "iron_fixed": iron_fixed, "size_mm": size_mm, "grid": g}
 
 
 def _syn_metrics(
@@ -263,7 +269,7 @@ def registration_args(
         stages.append(
             {"Transform": dsyn, "Metric": desc, "Iterations": list(p.dgm_iterations),
              "ShrinkFactors": list(p.dgm_shrink), "SmoothingSigmasVox": list(p.dgm_smooth_vox),
-             "GridMM": p.dgm_grid_mm, "Region": "deep gray matter box",
+             "GridMM": dgm["grid"], "Region": "deep gray matter box",
              "BoxSizeMM": dgm["size_mm"], "BoxMarginMM": p.dgm_margin_mm}
         )  # fmt: skip
     return args, stages
