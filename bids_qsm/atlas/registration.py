@@ -185,6 +185,7 @@ def register_atlas(
         "RegistrationGridMM": p.grid_mm,
         "RandomSeed": int(seed),
         "Threads": int(threads),
+        "BitwiseReproducible": int(threads) == 1,  # ITK's thread pool sums in arrival order
         "Winsorize": list(p.winsorize),
         "LabelInterpolation": p.label_interpolation,
     }
