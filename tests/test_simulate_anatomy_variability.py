@@ -109,3 +109,11 @@ def test_truth_deformation_written(tmp_path) -> None:
     rigid = write_bids_dataset(tmp_path / "r", preset="tiny", n_subjects=1, rigid_anatomy=True)
     ranat = rigid / "derivatives" / "simulation" / "sub-01" / "anat"
     assert not (ranat / f"{name}.nii.gz").exists() and (ranat / f"{name}.json").is_file()
+
+
+def test_cli_options() -> None:
+    from bids_qsm.simulate.cli import build_parser
+
+    args = build_parser().parse_args(["out", "--rigid-anatomy", "--atrophy", "--null-effect"])
+    assert args.rigid_anatomy and args.atrophy and args.null_effect
+    assert not build_parser().parse_args(["out"]).rigid_anatomy

@@ -235,8 +235,11 @@ def register_atlas(
         t0 = time.perf_counter()
         iron_paths = None
         if iron is not None:
+            if tuple(iron.shape[:3]) != mask.shape:
+                raise InputDataError(f"{prefix}: iron map and GRE magnitude differ in shape")
             iron_paths = iron_images(atlas, iron, mask, tpl_g, tmp, p)
-            parameters["IronChannel"] = iron_paths[2]
+            if iron_paths is not None:
+                parameters["IronChannel"] = iron_paths[2]
         # the deep gray matter stage runs at the template's resolution, but not finer than
         # the subject's voxels (a 3 mm GRE gains nothing from a 1 mm stage)
         gre_vox = float(np.sqrt((gre_affine[:3, :3] ** 2).sum(axis=0)).min())
