@@ -62,11 +62,15 @@ def _check_dice(labels: np.ndarray, truth: np.ndarray, atlas) -> dict[str, float
 
 
 def test_register_tiny_fast(tmp_path: Path, atlas) -> None:
-    """A reduced-iteration registration on the 3 mm preset: outputs, QC and Dice."""
+    """A reduced-iteration registration on the 3 mm preset (variable anatomy, iron channel,
+    deep gray matter stage): outputs, QC and Dice."""
     sim = simulate_subject("tiny", seed=0)
     mag, mask, _ = _images(sim)
-    params = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5))
-    reg = register_atlas(mag, mask, atlas, tmp_path, "sub-01_acq-x", threads=2, params=params)
+    params = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_iterations=(10, 5))
+    iron = nib.Nifti1Image(sim.chi_ppm * sim.brain_mask, sim.affine)
+    reg = register_atlas(
+        mag, mask, atlas, tmp_path, "sub-01_acq-x", threads=2, params=params, iron=iron
+    )
     assert reg.labels.shape == sim.labels.shape and reg.labels.dtype == np.int32
     assert set(np.unique(reg.labels)) <= set(atlas.table["index"]) | {0}
     _check_dice(reg.labels, sim.labels, atlas)
@@ -78,8 +82,14 @@ def test_register_tiny_fast(tmp_path: Path, atlas) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dir removed
     assert {"registration", "total"} <= set(reg.timings_s)
     stages = reg.parameters["TemplateToSubject"]["Stages"]
-    assert [s["Transform"].split("[")[0] for s in stages] == ["Rigid", "Affine", "SyN"]
-    assert stages[2]["Iterations"] == [30, 20, 5]
+    assert [s["Transform"].split("[")[0] for s in stages] == ["Rigid", "Affine", "SyN", "SyN"]
+    assert (
+        stages[2]["Iterations"] == [30, 20, 5] and stages[3]["GridMM"] == 3.0
+    )  # not finer than the GRE
+    assert "iron CC" in stages[2]["Metric"] and "iron CC" in stages[3]["Metric"]
+    assert reg.parameters["IronChannel"]["Metric"] == "CC"
+    assert {"dgm_local_cc", "jacobian_p01", "iron_contrast_min_ppb", "status"} <= set(reg.qc)
+    assert reg.qc["status"]["iron_contrast_min_ppb"] == "ok" and reg.qc["jacobian_p01"] > 0
 
     # saved transforms re-create the labels and bring GRE images to the template
     again = labels_from_template(atlas, reg.transforms, mask)
@@ -133,7 +143,8 @@ from bids_qsm.simulate.subject import simulate_subject
 sim = simulate_subject("tiny", seed=1)
 mag = nib.Nifti1Image(sim.mag, sim.affine)
 mask = nib.Nifti1Image(sim.brain_mask.astype(np.uint8), sim.affine)
-p = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5))
+p = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_grid_mm=2.0,
+                       dgm_iterations=(10, 5))
 out = Path(sys.argv[1])
 r = [register_atlas(mag, mask, load_atlas(), out / str(i), "s", threads=1, seed=3, params=p)
      for i in range(2)]
@@ -162,10 +173,11 @@ def test_register_is_repeatable(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_register_multithread_nearly_repeatable(tmp_path: Path, atlas) -> None:
-    """With 2 threads ANTs' reductions are order-dependent: only boundary voxels may differ."""
+    """With 2 threads ANTs' reductions are order-dependent: only boundary voxels may differ
+    (a few % of the labelled voxels with the inter-subject SyN settings)."""
     sim = simulate_subject("tiny", seed=1)
     mag, mask, _ = _images(sim)
-    params = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5))
+    params = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_stage=False)
     a = register_atlas(mag, mask, atlas, tmp_path / "a", "s", threads=2, seed=3, params=params)
     b = register_atlas(mag, mask, atlas, tmp_path / "b", "s", threads=2, seed=3, params=params)
-    assert (a.labels != b.labels).sum() < 0.01 * (a.labels > 0).sum()
+    assert (a.labels != b.labels).sum() < 0.08 * (a.labels > 0).sum()

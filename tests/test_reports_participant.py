@@ -192,11 +192,29 @@ def test_qc_flags_out_of_range(tmp_path: Path) -> None:
                 "reference_value_ppm": 0.01,
                 "frac_abs_chi_gt_0p5": 0.001,
                 "registration_brain_dice": 0.85,
+                "registration_dgm_cc": 0.8,
+                "registration_jacobian_p01": 0.7,
+                "registration_jacobian_p99": 1.4,
+                "registration_iron_contrast_ppb": 90.0,
             },
             _regional(),
         )
     }
     assert all(ok[c.key]["status"] == "ok" for c in QC_CHECKS)
+    # a poor deep gray matter registration is flagged (issue 12)
+    poor = {
+        r["key"]: r["status"]
+        for r in evaluate_qc(
+            {
+                "registration_dgm_cc": 0.2,
+                "registration_jacobian_p01": 0.1,
+                "registration_jacobian_p99": 4.0,
+                "registration_iron_contrast_ppb": 5.0,
+            }
+        )
+    }
+    mine = ("dgm_cc", "jacobian_p01", "jacobian_p99", "iron_contrast_ppb")
+    assert all(poor[f"registration_{k}"] == "check" for k in mine), poor
     assert ok["gp_sign"]["status"] == "ok"
     # missing / NaN values are n/a, never a crash
     na = {r["key"]: r for r in evaluate_qc({"registration_brain_dice": float("nan")})}

@@ -52,7 +52,7 @@ def test_shapes_types_and_geometry(hc):
     assert hc.labels.dtype == np.int16 and hc.brain_mask.dtype == bool
     # A whole brain (~1.5 l) on the 3 mm grid, with every reported structure present.
     vol_l = hc.brain_mask.sum() * 27e-6
-    assert 1.2 < vol_l < 2.0
+    assert 1.2 < vol_l < 2.4  # template ~1.8 l, random per-axis scale 0.97-1.07
     assert (hc.regional_truth.nvox > 0).all()
 
 

@@ -38,8 +38,15 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bids_qsm.atlas.qc import dice
+from bids_qsm.atlas.qc import dice, registration_qc
 from bids_qsm.atlas.registry import Atlas
+from bids_qsm.atlas.stages import (
+    RegistrationParams,
+    _stage,
+    dgm_images,
+    iron_images,
+    registration_args,
+)
 from bids_qsm.atlas.transforms import (
     itk_affine_to_ras,
     itk_threads,
@@ -52,42 +59,6 @@ from bids_qsm.errors import InputDataError, OutputError
 KEY_TO_TEMPLATE = "GRE_to_template"
 KEY_FROM_TEMPLATE = "template_to_GRE"
 KEY_T1W_TO_GRE = "T1w_to_GRE"
-
-
-@dataclass(frozen=True)
-class RegistrationParams:
-    """Registration settings (iterations per level, shrink factors, smoothing in voxels).
-
-    The defaults keep a 1 mm subject under about a minute on 2 cores. ``grid_mm`` is the
-    spacing (mm) of the template grid the registration (and the SyN field) runs on; shrink
-    factors are relative to it. ``syn_type`` is ``SyN`` or ``BSplineSyN`` (mesh
-    ``bspline_mesh_mm``). Metrics: ``MI`` (Mattes) or ``CC`` (radius ``cc_radius`` voxels).
-    """
-
-    grid_mm: float = 2.0
-    crop_margin_mm: float = 12.0
-    rigid_iterations: tuple[int, ...] = (500, 250)
-    affine_iterations: tuple[int, ...] = (500, 250)
-    linear_shrink: tuple[int, ...] = (4, 2)
-    linear_smooth_vox: tuple[float, ...] = (2, 1)
-    syn_iterations: tuple[int, ...] = (40, 30, 10)
-    syn_shrink: tuple[int, ...] = (4, 2, 1)
-    syn_smooth_vox: tuple[float, ...] = (3, 2, 1)
-    syn_gradient_step: float = 0.05
-    syn_type: str = "SyN"
-    bspline_mesh_mm: float = 26.0
-    syn_fixed_mask: bool = True
-    syn_flow_sigma: float = 4.0
-    syn_total_sigma: float = 3.0
-    mi_bins: int = 64
-    sampling_rate: float = 0.3
-    cc_radius: int = 2
-    t1w_syn_metric: str = "MI"
-    gre_syn_metric: str = "MI"
-    winsorize: tuple[float, float] = (0.005, 0.995)
-    rigid_t1w_iterations: tuple[int, ...] = (300, 150, 50)
-    rigid_t1w_levels_mm: tuple[float, ...] = (6.0, 3.0, 2.0)
-    label_interpolation: str = "genericLabel"
 
 
 @dataclass
@@ -118,6 +89,7 @@ class AtlasRegistration:
     parameters: dict
     warped_template: nib.Nifti1Image | None = None
     labels_img: nib.Nifti1Image | None = field(default=None, repr=False)
+    qc: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -129,33 +101,6 @@ def combine_magnitude(img: nib.Nifti1Image) -> np.ndarray:
     if data.ndim != 3:
         raise InputDataError(f"GRE magnitude must be 3D or 4D, got shape {data.shape}")
     return np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def _stage(
-    transform: str,
-    metric: str,
-    iterations: tuple[int, ...],
-    shrink: tuple[int, ...],
-    smooth: tuple[float, ...],
-    masks: str | None = None,
-) -> list[str]:
-    if not len(iterations) == len(shrink) == len(smooth):
-        raise ValueError("iterations, shrink factors and smoothing sigmas differ in length")
-    args = [
-        "--transform",
-        transform,
-        "--metric",
-        metric,
-        "--convergence",
-        f"[{'x'.join(str(i) for i in iterations)},1e-6,10]",
-        "--shrink-factors",
-        "x".join(str(s) for s in shrink),
-        "--smoothing-sigmas",
-        "x".join(f"{s:g}" for s in smooth) + "vox",
-    ]
-    if masks:
-        args += ["--masks", masks]
-    return args
 
 
 def _run_ants(args: list[str], threads: int) -> None:
@@ -195,6 +140,7 @@ def register_atlas(
     threads: int = 2,
     seed: int = 0,
     params: RegistrationParams | None = None,
+    iron: nib.Nifti1Image | None = None,
 ) -> AtlasRegistration:
     """Register ``atlas`` to the subject and carry its labels onto the GRE grid.
 
@@ -209,6 +155,8 @@ def register_atlas(
     threads : ITK threads used by ANTs.
     seed : random seed of the metric sampling (same seed and threads -> same result).
     params : iterations, shrink factors, grid spacing (:class:`RegistrationParams`).
+    iron : optional iron map on the GRE grid (susceptibility, ppm): adds the iron channel to
+        the SyN metrics (see :mod:`bids_qsm.atlas.stages`).
     """
     import ants
 
@@ -237,6 +185,7 @@ def register_atlas(
         "RegistrationGridMM": p.grid_mm,
         "RandomSeed": int(seed),
         "Threads": int(threads),
+        "BitwiseReproducible": int(threads) == 1,  # ITK's thread pool sums in arrival order
         "Winsorize": list(p.winsorize),
         "LabelInterpolation": p.label_interpolation,
     }
@@ -282,75 +231,28 @@ def register_atlas(
             parameters["T1wToGRE"] = rigid_info
         timings["prepare"] = time.perf_counter() - t0 - timings.get("rigid_T1w_to_GRE", 0.0)
 
-        # -------- template <- subject: rigid, affine, SyN
+        # -------- template <- subject: rigid, affine, SyN (+ deep gray matter SyN)
         t0 = time.perf_counter()
-        f, m = str(fixed_path), str(moving_path)
-        mi = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]"
-        if syn_metric.upper() == "CC":
-            syn_m = f"CC[{f},{m},1,{p.cc_radius}]"
-        else:
-            syn_m = f"MI[{f},{m},1,{p.mi_bins}]"
-        masks = str(fixed_mask_path)
+        iron_paths = None
+        if iron is not None:
+            if tuple(iron.shape[:3]) != mask.shape:
+                raise InputDataError(f"{prefix}: iron map and GRE magnitude differ in shape")
+            iron_paths = iron_images(atlas, iron, mask, tpl_g, tmp, p)
+            if iron_paths is not None:
+                parameters["IronChannel"] = iron_paths[2]
+        # the deep gray matter stage runs at the template's resolution, but not finer than
+        # the subject's voxels (a 3 mm GRE gains nothing from a 1 mm stage)
+        gre_vox = float(np.sqrt((gre_affine[:3, :3] ** 2).sum(axis=0)).min())
+        dgm_grid = max(float(p.dgm_grid_mm), round(gre_vox, 3))
+        dgm = dgm_images(atlas, tpl, tmp, p, iron_paths, dgm_grid) if p.dgm_stage else None
         outprefix = str(tmp / "reg_")
-        args = [
-            "--dimensionality", "3",
-            "--float", "1",
-            "--collapse-output-transforms", "1",
-            "--write-composite-transform", "1",
-            "--output", f"[{outprefix}]",
-            "--interpolation", "Linear",
-            "--winsorize-image-intensities", f"[{p.winsorize[0]},{p.winsorize[1]}]",
-            "--use-histogram-matching", "0",
-            "--initial-moving-transform", f"[{f},{m},1]",
-            "--random-seed", str(int(seed)),
-        ]  # fmt: skip
-        args += _stage("Rigid[0.1]", mi, p.rigid_iterations, p.linear_shrink, p.linear_smooth_vox)
-        args += _stage("Affine[0.1]", mi, p.affine_iterations, p.linear_shrink, p.linear_smooth_vox)
-        if p.syn_type == "BSplineSyN":
-            syn = f"BSplineSyN[{p.syn_gradient_step},{p.bspline_mesh_mm:g},0,3]"
-        else:
-            syn = f"SyN[{p.syn_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
-        args += _stage(
-            syn,
-            syn_m,
-            p.syn_iterations,
-            p.syn_shrink,
-            p.syn_smooth_vox,
-            masks if p.syn_fixed_mask else None,
-        )
+        args, stages = registration_args(
+            fixed_path, moving_path, fixed_mask_path, syn_metric, p, seed, outprefix,
+            iron_paths, dgm, t1w is not None,
+        )  # fmt: skip
         _run_ants(args, threads)
         timings["registration"] = time.perf_counter() - t0
-        parameters["TemplateToSubject"] = {
-            "Initialization": "centres of mass",
-            "Stages": [
-                {
-                    "Transform": "Rigid[0.1]",
-                    "Metric": f"MI[bins={p.mi_bins},Regular,{p.sampling_rate}]",
-                    "Iterations": list(p.rigid_iterations),
-                    "ShrinkFactors": list(p.linear_shrink),
-                    "SmoothingSigmasVox": list(p.linear_smooth_vox),
-                },
-                {
-                    "Transform": "Affine[0.1]",
-                    "Metric": f"MI[bins={p.mi_bins},Regular,{p.sampling_rate}]",
-                    "Iterations": list(p.affine_iterations),
-                    "ShrinkFactors": list(p.linear_shrink),
-                    "SmoothingSigmasVox": list(p.linear_smooth_vox),
-                },
-                {
-                    "Transform": syn,
-                    "Metric": (
-                        f"CC[radius={p.cc_radius}]"
-                        if syn_metric.upper() == "CC"
-                        else f"MI[bins={p.mi_bins}]"
-                    ),
-                    "Iterations": list(p.syn_iterations),
-                    "ShrinkFactors": list(p.syn_shrink),
-                    "SmoothingSigmasVox": list(p.syn_smooth_vox),
-                    "FixedMask": "template brain mask dilated by 3 voxels",
-                },
-            ],
-        }
+        parameters["TemplateToSubject"] = {"Initialization": "centres of mass", "Stages": stages}
         fwd = Path(outprefix + "Composite.h5")
         inv = Path(outprefix + "InverseComposite.h5")
         if not (fwd.is_file() and inv.is_file()):
@@ -379,6 +281,7 @@ def register_atlas(
         )
         wmask = ants.apply_transforms(gre_ref, tpl_mask, xfm, interpolator="linear")
         wtpl = ants.apply_transforms(gre_ref, tpl, xfm, interpolator="linear")
+        coords = _template_coords(atlas, gre_ref, xfm)
     labels = np.zeros(mask.shape, np.int32)
     labels[sub] = np.rint(lab.numpy()).astype(np.int32)
     wmask_full = np.zeros(mask.shape, bool)
@@ -387,6 +290,21 @@ def register_atlas(
     wtpl_full = np.zeros(mask.shape, np.float32)
     wtpl_full[sub] = wtpl.numpy()
     timings["warp_labels"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    iron_arr = None
+    if iron is not None:
+        iron_arr = np.nan_to_num(np.asarray(iron.dataobj, dtype=np.float32)[sub]) * mask[sub]
+    qc = registration_qc(
+        mag[sub] * mask[sub],
+        mask[sub],
+        wtpl_full[sub],
+        labels[sub],
+        coords,
+        gre_affine,
+        atlas.structures,
+        iron_arr,
+    )
+    timings["qc"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 
     labels_img = nib.Nifti1Image(labels, gre_affine)
@@ -399,7 +317,28 @@ def register_atlas(
         parameters=parameters,
         warped_template=warped,
         labels_img=labels_img,
+        qc=qc,
     )
+
+
+def _template_coords(atlas: Atlas, gre_ref, xfm: list[str]) -> np.ndarray:
+    """Template world coordinates (mm, (3, X, Y, Z)) of every voxel of ``gre_ref``.
+
+    Linear interpolation of the template's coordinate images is exact (they are linear)."""
+    import ants
+
+    aff = atlas.template_img.affine
+    shape = atlas.template_img.shape[:3]
+    out = []
+    for k in range(3):
+        lin = [np.arange(n, dtype=np.float32) for n in shape]
+        val = sum(
+            np.float32(aff[k, j]) * np.reshape(lin[j], [-1 if i == j else 1 for i in range(3)])
+            for j in range(3)
+        ) + np.float32(aff[k, 3])
+        img = nib_to_ants(nib.Nifti1Image(np.broadcast_to(val, shape).astype(np.float32), aff))
+        out.append(ants.apply_transforms(gre_ref, img, xfm, interpolator="linear").numpy())
+    return np.stack(out)
 
 
 def _bbox(

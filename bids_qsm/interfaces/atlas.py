@@ -45,6 +45,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     mag_file = File(exists=True, mandatory=True, desc="combined GRE magnitude (3D)")
     mask_file = File(exists=True, mandatory=True, desc="brain mask")
     t1w_file = File(exists=True, desc="T1w of the same subject (optional)")
+    iron_file = File(exists=True, desc="susceptibility map (ppm): iron channel of the metric")
     atlas = traits.Dict(mandatory=True, desc="atlas spec: {'name': ...} or custom paths")
     prefix = traits.Str(mandatory=True, desc="BIDS source prefix for transform names")
     threads = traits.Int(2, usedefault=True)
@@ -92,6 +93,7 @@ class RegisterAtlas(SimpleInterface):
             return runtime
         atlas = atlas_from_spec(self.inputs.atlas)
         t1w = nib.load(self.inputs.t1w_file) if isdefined(self.inputs.t1w_file) else None
+        iron = nib.load(self.inputs.iron_file) if isdefined(self.inputs.iron_file) else None
         reg = register_atlas(
             mag_img,
             mask_img,
@@ -101,6 +103,7 @@ class RegisterAtlas(SimpleInterface):
             t1w=t1w,
             threads=self.inputs.threads,
             seed=self.inputs.seed,
+            iron=iron,
         )
         self._results["dseg_file"] = save_array(
             reg.labels, mag_img.affine, os.path.join(cwd, "dseg.nii"), dtype=np.int16
@@ -115,6 +118,7 @@ class RegisterAtlas(SimpleInterface):
                 "skipped": False,
                 "parameters": reg.parameters,
                 "brain_dice": float(reg.brain_dice),
+                "qc": reg.qc,
                 "timings_s": reg.timings_s,
                 "atlas": atlas.name,
                 "template": atlas.template_name,

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bids_qsm.atlas.qc import QC_LIMITS as _QC_LIMITS
 from bids_qsm.atlas.structures import STRUCTURE_NAMES
 from bids_qsm.reports._atomic import atomic_copy, atomic_write_text, atomic_write_with
 from bids_qsm.reports._markdown import inline_markdown, markdown_to_html
@@ -205,6 +206,45 @@ QC_CHECKS: tuple[QCCheck, ...] = (
         "Low overlap of the warped template brain with the subject mask: check the "
         "registration figure; regional values may be wrong.",
         fmt="{:.3f}",
+    ),
+    QCCheck(
+        "registration_dgm_cc",
+        "Registration: local similarity in the deep gray matter",
+        "",
+        _QC_LIMITS["dgm_local_cc"][0],
+        None,
+        "The warped template does not match the subject's deep gray matter (mean local "
+        "correlation in a box around the basal ganglia): check the zoomed registration figure.",
+        fmt="{:.3f}",
+    ),
+    QCCheck(
+        "registration_jacobian_p01",
+        "Registration: Jacobian determinant, 1st percentile",
+        "",
+        _QC_LIMITS["jacobian_p01"][0],
+        None,
+        "Strong local expansion of the template (or folding): the warp may be implausible.",
+        fmt="{:.2f}",
+    ),
+    QCCheck(
+        "registration_jacobian_p99",
+        "Registration: Jacobian determinant, 99th percentile",
+        "",
+        None,
+        _QC_LIMITS["jacobian_p99"][1],
+        "Strong local compression of the template: the warp may be implausible.",
+        fmt="{:.2f}",
+    ),
+    QCCheck(
+        "registration_iron_contrast_ppb",
+        "Registration: iron contrast of warped pallidum / SN / RN (min)",
+        "ppb",
+        _QC_LIMITS["iron_contrast_min_ppb"][0],
+        None,
+        "A warped iron-rich nucleus (globus pallidus, substantia nigra or red nucleus) is "
+        "barely brighter than its surroundings on the χ map: its label probably misses the "
+        "nucleus; check the zoomed registration figure.",
+        fmt="{:.0f}",
     ),
 )
 

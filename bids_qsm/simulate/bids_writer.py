@@ -135,6 +135,31 @@ def write_subject(root: Path, sub: SimulatedSubject, *, phase_units: str = "rad"
             )
 
 
+def _write_deformation(anat: Path, label: str, sub: SimulatedSubject, src: list[str]) -> None:
+    """The true anatomy deformation: MNI mm of every lattice point (scanner-mm affine)."""
+    d = sub.deformation
+    meta = {
+        "Sources": src,
+        "Template": "MNI152NLin6Asym",
+        "Description": "true deformation of this subject's anatomy: 4D (x, y, z, 3) "
+        "MNI152NLin6Asym coordinates (mm) of the template point found at each lattice point; "
+        "the NIfTI affine maps lattice voxels to scanner mm (head pose included). Trilinear "
+        "interpolation between lattice points is exact.",
+        "Units": "mm",
+        "Deformation": d.info,
+        "HeadPoseMatrix": sub.pose.matrix().tolist(),
+        "StructureVolumeLoss": dict(sub.structure_loss),
+    }
+    name = f"sub-{label}_from-scanner_to-MNI152NLin6Asym_desc-truth_xfm"
+    if d.is_identity or d.lattice_affine is None:
+        meta["Description"] = "rigid anatomy: the template itself under the head pose"
+        _write_json(anat / f"{name}.json", meta)
+        return
+    coords = d.template_coords_on_lattice()
+    _write_nifti(anat / f"{name}.nii.gz", coords, sub.pose.matrix() @ d.lattice_affine)
+    _write_json(anat / f"{name}.json", meta)
+
+
 def _write_truth(droot: Path, label: str, sub: SimulatedSubject) -> None:
     anat = droot / f"sub-{label}" / "anat"
     src = [f"bids:raw:sub-{label}/anat/sub-{label}_echo-1_part-mag_MEGRE.nii.gz"]
@@ -190,6 +215,7 @@ def _write_truth(droot: Path, label: str, sub: SimulatedSubject) -> None:
             "Description": "true AAL3 labels resampled (nearest neighbour) onto the GRE grid",
         },
     )
+    _write_deformation(anat, label, sub, src)
     if sub.phase_offset_rad is not None:
         _write_nifti(
             anat / f"sub-{label}_desc-phaseoffset_phasemap.nii.gz", sub.phase_offset_rad, sub.affine
@@ -244,6 +270,7 @@ def write_bids_dataset(
     b0_tesla: float = 3.0,
     snr: float | None = None,
     random_pose: bool = True,
+    rigid_anatomy: bool = False,
     shim_residual_hz: float = 0.0,
     between_subject_sd_ppm: float = BETWEEN_SUBJECT_SD_PPM,
     effect_scale: float = 1.0,
@@ -261,8 +288,9 @@ def write_bids_dataset(
     otherwise. ``phase_units``: ``rad`` (float32) or ``vendor`` (int16 phase -4096..4095
     and int16 magnitude). ``random_pose`` moves (SD 3 mm), rotates (SD
     ``pose_rotation_sd_deg``) and scales (SD 3%) each head; ``effect_scale`` multiplies the
-    patients' deep gray matter effect. Per-subject seeds derive from ``seed`` and the
-    subject's position.
+    patients' deep gray matter effect. Every subject's anatomy is deformed (random affine +
+    smooth displacement, :mod:`.deformation`) unless ``rigid_anatomy``. Per-subject seeds
+    derive from ``seed`` and the subject's position.
     """
     if phase_units not in ("rad", "vendor"):
         raise UsageError(f"phase units must be 'rad' or 'vendor', not {phase_units!r}")
@@ -310,6 +338,7 @@ def write_bids_dataset(
             fov_mm=fov_mm,
             participant_label=label,
             workers=workers,
+            rigid_anatomy=rigid_anatomy,
         )
         write_subject(root, sub, phase_units=phase_units)
         rows.append(sub.participant)

@@ -118,11 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lesions", action="store_true", help="white matter lesions (patients)")
     p.add_argument("--t1w", action="store_true", help="also write a sagittal T1w")
-    p.add_argument("--atrophy", action="store_true", help="EDSS-scaled ventricular enlargement")
+    p.add_argument(
+        "--atrophy",
+        action="store_true",
+        help="patients: thalamus/caudate/putamen volume loss, larger ventricles (EDSS, duration)",
+    )
     p.add_argument(
         "--null-effect",
         action="store_true",
-        help="patients without deep gray matter or atrophy differences",
+        help="patients without deep gray matter iron differences (atrophy is kept)",
+    )
+    p.add_argument(
+        "--rigid-anatomy",
+        action="store_true",
+        help="every head is the template itself (no random affine / smooth deformation)",
     )
     p.add_argument(
         "--no-random-pose",
@@ -204,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             b0_tesla=args.field_strength,
             snr=args.snr,
             random_pose=not args.no_random_pose,
+            rigid_anatomy=args.rigid_anatomy,
             shim_residual_hz=args.shim_residual_hz,
             between_subject_sd_ppm=(
                 args.iron_sd_ppb

@@ -23,12 +23,21 @@ from bids_qsm.simulate.acquisition import (
     smooth_phase_offset,
 )
 from bids_qsm.simulate.anatomy import HeadModel, Region, build_head_model, cropped_distance_mm
+from bids_qsm.simulate.atrophy import erode_structures
 from bids_qsm.simulate.cohort import (
     BETWEEN_SUBJECT_SD_PPM,
     atrophy_mm,
     disease_shift_ppm,
     draw_participant,
+    structure_atrophy,
     structure_offsets_ppm,
+)
+from bids_qsm.simulate.deformation import (
+    Deformation,
+    DeformationParams,
+    random_deformation,
+    sample_points,
+    warp_compute_grid,
 )
 from bids_qsm.simulate.forward import forward_field_ppm
 from bids_qsm.simulate.lesions import LesionSet, place_lesions
@@ -92,6 +101,8 @@ class SimulatedSubject:
     phase_offset_rad: np.ndarray | None = None  # true phi0 (rad)
     pose: HeadPose = field(default_factory=HeadPose)
     noise_sigma: float = 0.0  # per real channel, in magnitude units
+    deformation: Deformation = field(default_factory=Deformation.identity)
+    structure_loss: dict = field(default_factory=dict)  # atrophy volume fractions
 
 
 @dataclass
@@ -148,6 +159,8 @@ def _tissue_maps(
     offsets: dict[tuple[str, str], float],
     atrophy: float,
     lesions: LesionSet | None,
+    structure_loss: dict[str, float] | None = None,
+    atrophy_rng: np.random.Generator | None = None,
 ) -> _TissueMaps:
     """Susceptibility (ppm vs CSF), R2* (Hz), proton density and T1w maps on the 1 mm grid."""
     shape = hm.shape
@@ -157,10 +170,21 @@ def _tissue_maps(
     t1 = hm.template_t1 / np.float32(7400.0)
     if atrophy > 0:
         grow = cropped_distance_mm(hm.ventricles, atrophy) <= atrophy
-        eaten = grow & hm.brain_mask & ~hm.ventricles
+        # the ventricles grow into white matter; the reported structures lose volume only
+        # through ``structure_loss`` (controlled, documented fractions)
+        reported = np.isin(labels, [v for s in aal3_structures() for v in s.labels])
+        eaten = grow & hm.brain_mask & ~hm.ventricles & ~reported
         f_csf[eaten], f_gm[eaten], f_wm[eaten] = 1.0, 0.0, 0.0
         labels[eaten] = 0
         t1[eaten] = 3300.0 / 7400.0
+    if structure_loss:
+        to_csf, to_wm = erode_structures(
+            labels, hm.labels, hm.ventricles, structure_loss, atrophy_rng or rng
+        )
+        for m, (c, g, w) in ((to_csf, (1.0, 0.0, 0.0)), (to_wm, (0.0, 0.0, 1.0))):
+            f_csf[m], f_gm[m], f_wm[m] = c, g, w
+            labels[m] = 0
+        t1[to_csf], t1[to_wm] = 3300.0 / 7400.0, 1.0
 
     gm, wm, csf = TISSUES["gm"], TISSUES["wm"], TISSUES["csf"]
     d_gm, d_wm = rng.normal(0.0, 0.001, 2)
@@ -325,6 +349,8 @@ def simulate_subject(
     compute_factor: int | None = None,
     pad_fraction: float = 0.25,
     workers: int = 2,
+    rigid_anatomy: bool = False,
+    deformation: DeformationParams | None = None,
 ) -> SimulatedSubject:
     """Simulate a multi-echo GRE scan of the digital head phantom with its ground truth.
 
@@ -347,7 +373,9 @@ def simulate_subject(
         Also simulate a sagittal T1w at the preset's T1w resolution.
     group, edss, null_effect, atrophy
         ``MS`` patients get the EDSS-scaled deep gray matter effect (none with
-        ``null_effect``) and, with ``atrophy``, ventricular enlargement.
+        ``null_effect``) and, with ``atrophy``, ventricular enlargement and thalamus,
+        caudate and putamen volume loss scaled with EDSS and disease duration
+        (:func:`.cohort.structure_atrophy`; kept with ``null_effect``).
     pose
         Head position in the scanner (default: MNI-aligned, no shift).
     shim_residual_hz
@@ -363,6 +391,10 @@ def simulate_subject(
         default: 2 for tiny, else 1).
     pad_fraction, workers
         Zero padding of the field computation and FFT threads.
+    rigid_anatomy, deformation
+        Every subject's anatomy is the template under a random affine and smooth
+        displacement (:mod:`.deformation`, amplitude / smoothness in ``deformation``);
+        ``rigid_anatomy`` keeps the template head itself (only the pose moves it).
     """
     p = get_preset(preset)
     if group not in ("HC", "MS"):
@@ -372,8 +404,8 @@ def simulate_subject(
         raise UsageError(f"echo times must be positive and increasing, got {te}")
     if b0_tesla <= 0:
         raise UsageError(f"field strength must be positive, got {b0_tesla} T")
-    streams = np.random.SeedSequence(seed).spawn(7)
-    rng_demo, rng_tissue, rng_les, rng_phase, rng_noise, rng_t1, rng_shim = (
+    streams = np.random.SeedSequence(seed).spawn(9)
+    rng_demo, rng_tissue, rng_les, rng_phase, rng_noise, rng_t1, rng_shim, rng_anat, rng_atr = (
         np.random.default_rng(s) for s in streams
     )
     pose = pose or HeadPose()
@@ -397,15 +429,22 @@ def simulate_subject(
         forbidden = ndimage.binary_dilation(lut | (hm.region == Region.VEIN), iterations=2)
         lesion_set = place_lesions(hm, rng_les, n_lesions, forbidden=forbidden)
 
+    loss = structure_atrophy(group, edss_val, participant["disease_duration"]) if atrophy else {}
     maps = _tissue_maps(
         hm,
         rng_tissue,
         b0_tesla=b0_tesla,
         shifts=disease_shift_ppm(group, edss_val, null_effect, effect_scale),
         offsets=structure_offsets_ppm(rng_tissue, between_subject_sd_ppm),
-        atrophy=atrophy_mm(group, edss_val, null_effect) if atrophy else 0.0,
+        atrophy=atrophy_mm(group, edss_val) if atrophy else 0.0,
         lesions=lesion_set,
+        structure_loss=loss,
+        atrophy_rng=rng_atr,
     )
+    if rigid_anatomy:
+        deform = Deformation.identity()
+    else:
+        deform = random_deformation(rng_anat, hm.brain_mask, hm.affine, deformation)
 
     # Fields on the 1 mm phantom grid. Sources relative to air (the padding); the local
     # field comes from chi (relative to CSF) inside the brain only.
@@ -416,8 +455,18 @@ def simulate_subject(
     factor = p.compute_factor if compute_factor is None else int(compute_factor)
     c_affine = block_affine(src_affine, factor)
     phantom_vox = voxel_sizes(c_affine)
-    chi_c = block_mean(maps.chi, factor)
-    local_src = block_mean(np.where(maps.brain, maps.chi, np.float32(0)), factor)
+    # template maps on the compute grid, pulled through the subject's deformation
+    chi_c, local_src, r2_c, m0_c, brain_c = warp_compute_grid(
+        [
+            block_mean(maps.chi, factor),
+            block_mean(np.where(maps.brain, maps.chi, np.float32(0)), factor),
+            block_mean(maps.r2star, factor),
+            block_mean(maps.m0, factor),
+            block_mean(maps.brain.astype(np.float32), factor),
+        ],
+        block_affine(hm.affine, factor),
+        deform,
+    )
     total_c, local_c = forward_field_ppm(
         [chi_c - np.float32(CHI_AIR_PPM), local_src],
         phantom_vox,
@@ -435,21 +484,23 @@ def simulate_subject(
     affine = oblique_grid_affine(shape, vox, centre, oblique_deg)
     sigma = partial_volume_sigma(np.array(vox), float(phantom_vox.mean()))
 
+    gre_subject = np.linalg.solve(pose_m, affine)  # GRE voxel -> subject mm
+
     def to_gre(a: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
-        """Coarse-grid maps (blurred, trilinear) or fine labels (nearest) -> GRE grid."""
+        """Coarse-grid maps (blurred, trilinear) or fine template labels (nearest) -> GRE."""
         if order == 0:
-            return resample(a, src_affine, shape, affine, order=0)
+            return sample_points(a, hm.affine, shape, gre_subject, deform, order=0)
         return resample(a, c_affine, shape, affine, order=order, blur_sigma_vox=sigma, cval=cval)
 
     chi = to_gre(chi_c, cval=CHI_AIR_PPM)
-    r2 = to_gre(block_mean(maps.r2star, factor))
-    m0 = to_gre(block_mean(maps.m0, factor))
-    brain = to_gre(block_mean(maps.brain.astype(np.float32), factor)) > 0.5
+    r2 = to_gre(r2_c)
+    m0 = to_gre(m0_c)
+    brain = to_gre(brain_c) > 0.5
     labels = to_gre(maps.labels, order=0).astype(np.int16)
     labels[~brain] = 0
     total = to_gre(total_c)
     local = to_gre(local_c)
-    del total_c, local_c, chi_c, local_src
+    del total_c, local_c, chi_c, local_src, r2_c, m0_c, brain_c
     # The scanner centres its frequency on the brain (F0 adjustment), then shims.
     total -= np.float32(total[brain].mean())
     if shim_residual_hz:
@@ -467,6 +518,7 @@ def simulate_subject(
 
     vox_mm3 = float(np.prod(vox))
     regional = _regional_truth(chi, r2, labels, brain, vox_mm3)
+    regional["atrophy_fraction"] = regional["structure"].map(loss).fillna(0.0).astype(float)
 
     lesion_masks: dict[str, np.ndarray] = {}
     lesion_truth = None
@@ -484,7 +536,8 @@ def simulate_subject(
         t_shape = grid_shape(p.t1w_fov_mm, (tv, tv, tv))
         t_aff = sagittal_grid_affine(t_shape, tv, centre)
         t_sigma = partial_volume_sigma(np.array([tv]), float(voxel_sizes(src_affine).mean()))
-        t1 = resample(maps.t1w, src_affine, t_shape, t_aff, blur_sigma_vox=t_sigma)
+        t1 = ndimage.gaussian_filter(maps.t1w, t_sigma, mode="nearest", truncate=3.0)
+        t1 = sample_points(t1, hm.affine, t_shape, np.linalg.solve(pose_m, t_aff), deform, order=1)
         # Smooth receive-coil bias and Rician-like noise (1% of white matter).
         bias = 1.0 + 0.1 * _smooth_unit_field(t_shape, rng_t1, 20.0 / tv)
         noise = rng_t1.normal(0.0, 0.01, (2, *t_shape)).astype(np.float32)
@@ -513,4 +566,6 @@ def simulate_subject(
         phase_offset_rad=phi0,
         pose=pose,
         noise_sigma=sigma_noise,
+        deformation=deform,
+        structure_loss=loss,
     )

@@ -166,7 +166,9 @@ def init_atlas_wf(
 ) -> pe.Workflow:
     """Template-to-subject registration (antspyx affine + SyN) and atlas labels in GRE space."""
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(["mag_file", "mask_file", "t1w_file"]), name="inputnode")
+    inputnode = pe.Node(
+        IdentityInterface(["mag_file", "mask_file", "t1w_file", "iron_file"]), name="inputnode"
+    )
     outs = ["dseg_file", "transforms", "figure_file", "params_file"]
     outputnode = pe.Node(IdentityInterface(outs), name="outputnode")
     reg = pe.Node(
@@ -176,7 +178,8 @@ def init_atlas_wf(
         mem_gb=2.5,
     )
     wf.connect([
-        (inputnode, reg, [("mag_file", "mag_file"), ("mask_file", "mask_file")]),
+        (inputnode, reg, [("mag_file", "mag_file"), ("mask_file", "mask_file"),
+                          ("iron_file", "iron_file")]),
         (reg, outputnode, [(o, o) for o in outs]),
     ])  # fmt: skip
     return wf
@@ -261,6 +264,7 @@ def init_gre_wf(
                           ("outputnode.r2star_file", "inputnode.r2star_file"),
                           ("outputnode.residual_file", "inputnode.residual_file")]),
         (qsm_wf, atlas_wf, [("outputnode.combined_mag_file", "inputnode.mag_file"),
+                            ("outputnode.chi_file", "inputnode.iron_file"),
                             ("outputnode.brain_mask_file", "inputnode.mask_file")]),
         (qsm_wf, regional, [("outputnode.chi_file", "chi_file"),
                             ("outputnode.mask_file", "mask_file"),

@@ -166,6 +166,12 @@ def acquisition_figures(
         "reference_value_ppm": side.get("ReferenceValue", float("nan")),
         "frac_abs_chi_gt_0p5": float(np.mean(np.abs(in_mask) > 0.5)) if in_mask.size else 0.0,
         "registration_brain_dice": reg.get("brain_dice", float("nan")),
+        "registration_dgm_cc": (reg.get("qc") or {}).get("dgm_local_cc", float("nan")),
+        "registration_jacobian_p01": (reg.get("qc") or {}).get("jacobian_p01", float("nan")),
+        "registration_jacobian_p99": (reg.get("qc") or {}).get("jacobian_p99", float("nan")),
+        "registration_iron_contrast_ppb": (reg.get("qc") or {}).get(
+            "iron_contrast_min_ppb", float("nan")
+        ),
         "n_echoes": len(side.get("EchoTime", [])),
         "te_ms": ", ".join(f"{1000 * t:.2f}" for t in side.get("EchoTime", [])),
         "b0_tesla": side.get("MagneticFieldStrength", float("nan")),

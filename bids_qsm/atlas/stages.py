@@ -1,0 +1,275 @@
+"""antsRegistration stages of the template -> subject registration and their parameters.
+
+Stages (all in one ``antsRegistration`` call, template = fixed, subject = moving):
+
+1. Rigid and affine (Mattes MI, regular sampling) on the coarse registration grid.
+2. Whole-brain SyN on the coarse grid (``grid_mm``), ANTs' inter-subject settings: gradient
+   step ``syn_gradient_step``, flow sigma ``syn_flow_sigma``, total sigma
+   ``syn_total_sigma`` (0: no elastic smoothing, so small nuclei can follow the anatomy).
+   With an iron map (the subject's chi) the metric is multi-channel: magnitude (or T1w)
+   against the template plus the iron map against the synthetic iron template
+   (:mod:`.iron`), weights ``1 - iron_weight`` and ``iron_weight``.
+3. Deep gray matter SyN (``dgm_stage``): the same metrics at full template resolution
+   (``dgm_grid_mm``) on a box around the basal ganglia, thalami, midbrain and mesial temporal
+   structures (:data:`.iron.DGM_BOX_STRUCTURES`, grown by ``dgm_margin_mm``); the metric mask
+   leaves a ``dgm_margin_mm / 2`` rim so the field vanishes smoothly at the box edge.
+
+Determinism: the sampling of the linear stages is ``Regular`` (jittered by the fixed
+``--random-seed``); the SyN metrics use every voxel. The same inputs, seed and ITK thread
+count give identical transforms; a different thread count changes the order of the metric's
+partial sums (floating point), so the transforms differ at the 1e-4 mm level and a few
+boundary voxels of the labels may change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_qsm.atlas.iron import dgm_box_world, iron_moving, iron_template
+from bids_qsm.atlas.registry import Atlas
+from bids_qsm.atlas.transforms import nib_to_ants
+
+
+@dataclass(frozen=True)
+class RegistrationParams:
+    """Registration settings (iterations per level, shrink factors, smoothing in voxels).
+
+    ``grid_mm`` is the spacing (mm) of the template grid of the linear and whole-brain SyN
+    stages; shrink factors are relative to it. ``syn_type`` is ``SyN`` or ``BSplineSyN``
+    (mesh ``bspline_mesh_mm``). Metrics: ``MI`` (Mattes) or ``CC`` (radius ``cc_radius``
+    voxels). See the module docstring for the iron channel and the deep gray matter stage.
+    """
+
+    grid_mm: float = 2.0
+    crop_margin_mm: float = 12.0
+    rigid_iterations: tuple[int, ...] = (500, 250)
+    affine_iterations: tuple[int, ...] = (500, 250)
+    linear_shrink: tuple[int, ...] = (4, 2)
+    linear_smooth_vox: tuple[float, ...] = (2, 1)
+    syn_iterations: tuple[int, ...] = (60, 40, 20)
+    syn_shrink: tuple[int, ...] = (4, 2, 1)
+    syn_smooth_vox: tuple[float, ...] = (2, 1, 0)
+    syn_gradient_step: float = 0.2
+    syn_type: str = "SyN"
+    bspline_mesh_mm: float = 26.0
+    syn_fixed_mask: bool = True
+    syn_flow_sigma: float = 3.0
+    syn_total_sigma: float = 0.0
+    mi_bins: int = 32
+    sampling_rate: float = 0.3
+    cc_radius: int = 2
+    t1w_syn_metric: str = "MI"
+    gre_syn_metric: str = "MI"
+    iron_weight: float = 0.75
+    iron_weight_t1w: float = 0.5
+    iron_metric: str = "CC"
+    dgm_stage: bool = True
+    dgm_grid_mm: float = 1.0
+    dgm_margin_mm: float = 10.0
+    dgm_iterations: tuple[int, ...] = (30, 15)
+    dgm_shrink: tuple[int, ...] = (2, 1)
+    dgm_smooth_vox: tuple[float, ...] = (1, 0)
+    dgm_gradient_step: float = 0.2
+    winsorize: tuple[float, float] = (0.005, 0.995)
+    rigid_t1w_iterations: tuple[int, ...] = (300, 150, 50)
+    rigid_t1w_levels_mm: tuple[float, ...] = (6.0, 3.0, 2.0)
+    label_interpolation: str = "genericLabel"
+
+
+def _stage(
+    transform: str,
+    metric: str | list[str],
+    iterations: tuple[int, ...],
+    shrink: tuple[int, ...],
+    smooth: tuple[float, ...],
+    masks: str | None = None,
+) -> list[str]:
+    """antsRegistration arguments of one stage (several metrics = a multi-channel metric)."""
+    if not len(iterations) == len(shrink) == len(smooth):
+        raise ValueError("iterations, shrink factors and smoothing sigmas differ in length")
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    args = ["--transform", transform]
+    for m in metrics:
+        args += ["--metric", m]
+    args += [
+        "--convergence",
+        f"[{'x'.join(str(i) for i in iterations)},1e-6,10]",
+        "--shrink-factors",
+        "x".join(str(s) for s in shrink),
+        "--smoothing-sigmas",
+        "x".join(f"{s:g}" for s in smooth) + "vox",
+    ]
+    if masks:
+        args += ["--masks", masks]
+    return args
+
+
+def iron_images(
+    atlas: Atlas,
+    iron: nib.Nifti1Image,
+    mask: np.ndarray,
+    fixed_grid,
+    tmp: Path,
+    p: RegistrationParams,
+) -> tuple[Path, Path, dict] | None:
+    """Iron template on the registration grid and the subject's iron map (paths, info)."""
+    import ants
+
+    tpl_iron = iron_template(atlas)
+    if tpl_iron is None:
+        return None
+    fixed = ants.resample_image_to_target(nib_to_ants(tpl_iron), fixed_grid, interp_type="linear")
+    fixed_path = tmp / "fixed_iron.nii.gz"
+    ants.image_write(fixed, str(fixed_path))
+    moving_path = tmp / "moving_iron.nii.gz"
+    nib.save(iron_moving(iron, mask), moving_path)
+    info = {
+        "Subject": "susceptibility map (ppm) clipped to [-0.1, 0.3], 0 outside the brain mask",
+        "Template": "synthetic iron template from the atlas labels (bids_qsm.atlas.iron)",
+        "Metric": p.iron_metric,
+        "Weight": {"GRE": p.iron_weight, "T1w": p.iron_weight_t1w},
+    }
+    return fixed_path, moving_path, info
+
+
+def dgm_images(
+    atlas: Atlas,
+    tpl,
+    tmp: Path,
+    p: RegistrationParams,
+    iron_paths: tuple | None,
+    grid_mm: float | None = None,
+) -> dict | None:
+    """Fixed images and metric mask of the deep gray matter stage (on ``grid_mm``, default
+    ``p.dgm_grid_mm``)."""
+    import ants
+
+    box = dgm_box_world(atlas, p.dgm_margin_mm)
+    if box is None:
+        return None
+    aff = atlas.template_img.affine
+    inv = np.linalg.inv(aff)
+    corners = np.array([[box[i][0], box[j][1], box[k][2]] for i in (0, 1) for j in (0, 1)
+                        for k in (0, 1)])  # fmt: skip
+    vox = inv[:3, :3] @ corners.T + inv[:3, 3:4]
+    shape = atlas.template_img.shape[:3]
+    lo = np.clip(np.floor(vox.min(1)).astype(int), 0, shape)
+    hi = np.clip(np.ceil(vox.max(1)).astype(int) + 1, 0, shape)
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    sub_aff = aff.copy()
+    sub_aff[:3, 3] = aff[:3, :3] @ lo + aff[:3, 3]
+    g = float(grid_mm or p.dgm_grid_mm)
+
+    def crop(img: nib.Nifti1Image, name: str) -> Path:
+        data = np.asarray(img.dataobj, dtype=np.float32)[sl]
+        a = nib_to_ants(nib.Nifti1Image(data, sub_aff))
+        if not np.allclose(a.spacing, g):
+            a = ants.resample_image(a, (g, g, g), use_voxels=False, interp_type=0)
+        path = tmp / name
+        ants.image_write(a, str(path))
+        return path
+
+    fixed = crop(atlas.template_img, "fixed_dgm.nii.gz")
+    inner = np.zeros(tuple(b.stop - b.start for b in sl), np.float32)
+    rim = int(round(0.5 * p.dgm_margin_mm / float(np.abs(aff[0, 0]))))
+    inner[rim : -rim or None, rim : -rim or None, rim : -rim or None] = 1.0
+    full = np.zeros(shape, np.float32)
+    full[sl] = inner
+    mask = crop(nib.Nifti1Image(full, aff), "fixed_dgm_mask.nii.gz")
+    iron_fixed = None
+    if iron_paths is not None:
+        iron_fixed = crop(iron_template(atlas), "fixed_dgm_iron.nii.gz")
+    size_mm = [round(float(v), 1) for v in (box[1] - box[0])]
+    return {"fixed": fixed, "mask": mask, "iron_fixed": iron_fixed, "size_mm": size_mm, "grid": g}
+
+
+def _syn_metrics(
+    fixed: Path, moving: Path, metric: str, iron_w: float, p: RegistrationParams, iron: tuple | None
+) -> tuple[list[str], str]:
+    w = 1.0 - iron_w if iron is not None else 1.0
+    f, m = str(fixed), str(moving)
+    if metric.upper() == "CC":
+        out, desc = [f"CC[{f},{m},{w:g},{p.cc_radius}]"], f"CC[radius={p.cc_radius},w={w:g}]"
+    else:
+        out, desc = [f"MI[{f},{m},{w:g},{p.mi_bins}]"], f"MI[bins={p.mi_bins},w={w:g}]"
+    if iron is not None:
+        fi, mi = str(iron[0]), str(iron[1])
+        wi = iron_w
+        if p.iron_metric.upper() == "CC":
+            out.append(f"CC[{fi},{mi},{wi:g},{p.cc_radius}]")
+            desc += f" + iron CC[radius={p.cc_radius},w={wi:g}]"
+        else:
+            out.append(f"MI[{fi},{mi},{wi:g},{p.mi_bins}]")
+            desc += f" + iron MI[bins={p.mi_bins},w={wi:g}]"
+    return out, desc
+
+
+def registration_args(
+    fixed: Path,
+    moving: Path,
+    fixed_mask: Path,
+    syn_metric: str,
+    p: RegistrationParams,
+    seed: int,
+    outprefix: str,
+    iron: tuple | None,
+    dgm: dict | None,
+    t1w: bool = False,
+) -> tuple[list[str], list[dict]]:
+    """All antsRegistration arguments and the stage descriptions for the sidecar."""
+    iron_w = p.iron_weight_t1w if t1w else p.iron_weight
+    f, m = str(fixed), str(moving)
+    mi = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]"
+    args = [
+        "--dimensionality", "3",
+        "--float", "1",
+        "--collapse-output-transforms", "0" if dgm is not None else "1",
+        "--write-composite-transform", "1",
+        "--output", f"[{outprefix}]",
+        "--interpolation", "Linear",
+        "--winsorize-image-intensities", f"[{p.winsorize[0]},{p.winsorize[1]}]",
+        "--use-histogram-matching", "0",
+        "--initial-moving-transform", f"[{f},{m},1]",
+        "--random-seed", str(int(seed)),
+    ]  # fmt: skip
+    lin = f"MI[bins={p.mi_bins},Regular,{p.sampling_rate}]"
+    stages: list[dict] = []
+    for tr, its in (("Rigid[0.1]", p.rigid_iterations), ("Affine[0.1]", p.affine_iterations)):
+        # antsRegistration needs one mask per stage once any stage has its own
+        no_mask = "[NULL,NULL]" if dgm is not None else None
+        args += _stage(tr, mi, its, p.linear_shrink, p.linear_smooth_vox, no_mask)
+        stages.append(
+            {"Transform": tr, "Metric": lin, "Iterations": list(its),
+             "ShrinkFactors": list(p.linear_shrink),
+             "SmoothingSigmasVox": list(p.linear_smooth_vox), "GridMM": p.grid_mm}
+        )  # fmt: skip
+    if p.syn_type == "BSplineSyN":
+        syn = f"BSplineSyN[{p.syn_gradient_step},{p.bspline_mesh_mm:g},0,3]"
+    else:
+        syn = f"SyN[{p.syn_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
+    metrics, desc = _syn_metrics(fixed, moving, syn_metric, iron_w, p, iron)
+    masks = f"[{fixed_mask},NULL]" if p.syn_fixed_mask else ("[NULL,NULL]" if dgm else None)
+    args += _stage(syn, metrics, p.syn_iterations, p.syn_shrink, p.syn_smooth_vox, masks)
+    stages.append(
+        {"Transform": syn, "Metric": desc, "Iterations": list(p.syn_iterations),
+         "ShrinkFactors": list(p.syn_shrink), "SmoothingSigmasVox": list(p.syn_smooth_vox),
+         "GridMM": p.grid_mm, "FixedMask": "template brain mask dilated by 3 voxels"}
+    )  # fmt: skip
+    if dgm is not None:
+        dsyn = f"SyN[{p.dgm_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
+        d_iron = (dgm["iron_fixed"], iron[1]) if iron is not None else None
+        metrics, desc = _syn_metrics(dgm["fixed"], moving, syn_metric, iron_w, p, d_iron)
+        args += _stage(
+            dsyn, metrics, p.dgm_iterations, p.dgm_shrink, p.dgm_smooth_vox, f"[{dgm['mask']},NULL]"
+        )
+        stages.append(
+            {"Transform": dsyn, "Metric": desc, "Iterations": list(p.dgm_iterations),
+             "ShrinkFactors": list(p.dgm_shrink), "SmoothingSigmasVox": list(p.dgm_smooth_vox),
+             "GridMM": dgm["grid"], "Region": "deep gray matter box",
+             "BoxSizeMM": dgm["size_mm"], "BoxMarginMM": p.dgm_margin_mm}
+        )  # fmt: skip
+    return args, stages
