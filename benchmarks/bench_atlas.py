@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="full", choices=["tiny", "small", "full"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--no-t1w", action="store_true", help="GRE-only cases only")
+    ap.add_argument("--cases", nargs="+", default=["GRE", "T1w"], choices=["GRE", "T1w"])
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     for seed in args.seeds:
         t0 = time.perf_counter()
-        sim = simulate_subject(args.preset, seed=seed, t1w=not args.no_t1w)
+        sim = simulate_subject(args.preset, seed=seed, t1w="T1w" in args.cases)
         t_sim = time.perf_counter() - t0
         q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
                             sim.b0_dir, threads=args.threads)  # fmt: skip
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: simulated in {t_sim:.1f} s, QSM in {t_qsm:.1f}"
               f" s; deformation {sim.deformation.info.get('MeanDisplacementInBrainMM')} mm mean, "
               f"scale {sim.deformation.info.get('Scale')}", flush=True)  # fmt: skip
-        for with_t1w in (False,) if args.no_t1w else (False, True):
+        for with_t1w in [c == "T1w" for c in args.cases]:
             name = f"{'T1w' if with_t1w else 'GRE'}/s{seed}"
             res = run_case(sim, q.chi_ppm, atlas, with_t1w, args.threads, seed)
             results[name] = res

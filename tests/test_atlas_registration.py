@@ -66,7 +66,9 @@ def test_register_tiny_fast(tmp_path: Path, atlas) -> None:
     deep gray matter stage): outputs, QC and Dice."""
     sim = simulate_subject("tiny", seed=0)
     mag, mask, _ = _images(sim)
-    params = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_iterations=(10, 5))
+    params = RegistrationParams(
+        grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_stage=True, dgm_iterations=(10, 5)
+    )
     iron = nib.Nifti1Image(sim.chi_ppm * sim.brain_mask, sim.affine)
     reg = register_atlas(
         mag, mask, atlas, tmp_path, "sub-01_acq-x", threads=2, params=params, iron=iron
@@ -143,7 +145,7 @@ from bids_qsm.simulate.subject import simulate_subject
 sim = simulate_subject("tiny", seed=1)
 mag = nib.Nifti1Image(sim.mag, sim.affine)
 mask = nib.Nifti1Image(sim.brain_mask.astype(np.uint8), sim.affine)
-p = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_grid_mm=2.0,
+p = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_stage=True,
                        dgm_iterations=(10, 5))
 out = Path(sys.argv[1])
 r = [register_atlas(mag, mask, load_atlas(), out / str(i), "s", threads=1, seed=3, params=p)

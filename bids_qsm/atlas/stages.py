@@ -9,7 +9,9 @@ Stages (all in one ``antsRegistration`` call, template = fixed, subject = moving
    With an iron map (the subject's chi) the metric is multi-channel: magnitude (or T1w)
    against the template plus the iron map against the synthetic iron template
    (:mod:`.iron`), weights ``1 - iron_weight`` and ``iron_weight``.
-3. Deep gray matter SyN (``dgm_stage``): the same metrics at full template resolution
+3. Optional deep gray matter SyN (``dgm_stage``, off by default: on the small preset it
+   lowered thalamus, pallidum, accumbens and SN Dice against the whole-brain stage alone):
+   the same metrics at full template resolution
    (``dgm_grid_mm``) on a box around the basal ganglia, thalami, midbrain and mesial temporal
    structures (:data:`.iron.DGM_BOX_STRUCTURES`, grown by ``dgm_margin_mm``); the metric mask
    leaves a ``dgm_margin_mm / 2`` rim so the field vanishes smoothly at the box edge.
@@ -67,7 +69,7 @@ class RegistrationParams:
     iron_weight: float = 0.75
     iron_weight_t1w: float = 0.5
     iron_metric: str = "CC"
-    dgm_stage: bool = True
+    dgm_stage: bool = False
     dgm_grid_mm: float = 1.0
     dgm_margin_mm: float = 10.0
     dgm_iterations: tuple[int, ...] = (30, 15)
