@@ -117,7 +117,7 @@ class WorkflowConfig:
     """Algorithm choices and parameters of the participant level (all reported in sidecars)."""
 
     unwrapping: str = "quality"
-    bg_removal: str = "vsharp"
+    bg_removal: str = "lbv"
     inversion: str = "rts"
     reference: str = "brain"
     phase_sign: int = 1
