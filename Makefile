@@ -16,9 +16,9 @@
 PYTHON          ?= python3
 VENV            ?= .venv
 DEMO_DIR        ?= demo
-DEMO_SIM_ARGS   ?= --preset tiny --n-controls 4 --n-patients 4 --seed 1 --lesions
+DEMO_SIM_ARGS   ?= --preset tiny --n-controls 4 --n-patients 4 --seed 1 --lesions --effect-scale 2
 DEMO_PART_ARGS  ?=
-DEMO_GROUP_ARGS ?= --n-permutations 200
+DEMO_GROUP_ARGS ?= --n-permutations 100
 PYTEST_ARGS     ?= -m "not container"
 PYTEST_FAST     ?= -m "not slow and not container and not slurm"
 DEMO_ABS        := $(abspath $(DEMO_DIR))
