@@ -3,7 +3,7 @@
 #
 #   make demo            simulate a small cohort, run the participant and group levels on it
 #   make test            ruff check + the whole test suite (except the container test)
-#   make test-fast       the unit tests only (not marked slow; about 2 min on 2 cores)
+#   make test-fast       the tests not marked slow, 2 pytest workers (PYTEST_JOBS; ~2 min on 2 cores)
 #   make lint            ruff check + ruff format --check (+ hadolint on the Dockerfile)
 #   make bench           run every benchmarks/bench_*.py
 #   make test-container  build the container and smoke-test it (scripts/container-smoke.sh)
@@ -16,11 +16,12 @@
 PYTHON          ?= python3
 VENV            ?= .venv
 DEMO_DIR        ?= demo
-DEMO_SIM_ARGS   ?= --preset tiny --n-controls 4 --n-patients 4 --seed 1 --lesions
+DEMO_SIM_ARGS   ?= --preset tiny --n-controls 4 --n-patients 4 --seed 1 --lesions --effect-scale 2
 DEMO_PART_ARGS  ?=
-DEMO_GROUP_ARGS ?= --n-permutations 200
+DEMO_GROUP_ARGS ?= --n-permutations 100
 PYTEST_ARGS     ?= -m "not container"
 PYTEST_FAST     ?= -m "not slow and not container and not slurm"
+PYTEST_JOBS     ?= 2
 DEMO_ABS        := $(abspath $(DEMO_DIR))
 
 VPY    := $(VENV)/bin/python
@@ -73,11 +74,11 @@ demo-group: $(STAMP_RUN)
 # ---------------------------------------------------------------------------- checks
 test: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .
-	$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(VPY) -m pytest $(PYTEST_ARGS) -n $(PYTEST_JOBS) --dist loadfile; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 test-fast: $(STAMP_TEST)
-	$(VPY) -m pytest $(PYTEST_FAST) -q
+	$(VPY) -m pytest $(PYTEST_FAST) -q -n $(PYTEST_JOBS) --dist loadfile
 
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .

@@ -61,6 +61,7 @@ def _check_dice(labels: np.ndarray, truth: np.ndarray, atlas) -> dict[str, float
     return d
 
 
+@pytest.mark.slow  # one ANTs registration: the longest test outside the slow set
 def test_register_tiny_fast(tmp_path: Path, atlas) -> None:
     """A reduced-iteration registration on the 3 mm preset (variable anatomy, iron channel,
     deep gray matter stage): outputs, QC and Dice."""

@@ -164,6 +164,7 @@ def test_exclusions_honoured_and_outputs_byte_identical_on_rerun(tmp_path) -> No
         c.output_dir,
         tmp_path / "work",
         voxelwise=False,
+        clinical_columns=["EDSS"],  # one variable: half the clinical models (test time)
         exclude_participants=["10", str(excl)],
     )
     (c.output_dir / "sub-01.html").write_text("<html></html>")  # a subject report with 2 flags

@@ -113,11 +113,13 @@ def group_figure(
     for st in dict.fromkeys(bil["structure"]):
         d = bil[bil["structure"] == st]
         vals = [
-            factor * d.loc[d[design.group_column].astype(str) == lv, measure].dropna().to_numpy()
+            d.loc[d[design.group_column].astype(str) == lv, measure].dropna().to_numpy(float)
             for lv in levels
         ]
-        if not _is_constant(np.concatenate(vals)):
-            panels.append((st, vals))
+        row = _row(groupdiff, st, measure) if len(groupdiff) else None
+        constant = row is not None and str(row.get("reason", "")) == "constant measure"
+        if not (constant or _is_constant(np.concatenate(vals))):  # in the table's units
+            panels.append((st, [factor * v for v in vals]))
     if not panels:
         return None
     fig, axes = _grid(len(panels))

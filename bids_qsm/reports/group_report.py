@@ -401,7 +401,12 @@ def write_group_report(
     timings: Mapping[str, float] | None = None,
     cohort: GroupCohort | None = None,
 ) -> Path:
-    """Write ``group_dir/group.html`` and its figures; return the HTML path."""
+    """Write ``group_dir/group.html`` and its figures; return the HTML path.
+
+    ``timings`` (step -> s) is accepted but not shown: the page must not change between runs
+    (the group level logs the timings). ``cohort`` adds the demographics, QC, exclusion,
+    z-score and lesion sections (without it, only the analysed participants are known).
+    """
     group_dir = Path(group_dir)
     figdir = group_dir / "figures"
     prefix = f"seg-{atlas_name}"

@@ -236,8 +236,8 @@ def write_failure_report(
 ) -> Path:
     """``OUTPUT_DIR/sub-<label>.html`` saying that the subject failed, why, and where to look.
 
-    One section per acquisition that has no report section yet (an acquisition reported by an
-    earlier successful run keeps its section); the crash files of the run are linked.
+    One "Processing failed" section per acquisition of the subject (replacing its previous
+    section: the failed run may have left partial derivatives); the crash files are linked.
     """
     from bids_qsm.reports.participant import (
         _SECTION_SUFFIX,

@@ -310,12 +310,12 @@ def _run_pool(
     beat = threading.Thread(
         target=_pool_heartbeat, args=(status_dir, stop, HEARTBEAT_S), daemon=True
     )
-    beat.start()
     try:
         with ProcessPoolExecutor(n_parallel, mp_context=mp.get_context("fork")) as pool:
             futures: dict[Future, str] = {}
             for i, sub in enumerate(subjects, start=1):
                 futures[pool.submit(_worker, sub, f"[{i}/{len(subjects)}] ")] = sub
+            beat.start()  # after the workers are forked: they inherit no thread of ours
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -342,7 +342,8 @@ def _run_pool(
                             other.cancel()
     finally:
         stop.set()
-        beat.join(timeout=5)
+        if beat.is_alive():
+            beat.join(timeout=5)
         shutil.rmtree(status_dir, ignore_errors=True)
         _POOL_JOB = None
     return [results[s] for s in subjects if s in results]
