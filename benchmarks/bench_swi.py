@@ -206,7 +206,8 @@ def print_validity(out: dict[str, Any], header: str) -> None:
     """Markdown tables of :func:`validity`."""
     print(header)
     print(
-        "| structure | true chi ppb | ours min mean rad (all subjects) | ours r(mean) | ours r(MP-APT) "
+        "| structure | true chi ppb | ours min mean rad (all subjects) | ours r(mean) "
+        "| ours r(MP-APT) "
         "| ours r(APT vol) | ours r(MP-APT, participant default) "
         "| peer min mean rad | peer r(mean) | peer r(MP-APT) |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
