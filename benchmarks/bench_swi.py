@@ -18,6 +18,9 @@ It prints, per structure, the correlation across the controls of the regional ph
 and of MP-APT with the true regional chi (bilateral), the minimum over subjects of the mean
 phase-iron (sign), the controls' whole-brain abnormal-phase volume and the MS - HC difference
 of basal-ganglia MP-APT (first ``n_patients`` controls vs the patients).
+
+Needs the peer package: ``pip install phase-unwrap==2.0.0`` (GPL-3.0; benchmark only, not a
+dependency of bids-qsm).
 """
 
 from __future__ import annotations
