@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
+import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -14,6 +16,8 @@ from nipype.interfaces.base import (
 )
 
 from bids_qsm.interfaces.nifti_io import load_array, load_json
+
+LOGGER = logging.getLogger("bids_qsm.stats")
 
 
 def _optional(path) -> object:
@@ -26,7 +30,14 @@ def _apt(threshold: float | None, phase_iron: object, mask: object) -> float | N
         return threshold
     from bids_qsm.swi.phase_iron import participant_threshold
 
-    return participant_threshold(phase_iron, mask)
+    threshold = participant_threshold(phase_iron, mask)
+    if not np.isfinite(threshold):
+        LOGGER.warning(
+            "no abnormal-phase measures (MP-APT): fewer than two phase-iron voxels pass the "
+            "phase-quality mask"
+        )
+        return None
+    return threshold
 
 
 class _RegionalInputSpec(BaseInterfaceInputSpec):

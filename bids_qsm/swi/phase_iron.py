@@ -126,14 +126,16 @@ def participant_threshold(
     phase-quality mask). Unlike a fixed value in rad it follows B0 x TE and the noise of the
     run, so about 2-3 % of a control's brain lies above it (measured: <= 5 % on the simulator's
     2 mm and 1 mm presets, ``docs/methods_swi.md``). Group analyses should prefer the
-    control-derived per-structure thresholds.
+    control-derived per-structure thresholds. NaN when fewer than two voxels are finite (e.g. a
+    small field of view lying wholly within the excluded brain edge): no abnormal-phase
+    measures can then be made at participant level.
     """
     v = np.asarray(phase_iron_rad)
     if mask is not None:
         v = v[np.asarray(mask, bool)]
     v = v[np.isfinite(v)].astype(np.float64)
     if v.size < 2:
-        raise InputDataError("a participant threshold needs at least two finite phase-iron voxels")
+        return float("nan")
     return float(v.mean() + n_sd * v.std())
 
 

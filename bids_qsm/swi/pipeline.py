@@ -359,12 +359,12 @@ def compute_swi(
         "ExcludedFraction": float(1.0 - quality.sum() / max(int(m.sum()), 1)),
     }
     if opt.apt_threshold_rad is None:
-        thr = participant_threshold(phase_iron, m) if np.isfinite(phase_iron[m]).sum() > 1 else 0.0
+        thr = participant_threshold(phase_iron, m)  # NaN: too few phase-quality voxels
         params["AbnormalPhaseThresholdRule"] = "brain mean + 2 SD of this run's phase iron"
     else:
         thr = float(opt.apt_threshold_rad)
         params["AbnormalPhaseThresholdRule"] = "fixed (apt_threshold_rad)"
-    params["AbnormalPhaseThreshold_rad"] = float(thr)
+    params["AbnormalPhaseThreshold_rad"] = float(thr) if np.isfinite(thr) else None
     timings["total"] = time.perf_counter() - t_all
     return SWIResult(
         swi=swi,
