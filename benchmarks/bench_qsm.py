@@ -137,8 +137,9 @@ def forward_phantom(seed: int, folder: Path) -> dict:
     bids = folder / f"simple_seed{seed}"
     if not bids.exists():
         subprocess.run(
-            ["qsm-forward", "simple", str(bids), "--TEs", "0.004", "0.009", "0.014", "0.019",
-             "--B0", "3", "--peak-snr", "100", "--random-seed", str(seed)],
+            [sys.executable, "-m", "qsm_forward.main", "simple", str(bids), "--TEs", "0.004",
+             "0.009", "0.014", "0.019", "--B0", "3", "--peak-snr", "100", "--random-seed",
+             str(seed)],
             check=True, capture_output=True,
         )  # fmt: skip
     anat = bids / "sub-1" / "anat"
