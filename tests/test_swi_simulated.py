@@ -32,7 +32,9 @@ STRUCTS = {
 def sim_results():
     from bids_qsm.simulate import simulate_subject
 
-    sim = simulate_subject(preset="tiny", seed=0, workers=2)
+    # The template head itself (no anatomical deformation): these tests compare the high-pass
+    # filters on one known anatomy; tests/test_swi_roi.py covers the default deformed heads.
+    sim = simulate_subject(preset="tiny", seed=0, workers=2, rigid_anatomy=True)
     mask = sim.brain_mask
     field_hz = np.where(mask, ppm_to_hz(sim.total_field_ppm, sim.b0_tesla), 0).astype(np.float32)
     # CLEAR-SWI's [4, 4, 0] voxels assume ~1 mm voxels: keep its physical width (4 mm) here.
