@@ -39,7 +39,7 @@ def function_lengths(package: Path = PACKAGE) -> list[tuple[str, str, int]]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         rel = path.relative_to(ROOT).as_posix()
 
-        def visit(node: ast.AST, prefix: str) -> None:
+        def visit(node: ast.AST, prefix: str, rel: str = rel) -> None:
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                     name = f"{prefix}{child.name}"
@@ -56,9 +56,7 @@ def function_lengths(package: Path = PACKAGE) -> list[tuple[str, str, int]]:
 def over_limits(max_module: int = 500, max_function: int = 100) -> tuple[list, list]:
     """The non-exempt modules and functions over the limits, longest first."""
     modules = [
-        (path, n)
-        for path, n in module_lengths()
-        if n > max_module and path not in EXEMPT_MODULES
+        (path, n) for path, n in module_lengths() if n > max_module and path not in EXEMPT_MODULES
     ]
     functions = [
         (path, name, n)

@@ -26,7 +26,7 @@ import statsmodels
 from bids_qsm import __version__
 from bids_qsm.bids.writers import atomic_write_text
 from bids_qsm.reports import group_figures as GF
-from bids_qsm.reports.participant import _CSS, _esc
+from bids_qsm.reports.html import _CSS, _esc
 from bids_qsm.stats.effects import MIN_RESIDUAL_DF
 from bids_qsm.stats.group import DEFAULT_MEASURES, Design
 
