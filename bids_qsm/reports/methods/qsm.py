@@ -20,7 +20,8 @@ from bids_qsm.reports.methods._common import (
 )
 
 
-def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[str]:
+def _phase_text(q: Mapping[str, Any]) -> list[str]:
+    """Phase rescaling and sign convention."""
     s: list[str] = []
     units = _get(q, "phase_units")
     if units is not None and _key(units) in ("arbitrary", "au"):
@@ -31,7 +32,12 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
             "The phase was negated (vendor convention) so that paramagnetic susceptibility is "
             "positive."
         )
-    # Mask
+    return s
+
+
+def _mask_text(q: Mapping[str, Any]) -> list[str]:
+    """Brain mask: user-provided or computed from the magnitude."""
+    s: list[str] = []
     mask = _method(q, "mask_source", "mask", "mask_method", "brain_mask")
     if mask is not None:
         mk = _key(mask)
@@ -54,7 +60,12 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
             else:
                 how = f"({mask}{'; ' + detail if detail else ''})"
             s.append(f"A brain mask was computed from the echo-combined magnitude {how}.")
-    # Phase offsets and unwrapping
+    return s
+
+
+def _field_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[str]:
+    """Field preparation: phase offsets (MCPC-3D-S), unwrapping, echo combination."""
+    s: list[str] = []
     multi = n_echoes is None or n_echoes > 1
     offset = _method(q, "phase_offset_removal", "phase_offset", "offset_removal", "mcpc")
     sigma = _get(q, "mcpc_sigma_vox", "mcpc3ds_sigma_vox", "mcpc_sigma")
@@ -129,7 +140,12 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
                 "from the mask"
             )
         s.append(txt + ".")
-    # Background removal
+    return s
+
+
+def _background_text(q: Mapping[str, Any], cite: _Citer) -> list[str]:
+    """Background field removal."""
+    s: list[str] = []
     bg = _method(q, "bg_removal", "background", "background_removal", "bfr")
     if bg is not None:
         bk = _key(bg)
@@ -190,7 +206,12 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
             )
         else:
             s.append(f"The background field was removed with {bg}.")
-    # Inversion
+    return s
+
+
+def _inversion_text(q: Mapping[str, Any], cite: _Citer) -> list[str]:
+    """Dipole inversion, the reported-map erosion, padding and the B0 direction."""
+    s: list[str] = []
     inv = _method(q, "inversion", "dipole_inversion", "inversion_method")
     if inv is not None:
         ik = _key(inv)
@@ -273,6 +294,12 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
             "The dipole kernel was oriented along the B0 direction derived from the image "
             "affine, so oblique acquisitions are handled without resampling."
         )
+    return s
+
+
+def _reference_text(q: Mapping[str, Any]) -> list[str]:
+    """Susceptibility referencing."""
+    s: list[str] = []
     ref = _get(q, "reference", "reference_region")
     if isinstance(ref, Mapping):
         ref = _get(ref, "region", "name", "method")
@@ -296,3 +323,15 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
                 txt += f" (value subtracted: {v:+.4f} ppm)" if v is not None else ""
             s.append(txt + ".")
     return s
+
+
+def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[str]:
+    """Sentences of the QSM paragraph, one stage after the other (citations numbered in order)."""
+    return [
+        *_phase_text(q),
+        *_mask_text(q),
+        *_field_text(q, cite, n_echoes),
+        *_background_text(q, cite),
+        *_inversion_text(q, cite),
+        *_reference_text(q),
+    ]
