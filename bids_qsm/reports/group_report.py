@@ -26,14 +26,13 @@ import statsmodels
 from bids_qsm import __version__
 from bids_qsm.bids.writers import atomic_write_text
 from bids_qsm.reports import group_figures as GF
-from bids_qsm.reports.html import _CSS, _esc
+from bids_qsm.reports.html import _CSS, _esc, _html_table, _num
 from bids_qsm.stats.effects import MIN_RESIDUAL_DF
 from bids_qsm.stats.group import DEFAULT_MEASURES, Design
 
 __all__ = ["GroupCohort", "demographics_table", "methods_paragraph", "write_group_report"]
 
 _META_RE = re.compile(r"^<!-- bids-qsm-section (\{.*?\}) -->")
-_NUMERIC_RE = re.compile(r"^(?:[-+]?\d|–$)")
 _EXTRA_CSS = """
 table.data td.ok{color:var(--ok)} table.data td.warn{color:var(--warn)}
 table.data tr.excl td{background:#f6f6f6;color:var(--muted)}
@@ -54,29 +53,6 @@ class GroupCohort:
 
 
 # ----------------------------------------------------------------------------- tables
-def _num(v: Any, digits: int = 3) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return _esc(v) if v not in (None, "") else "–"
-    return "–" if not np.isfinite(f) else f"{f:.{digits}g}"
-
-
-def _html_table(df: pd.DataFrame, cls: str = "data", row_classes: Sequence[str] = ()) -> str:
-    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
-    rows = []
-    for i, (_, r) in enumerate(df.iterrows()):
-        rc = row_classes[i] if i < len(row_classes) else ""
-        cells = "".join(
-            f'<td class="num">{v}</td>' if isinstance(v, str) and _NUMERIC_RE.match(v)
-            else f"<td>{v}</td>"
-            for v in r.to_numpy()
-        )  # fmt: skip
-        rows.append(f'<tr class="{rc}">{cells}</tr>')
-    return (
-        f'<div class="tablewrap"><table class="{cls}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-    )
 
 
 def demographics_table(participants: pd.DataFrame, design: Design) -> pd.DataFrame:

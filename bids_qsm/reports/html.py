@@ -9,9 +9,11 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 
 def _esc(x: Any) -> str:
@@ -125,3 +127,31 @@ ul.errors li{color:var(--err)}
 code{font-size:12px;background:#f0f2f4;padding:1px 4px;border-radius:3px;word-break:break-all}
 footer{color:var(--muted);font-size:12px;text-align:center;padding:20px}
 """
+
+
+_NUMERIC_RE = re.compile(r"^(?:[-+]?\d|–$)")
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return _esc(v) if v not in (None, "") else "–"
+    return "–" if not np.isfinite(f) else f"{f:.{digits}g}"
+
+
+def _html_table(df: pd.DataFrame, cls: str = "data", row_classes: Sequence[str] = ()) -> str:
+    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
+    rows = []
+    for i, (_, r) in enumerate(df.iterrows()):
+        rc = row_classes[i] if i < len(row_classes) else ""
+        cells = "".join(
+            f'<td class="num">{v}</td>' if isinstance(v, str) and _NUMERIC_RE.match(v)
+            else f"<td>{v}</td>"
+            for v in r.to_numpy()
+        )  # fmt: skip
+        rows.append(f'<tr class="{rc}">{cells}</tr>')
+    return (
+        f'<div class="tablewrap"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
