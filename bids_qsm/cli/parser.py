@@ -9,14 +9,26 @@ Any argparse error is turned into :class:`bids_qsm.errors.UsageError` (exit 64, 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from bids_qsm import __version__
+from bids_qsm.cli.argtypes import (
+    _absolute_path,
+    _label,
+    _nonnegative_int,
+    _path,
+    _phase_sign,
+    _positive_float,
+    _positive_int,
+)
+from bids_qsm.cli.checks import (  # noqa: F401 (re-exported)
+    _check_consistency,
+    absolute_paths,
+    load_bids_filters,
+    load_plugin_file,
+)
 from bids_qsm.config import (
     BG_REMOVAL_METHODS,
     INVERSION_METHODS,
@@ -28,7 +40,7 @@ from bids_qsm.config import (
     WorkflowConfig,
     load_toml,
 )
-from bids_qsm.errors import InputMissingError, UsageError
+from bids_qsm.errors import UsageError
 
 #: Settings describing one run, ignored when a saved configuration is given as --config-file.
 RUN_IDENTITY_KEYS = ("run_id", "log_dirs", "version", "config_file")
@@ -61,65 +73,6 @@ class BidsQsmArgumentParser(argparse.ArgumentParser):
         """Print the usage line, then raise a one-line usage error."""
         self.print_usage()
         raise UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _phase_sign(text: str) -> int:
-    if text.strip() not in ("1", "-1", "+1"):
-        raise argparse.ArgumentTypeError(f"expected 1 or -1, got {text!r}")
-    return int(text)
-
-
-def _label(prefix: str):
-    def convert(text: str) -> str:
-        label = text.strip()
-        if label.startswith(prefix):
-            label = label[len(prefix) :]
-        if not label or not label.isalnum():
-            raise argparse.ArgumentTypeError(
-                f"invalid label {text!r} (letters and digits, optionally prefixed {prefix!r})"
-            )
-        return label
-
-    convert.__name__ = f"{prefix.rstrip('-')} label"
-    return convert
-
-
-def _path(text: str) -> Path:
-    return Path(text).expanduser()
-
-
-def _absolute_path(text: str) -> Path:
-    return Path(text).expanduser().absolute()
 
 
 def build_parser() -> BidsQsmArgumentParser:
@@ -533,119 +486,3 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     absolute_paths(config)
     _check_consistency(config)
     return config
-
-
-def absolute_paths(config: Config) -> None:
-    """Make every path setting absolute (relative to the current folder), in place.
-
-    Nipype runs each step in its own working folder, so a relative ``--lesion-masks`` (or
-    atlas, mask folder, filter file...) would otherwise be looked up there.
-    """
-    for section_name in ("execution", "nipype", "workflow", "group"):
-        section = getattr(config, section_name)
-        for name, value in vars(section).items():
-            if isinstance(value, Path):
-                setattr(section, name, Path(os.path.abspath(value.expanduser())))
-
-
-def _check_consistency(config: Config) -> None:
-    """Cross-option checks and loading of option files (filter file, plugin YAML)."""
-    wf = config.workflow
-    for name in ("unwrapping", "bg_removal", "inversion", "reference", "swi_highpass"):
-        allowed = {
-            "unwrapping": UNWRAPPING_METHODS,
-            "bg_removal": BG_REMOVAL_METHODS,
-            "inversion": INVERSION_METHODS,
-            "reference": REFERENCE_REGIONS,
-            "swi_highpass": SWI_HIGHPASS_METHODS,
-        }[name]
-        if getattr(wf, name) not in allowed:
-            raise UsageError(
-                f"workflow.{name} = {getattr(wf, name)!r} is not one of {', '.join(allowed)}"
-            )
-    if wf.phase_sign not in (1, -1):
-        raise UsageError(f"workflow.phase_sign must be 1 or -1, got {wf.phase_sign}")
-
-    custom = {
-        "--atlas-labels": wf.atlas_labels,
-        "--atlas-table": wf.atlas_table,
-        "--atlas-template": wf.atlas_template,
-        "--atlas-name": wf.atlas_name,
-    }
-    given = [k for k, v in custom.items() if v is not None]
-    if given and len(given) != len(custom):
-        missing = [k for k, v in custom.items() if v is None]
-        raise UsageError(
-            f"a custom atlas needs all of --atlas-labels, --atlas-table, --atlas-template and "
-            f"--atlas-name; missing {', '.join(missing)}"
-        )
-    if given:
-        for option in ("--atlas-labels", "--atlas-table", "--atlas-template"):
-            if not Path(custom[option]).is_file():
-                raise InputMissingError(f"{option} file not found", custom[option])
-        if not str(wf.atlas_name).isalnum():
-            raise UsageError(f"--atlas-name must be letters and digits only, got {wf.atlas_name!r}")
-        wf.atlas = str(wf.atlas_name)
-
-    ex = config.execution
-    for option, path in (
-        ("--lesion-masks", ex.lesion_masks),
-        ("--brain-mask-source", ex.brain_mask_source),
-        ("--total-field-source", ex.total_field_source),
-        ("--local-field-source", ex.local_field_source),
-    ):
-        if path is not None and not Path(path).is_dir():
-            raise InputMissingError(f"{option} folder not found", path)
-
-    if ex.total_field_source is not None and ex.local_field_source is not None:
-        raise UsageError("give --total-field-source or --local-field-source, not both")
-
-    if ex.bids_filter_file is not None:
-        ex.bids_filters = load_bids_filters(ex.bids_filter_file)
-
-    nip = config.nipype
-    if nip.use_plugin is not None:
-        plugin, plugin_args = load_plugin_file(nip.use_plugin)
-        nip.plugin = plugin
-        nip.plugin_args = plugin_args
-    if nip.omp_nthreads is not None and nip.nprocs is not None and nip.omp_nthreads > nip.nprocs:
-        raise UsageError(
-            f"--omp-nthreads ({nip.omp_nthreads}) cannot exceed --nprocs ({nip.nprocs})"
-        )
-
-
-def load_bids_filters(path: Path) -> dict[str, dict[str, Any]]:
-    """Read a ``--bids-filter-file`` (missing -> 66; not a JSON object of objects -> 64)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputMissingError("BIDS filter file not found", path)
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"invalid JSON in BIDS filter file: {exc}", path) from exc
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise UsageError(
-            'BIDS filter file must be a JSON object of objects, e.g. {"megre": {"acquisition": '
-            '"wb"}}',
-            path,
-        )
-    return data
-
-
-def load_plugin_file(path: Path) -> tuple[str, dict[str, Any]]:
-    """Read a Nipype plugin YAML (``plugin:`` name and optional ``plugin_args:``)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputMissingError("Nipype plugin file not found", path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UsageError(f"invalid YAML in plugin file: {exc}", path) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("plugin"), str):
-        raise UsageError("plugin file must contain 'plugin: <Nipype plugin name>'", path)
-    args = data.get("plugin_args") or {}
-    if not isinstance(args, dict):
-        raise UsageError("'plugin_args' must be a mapping", path)
-    return data["plugin"], args
