@@ -19,38 +19,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import errors
-from .background import lbv, pdf, vsharp, vsharp_radii
-from .echofit import FieldFit, fit_field
-from .geometry import hz_to_ppm
-from .grid import bounding_box
-from .inversion import rts, tikhonov, tkd, tv_admm
-from .mask import brain_mask, erode_mask, erode_voxels, largest_component, refine_mask
-from .phase import apply_phase_sign, combine_magnitude
-from .r2star import fit_r2star
-from .reference import csf_mask_from_r2star, reference_chi
-
-UNWRAPPING = ("quality", "laplacian")
-BG_REMOVAL = ("vsharp", "pdf", "lbv")
-INVERSION = ("rts", "tikhonov", "tv", "tkd")
-REFERENCE = ("brain", "csf", "none")
-
-#: Default tissue limit of the mask, R2* (Hz) per tesla: 100 Hz at 3 T (T2* 10 ms), about twice the
-#: R2* of the globus pallidus, the most iron-rich normal brain tissue (about 40-50 Hz at 3 T).
-#: R2* of tissue grows about linearly with B0, so the limit scales with the field strength.
-MASK_R2STAR_HZ_PER_TESLA = 100.0 / 3.0
-
-ALGORITHM_NAMES = {
-    "quality": "quality-guided region growing (scikit-image unwrap_phase, Abdul-Rahman 2007) of "
-    "the echo-2/echo-1 phase difference, temporal unwrapping of the echoes",
-    "laplacian": "Laplacian unwrapping (Schofield 2003), per echo",
-    "vsharp": "V-SHARP (Wu 2012)",
-    "pdf": "projection onto dipole fields, PDF (Liu 2011)",
-    "lbv": "Laplacian boundary value, LBV (Zhou 2014)",
-    "rts": "rapid two-step, RTS (Kames 2018)",
-    "tikhonov": "iterative Tikhonov (conjugate gradients)",
-    "tv": "total variation by ADMM (Bilgic 2014)",
-    "tkd": "thresholded k-space division, TKD (Shmueli 2009)",
-}
+from .stages import (  # noqa: F401 (re-exported)
+    ALGORITHM_NAMES,
+    BG_REMOVAL,
+    BG_REMOVAL_REGISTRY,
+    INVERSION,
+    INVERSION_REGISTRY,
+    MASK_R2STAR_HZ_PER_TESLA,
+    REFERENCE,
+    UNWRAPPING,
+    Inputs,
+    _as_4d,
+    _user_field,
+    compute_mask,
+    invert_field,
+    prepare_field,
+    prepare_inputs,
+    reference_susceptibility,
+    remove_background,
+)
 
 
 @dataclass
@@ -152,30 +139,49 @@ class QSMResult:
     parameters: dict = field(default_factory=dict)
 
 
-def _as_4d(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4:
-        raise errors.InputDataError(f"{name} must be 3D or 4D (X, Y, Z, echo), got {x.shape}")
-    return x
-
-
-def _user_field(
-    total_hz: np.ndarray | None, local_ppm: np.ndarray | None, shape: tuple[int, ...]
-) -> tuple[str, np.ndarray] | None:
-    """``("total", Hz)`` or ``("local", ppm)`` from the optional user fields (checked), or None."""
-    if total_hz is not None and local_ppm is not None:
-        raise errors.UsageError("give either a total field or a local field, not both")
-    kind, arr = ("total", total_hz) if total_hz is not None else ("local", local_ppm)
-    if arr is None:
-        return None
-    arr = np.asarray(arr, np.float32)
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.shape != tuple(shape):
-        raise errors.InputDataError(f"{kind} field {arr.shape} does not match the image {shape}")
-    return kind, arr
+def _parameters(
+    opt: QSMOptions,
+    inp: Inputs,
+    user_mask: bool,
+    radii: list[float],
+    r2_max: float,
+    ref_value: float,
+    b0_tesla: float,
+) -> dict:
+    """The sidecar parameters of a reconstruction: options, algorithms and acquisition."""
+    user_field = inp.user_field
+    multi = len(inp.te) > 1
+    return {
+        **opt.to_dict(),
+        "unwrapping_algorithm": ALGORITHM_NAMES[opt.unwrapping],
+        "field_source": "phase" if user_field is None else f"user {user_field[0]} field",
+        "phase_offset_removal": (
+            "MCPC-3D-S (Eckstein 2018), polynomial of degree "
+            f"{opt.mcpc_poly_degree} fitted before the Gaussian smoothing"
+            if multi
+            else "none (single echo)"
+        )
+        if user_field is None
+        else "none (user field)",
+        "echo_combination": "weighted least squares over TE through the origin, w = mag^2"
+        if multi
+        else "single echo: phase / (2 pi TE)",
+        "bg_removal_algorithm": ALGORITHM_NAMES[opt.bg_removal]
+        if user_field is None or user_field[0] == "total"
+        else "none (user local field)",
+        "inversion_algorithm": ALGORITHM_NAMES[opt.inversion],
+        "vsharp_radii_mm": radii if opt.bg_removal == "vsharp" else None,
+        "mask_source": "user" if user_mask else "magnitude threshold + morphology",
+        "mask_r2star_max_hz_used": float(r2_max) if multi else None,
+        "reference_region": opt.reference,
+        "reference_value_ppm": ref_value,
+        "echo_times_s": inp.te,
+        "b0_tesla": float(b0_tesla),
+        "b0_direction_voxel_axes": [float(v) for v in inp.b0],
+        "voxel_size_mm": [float(v) for v in inp.vs],
+        "sign_convention": "paramagnetic positive",
+        "units": "ppm",
+    }
 
 
 def reconstruct_qsm(
@@ -205,229 +211,59 @@ def reconstruct_qsm(
     ``local_field_ppm`` (3D, ppm, background already removed) also skips background removal
     and is inverted where it is finite and non-zero inside the mask. ``phase_rad`` may then be
     None; the magnitude still gives the mask, the R2* tissue criterion and R2*/T2*.
+
+    The stages are the functions of :mod:`bids_qsm.qsm.stages`.
     """
     opt = options or QSMOptions()
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
+    last = [time.perf_counter()]
 
-    def tick(name: str, t0: float) -> float:
+    def tick(name: str) -> None:
         now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - t0
-        return now
+        timings[name] = timings.get(name, 0.0) + now - last[0]
+        last[0] = now
 
-    t = time.perf_counter()
-    mag4 = _as_4d(mag, "magnitude")
-    user_field = _user_field(total_field_hz, local_field_ppm, mag4.shape[:3])
-    ph4 = _as_4d(phase_rad, "phase") if phase_rad is not None else None
-    if ph4 is None and user_field is None:
-        raise errors.UsageError("reconstruct_qsm needs the phase or a total/local field")
-    if ph4 is None:
-        ph4 = np.zeros_like(mag4)
-    te = [float(v) for v in te_s]
-    vs = np.asarray(voxel_size, dtype=float)
-    b0 = np.asarray(b0_dir, dtype=float)
-    b0 = b0 / np.linalg.norm(b0)
-    if mag4.shape != ph4.shape:
-        raise errors.InputDataError(f"magnitude {mag4.shape} and phase {ph4.shape} differ")
-    if len(te) != mag4.shape[-1]:
-        raise errors.InputDataError(f"{len(te)} echo times for {mag4.shape[-1]} echoes")
-    if any(b <= a for a, b in zip(te, te[1:], strict=False)) or te[0] <= 0:
-        raise errors.InputDataError(f"echo times must be positive and increasing, got {te}")
-    if not np.isfinite(ph4).all() or not np.isfinite(mag4).all():
-        mag4 = np.nan_to_num(mag4)
-        ph4 = np.nan_to_num(ph4)
-    ph4 = apply_phase_sign(ph4, opt.phase_sign)
-    combined = combine_magnitude(mag4)
-    t = tick("prepare", t)
-
-    if mask is None:
-        bmask = brain_mask(
-            combined,
-            vs,
-            threshold_scale=opt.mask_threshold_scale,
-            opening_radius_mm=opt.mask_opening_radius_mm,
-        )
-    else:
-        bmask = np.asarray(mask, bool)
-        if bmask.shape != combined.shape:
-            raise errors.InputDataError(f"mask {bmask.shape} does not match image {combined.shape}")
-        if not bmask.any():
-            raise errors.InputDataError("the brain mask is empty")
-    t = tick("mask", t)
-
-    # Work inside the mask bounding box from here on.
-    box = bounding_box(bmask, 1)
-    m_box = bmask[box]
-    if user_field is None:
-        fit = fit_field(
-            mag4[box],
-            ph4[box],
-            te,
-            m_box,
-            vs,
-            unwrapping=opt.unwrapping,
-            mcpc_sigma_vox=opt.mcpc_sigma_vox,
-            mcpc_refine_passes=opt.mcpc_refine_passes,
-            mcpc_poly_degree=opt.mcpc_poly_degree,
-            downsample=opt.unwrap_downsample,
-            threads=threads,
-        )
-    else:
-        # A user field is defined where it is finite and non-zero (0 outside the user's mask).
-        u_box = user_field[1][box]
-        m_box = largest_component(m_box & np.isfinite(u_box) & (u_box != 0))
-        if not m_box.any():
-            raise errors.InputDataError(f"the user {user_field[0]} field is 0 in the brain mask")
-        zeros = np.zeros(m_box.shape, np.float32)
-        f_hz = zeros if user_field[0] == "local" else np.where(m_box, u_box, 0)
-        fit = FieldFit(f_hz.astype(np.float32), zeros, zeros, np.zeros((*m_box.shape, 0)))
-    t = tick("unwrap_fit", t)
-
-    multi = len(te) > 1
-    r2 = t2 = None
-    if multi:  # R2* is cheap and is needed by the tissue criterion of the mask
-        r2, t2 = fit_r2star(mag4[box], te, m_box, r2star_max_hz=opt.r2star_max_hz)
-    t = tick("r2star", t)
-
-    r2_max = opt.mask_r2star_max_hz
-    if r2_max is None:
-        r2_max = MASK_R2STAR_HZ_PER_TESLA * float(b0_tesla)
-    q_mask = m_box
-    if multi and user_field is None:
-        # Phase quality: holes (isolated noisy voxels, veins) are filled back.
-        q_mask = refine_mask(q_mask, fit.residual, opt.residual_threshold)
-    if multi and r2_max > 0:
-        # Tissue: bone and air partial volume decays fast. Not filled back: the hole
-        # filling of the magnitude mask encloses non-brain regions (e.g. skull base next to
-        # the midbrain) whose strong field V-SHARP would otherwise treat as local.
-        q_mask = refine_mask(q_mask, r2, float(r2_max), fill=False)
-    if opt.mask_erosion_vox > 0:
-        q_mask = largest_component(erode_voxels(q_mask, vs, opt.mask_erosion_vox))
-    field_ppm = hz_to_ppm(fit.field_hz, b0_tesla).astype(np.float32)
-    radii = vsharp_radii(vs, opt.vsharp_max_radius_mm, opt.vsharp_min_radius_mm, opt.vsharp_step_mm)
-    if user_field is not None and user_field[0] == "local":
-        f_mask = q_mask.copy()
-        local = np.where(f_mask, user_field[1][box], 0).astype(np.float32)
-    elif opt.bg_removal == "vsharp":
-        local, f_mask = vsharp(
-            field_ppm,
-            q_mask,
-            vs,
-            radii_mm=radii,
-            threshold=opt.vsharp_threshold,
-            threads=threads,
-        )
-    elif opt.bg_removal == "lbv":
-        local, f_mask = lbv(
-            field_ppm, q_mask, vs, tol=opt.lbv_tol, max_iter=opt.lbv_max_iter, threads=threads
-        )
-    else:
-        local, f_mask = pdf(
-            field_ppm,
-            q_mask,
-            vs,
-            b0,
-            tol=opt.pdf_tol,
-            max_iter=opt.pdf_max_iter,
-            pad_mm=opt.pdf_pad_mm,
-            threads=threads,
-        )
-    if not f_mask.any():
-        raise errors.InputDataError("background field removal left an empty mask")
-    t = tick("background", t)
-
-    pad = opt.inversion_pad_mm
-    if opt.inversion == "rts":
-        chi = rts(
-            local, f_mask, vs, b0, delta=opt.rts_delta, mu=opt.rts_mu, rho=opt.rts_rho,
-            tol=opt.rts_tol, max_iter=opt.rts_max_iter, lsmr_iter=opt.rts_lsmr_iter,
-            pad_mm=pad, threads=threads,
-        )  # fmt: skip
-    elif opt.inversion == "tikhonov":
-        chi = tikhonov(
-            local, f_mask, vs, b0, lam=opt.tikhonov_lambda, reg=opt.tikhonov_reg,
-            tol=opt.tikhonov_tol, max_iter=opt.tikhonov_max_iter, pad_mm=pad, threads=threads,
-        )  # fmt: skip
-    elif opt.inversion == "tv":
-        chi = tv_admm(
-            local, f_mask, vs, b0, lam=opt.tv_lambda, rho=opt.tv_rho, tol=opt.tv_tol,
-            max_iter=opt.tv_max_iter, pad_mm=pad, threads=threads,
-        )  # fmt: skip
-    else:
-        chi = tkd(local, f_mask, vs, b0, threshold=opt.tkd_threshold, pad_mm=pad, threads=threads)
-    if opt.chimap_erosion_mm > 0:
-        eroded = largest_component(erode_mask(f_mask, vs, opt.chimap_erosion_mm))
-        if eroded.any():
-            f_mask = eroded
-            chi = np.where(f_mask, chi, np.float32(0))
-    t = tick("inversion", t)
-
-    csf_box = None
-    if opt.reference == "csf":
-        if csf_mask is not None:
-            csf_box = np.asarray(csf_mask, bool)[box]
-        elif r2 is not None:
-            try:
-                csf_box = csf_mask_from_r2star(r2, f_mask, max_r2star_hz=opt.csf_r2star_max_hz)
-            except ValueError as exc:
-                raise errors.InputDataError(str(exc)) from exc
-        else:
-            raise errors.UsageError("reference 'csf' on single-echo data needs a CSF mask")
-    try:
-        chi, ref_value = reference_chi(chi, f_mask, opt.reference, csf_box)
-    except ValueError as exc:
-        raise errors.InputDataError(str(exc)) from exc
-    t = tick("reference", t)
+    inp = prepare_inputs(
+        mag, phase_rad, te_s, voxel_size, b0_dir, opt.phase_sign, total_field_hz, local_field_ppm
+    )
+    tick("prepare")
+    bmask = compute_mask(inp.combined, inp.vs, opt, mask)
+    tick("mask")
+    prep = prepare_field(inp, bmask, b0_tesla, opt, threads, tick)
+    box = prep.box
+    user_local = inp.user_field[1][box] if inp.user_field and inp.user_field[0] == "local" else None
+    local, f_mask, radii = remove_background(
+        prep.field_ppm, prep.mask, inp.vs, inp.b0, opt, threads, user_local
+    )
+    tick("background")
+    chi, f_mask = invert_field(local, f_mask, inp.vs, inp.b0, opt, threads)
+    tick("inversion")
+    csf_box = np.asarray(csf_mask, bool)[box] if csf_mask is not None else None
+    chi, ref_value = reference_susceptibility(chi, f_mask, opt, csf_box, prep.r2star_hz)
+    tick("reference")
 
     def full(x: np.ndarray | None, dtype=np.float32) -> np.ndarray | None:
         if x is None:
             return None
-        out = np.zeros(combined.shape, dtype)
+        out = np.zeros(inp.combined.shape, dtype)
         out[box] = x
         return out
 
     timings["total"] = time.perf_counter() - t_all
-    params = {
-        **opt.to_dict(),
-        "unwrapping_algorithm": ALGORITHM_NAMES[opt.unwrapping],
-        "field_source": "phase" if user_field is None else f"user {user_field[0]} field",
-        "phase_offset_removal": (
-            "MCPC-3D-S (Eckstein 2018), polynomial of degree "
-            f"{opt.mcpc_poly_degree} fitted before the Gaussian smoothing"
-            if multi
-            else "none (single echo)"
-        )
-        if user_field is None
-        else "none (user field)",
-        "echo_combination": "weighted least squares over TE through the origin, w = mag^2"
-        if multi
-        else "single echo: phase / (2 pi TE)",
-        "bg_removal_algorithm": ALGORITHM_NAMES[opt.bg_removal]
-        if user_field is None or user_field[0] == "total"
-        else "none (user local field)",
-        "inversion_algorithm": ALGORITHM_NAMES[opt.inversion],
-        "vsharp_radii_mm": radii if opt.bg_removal == "vsharp" else None,
-        "mask_source": "user" if mask is not None else "magnitude threshold + morphology",
-        "mask_r2star_max_hz_used": float(r2_max) if multi else None,
-        "reference_region": opt.reference,
-        "reference_value_ppm": ref_value,
-        "echo_times_s": te,
-        "b0_tesla": float(b0_tesla),
-        "b0_direction_voxel_axes": [float(v) for v in b0],
-        "voxel_size_mm": [float(v) for v in vs],
-        "sign_convention": "paramagnetic positive",
-        "units": "ppm",
-    }
+    params = _parameters(
+        opt, inp, mask is not None, radii, prep.r2star_limit_hz, ref_value, b0_tesla
+    )
     return QSMResult(
         chi_ppm=full(chi),
         mask=full(f_mask, bool),
         brain_mask=bmask.copy(),
-        field_hz=full(fit.field_hz),
+        field_hz=full(prep.fit.field_hz),
         local_field_ppm=full(local),
-        fit_residual=full(fit.residual),
-        combined_mag=combined,
-        r2star_hz=full(r2),
-        t2star_s=full(t2),
+        fit_residual=full(prep.fit.residual),
+        combined_mag=inp.combined,
+        r2star_hz=full(prep.r2star_hz),
+        t2star_s=full(prep.t2star_s),
         reference_region=opt.reference,
         reference_value_ppm=ref_value,
         timings_s=timings,
