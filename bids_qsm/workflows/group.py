@@ -178,20 +178,29 @@ def _acq_key(df: pd.DataFrame) -> tuple[str, str, str, str]:
 
 
 # ----------------------------------------------------------------------------- main
-def run_group_level(config: Any, *, atlas: Any = None) -> int:
-    """Run the group level; return 0 or raise a :class:`bids_qsm.errors.BidsQsmError`.
+@dataclass
+class _Cohort:
+    """What the steps of the group level share: inputs found and the resolved design."""
 
-    ``atlas`` (an :class:`~bids_qsm.atlas.registry.Atlas`) overrides loading the configured
-    atlas (tests use a small one). Raises :class:`InputMissingError` (66) when no participant
-    output exists yet and :class:`InputDataError` (65) when ``participants.tsv`` lacks the
-    group column or the control label.
-    """
-    t_start = time.perf_counter()
-    s = GroupSettings.from_config(config)
-    timings: dict[str, float] = {}
-    group_dir = s.output_dir / "group"
-    prefix = group_dir / f"seg-{s.atlas}"
+    settings: GroupSettings
+    paths: list[Path]
+    participants: pd.DataFrame
+    design: G.Design
+    exclusions: dict[str, str]
+    pcols: dict[str, dict]
+    timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def group_dir(self) -> Path:
+        return self.settings.output_dir / "group"
+
+    @property
+    def prefix(self) -> Path:
+        return self.group_dir / f"seg-{self.settings.atlas}"
+
+
+def _resolve_cohort(s: GroupSettings) -> _Cohort:
+    """Participant tables, participants.tsv, the design and the exclusions (logged)."""
     paths = G.find_stats_tables(s.output_dir, s.atlas)
     if not paths:
         raise InputMissingError(
@@ -220,7 +229,6 @@ def run_group_level(config: Any, *, atlas: Any = None) -> int:
             ", ".join(f"{k} ({v})" for k, v in exclusions.items()),
         )
     pcols = _participant_columns(s.bids_dir, participants)
-    long_cols = {**COLUMN_DESCRIPTIONS, **pcols}
     LOGGER.info(
         "group: %d participant tables, groups %s vs %s, covariates %s%s",
         len(paths),
@@ -229,144 +237,187 @@ def run_group_level(config: Any, *, atlas: Any = None) -> int:
         design.covariates,
         " + volume" if design.use_volume else "",
     )
+    return _Cohort(s, paths, participants, design, exclusions, pcols)
 
+
+def _swi_thresholds(
+    c: _Cohort, long: pd.DataFrame, structures: Any
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Control-derived abnormal-phase thresholds and the long table with MP-APT recomputed."""
+    s = c.settings
+    inputs = {}
+    for path in c.paths:
+        found = S.find_swi_inputs(path, s.atlas)
+        if found is not None:
+            inputs[_acq_key(G.read_tsv(path))] = found
+    participants = c.participants
+    controls = set(
+        participants.loc[
+            participants[s.group_column].astype(str) == s.control_label, "participant_id"
+        ]
+    ) - set(c.exclusions)
+    ctrl_inputs = [v for k, v in inputs.items() if k[0] in controls]
+    if len(ctrl_inputs) < 2:
+        LOGGER.warning(
+            "fewer than 2 controls with a phase-iron map: MP-APT kept from "
+            "the participant level (fixed threshold)"
+        )
+        return long, None
+    thresholds = S.control_thresholds(ctrl_inputs, structures)
+    return S.recompute_mpapt(long, inputs, thresholds, structures), thresholds
+
+
+def _write_cohort_tables(
+    c: _Cohort, long: pd.DataFrame, lesions: pd.DataFrame | None, thresholds: pd.DataFrame | None
+) -> None:
+    """The long and wide cohort tables, lesions, exclusions and the APT thresholds."""
+    long_cols = {**COLUMN_DESCRIPTIONS, **c.pcols}
+    prefix = c.prefix
+    write_table(
+        long,
+        Path(f"{prefix}_stats.tsv"),
+        long_cols,
+        "Regional measures of every participant (long), joined with "
+        "participants.tsv; MP-APT recomputed with control-derived thresholds.",
+    )
+    wide = G.wide_table(long, c.participants)
+    write_table(
+        wide,
+        Path(f"{prefix}_desc-wide_stats.tsv"),
+        _wide_columns(wide, long_cols),
+        "Regional measures, one row per acquisition, columns <structure>_<hemisphere>_<measure>.",
+    )
+    if lesions is not None:
+        write_table(
+            lesions,
+            c.group_dir / "desc-lesions_stats.tsv",
+            c.pcols,
+            "Lesion tables of every participant, joined with participants.tsv.",
+        )
+    excl = pd.DataFrame(
+        {"participant_id": list(c.exclusions), "reason": list(c.exclusions.values())}
+    )
+    write_table(
+        excl,
+        c.group_dir / "desc-excluded_participants.tsv",
+        EXCLUSION_COLUMNS,
+        "Participants left out of every group statistic (--exclude-participants).",
+    )
+    if thresholds is not None:
+        write_table(
+            thresholds,
+            Path(f"{prefix}_desc-aptthresholds_stats.tsv"),
+            S.THRESHOLD_COLUMNS,
+            "Abnormal-phase thresholds derived from the healthy controls.",
+        )
+
+
+@dataclass
+class _Statistics:
+    data: pd.DataFrame
+    measures: list[str]
+    variables: list[str]
+    groupdiff: pd.DataFrame
+    clinical: pd.DataFrame
+    zscores: pd.DataFrame
+
+
+def _statistics(c: _Cohort, long: pd.DataFrame) -> _Statistics:
+    """Group differences, clinical associations and z-scores, each written as a table."""
+    design, prefix = c.design, c.prefix
+    data = G.regional_analysis_data(long[~long["participant_id"].isin(list(c.exclusions))], design)
+    measures = G.present_measures(data)
+    with _step("group differences (OLS)", c.timings):
+        groupdiff = G.group_differences(data, design, measures)
+        write_table(
+            groupdiff,
+            Path(f"{prefix}_desc-groupdiff_stats.tsv"),
+            G.GROUPDIFF_COLUMNS,
+            "Covariate-adjusted group differences (OLS).",
+        )
+    with _step("clinical associations", c.timings):
+        variables = c.settings.clinical_columns or G.default_clinical_columns(
+            c.participants, design
+        )
+        clinical = G.clinical_associations(data, design, measures, variables)
+        write_table(
+            clinical,
+            Path(f"{prefix}_desc-clinical_stats.tsv"),
+            G.CLINICAL_COLUMNS,
+            "Partial correlations with clinical variables in the patients.",
+        )
+    with _step("normative z-scores", c.timings):
+        zscores = G.normative_zscores(data, design, measures)
+        write_table(
+            zscores,
+            Path(f"{prefix}_desc-zscores_stats.tsv"),
+            G.ZSCORE_COLUMNS,
+            "z-scores of every participant against the controls.",
+        )
+    return _Statistics(data, measures, variables, groupdiff, clinical, zscores)
+
+
+def _structures(config: Any, s: GroupSettings, atlas: Any) -> Any:
+    if atlas is not None:
+        return atlas.structures
+    if s.atlas.upper() == "AAL3":
+        return aal3_structures()
+    return _load_atlas(config, s.atlas).structures
+
+
+def run_group_level(config: Any, *, atlas: Any = None) -> int:
+    """Run the group level; return 0 or raise a :class:`bids_qsm.errors.BidsQsmError`.
+
+    ``atlas`` (an :class:`~bids_qsm.atlas.registry.Atlas`) overrides loading the configured
+    atlas (tests use a small one). Raises :class:`InputMissingError` (66) when no participant
+    output exists yet and :class:`InputDataError` (65) when ``participants.tsv`` lacks the
+    group column or the control label.
+    """
+    t_start = time.perf_counter()
+    s = GroupSettings.from_config(config)
+    c = _resolve_cohort(s)
+    timings = c.timings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         with _step("gather tables", timings):
-            long = G.gather_tables(paths, participants)
+            long = G.gather_tables(c.paths, c.participants)
             lesion_paths = G.find_lesion_tables(s.output_dir)
-            lesions = G.gather_tables(lesion_paths, participants) if lesion_paths else None
-
-        structures = (
-            atlas.structures
-            if atlas is not None
-            else (
-                aal3_structures()
-                if s.atlas.upper() == "AAL3"
-                else _load_atlas(config, s.atlas).structures
-            )
-        )
-        thresholds = None
+            lesions = G.gather_tables(lesion_paths, c.participants) if lesion_paths else None
+        structures = _structures(config, s, atlas)
         with _step("SWI thresholds from controls, MP-APT", timings):
-            inputs = {}
-            for path in paths:
-                found = S.find_swi_inputs(path, s.atlas)
-                if found is not None:
-                    inputs[_acq_key(G.read_tsv(path))] = found
-            controls = set(
-                participants.loc[
-                    participants[s.group_column].astype(str) == s.control_label, "participant_id"
-                ]
-            ) - set(exclusions)
-            ctrl_inputs = [v for k, v in inputs.items() if k[0] in controls]
-            if len(ctrl_inputs) >= 2:
-                thresholds = S.control_thresholds(ctrl_inputs, structures)
-                long = S.recompute_mpapt(long, inputs, thresholds, structures)
-            else:
-                LOGGER.warning(
-                    "fewer than 2 controls with a phase-iron map: MP-APT kept from "
-                    "the participant level (fixed threshold)"
-                )
-
+            long, thresholds = _swi_thresholds(c, long, structures)
         with _step("write cohort tables", timings):
-            write_table(
-                long,
-                Path(f"{prefix}_stats.tsv"),
-                long_cols,
-                "Regional measures of every participant (long), joined with "
-                "participants.tsv; MP-APT recomputed with control-derived thresholds.",
-            )
-            wide = G.wide_table(long, participants)
-            write_table(
-                wide,
-                Path(f"{prefix}_desc-wide_stats.tsv"),
-                _wide_columns(wide, long_cols),
-                "Regional measures, one row per acquisition, columns "
-                "<structure>_<hemisphere>_<measure>.",
-            )
-            if lesions is not None:
-                write_table(
-                    lesions,
-                    group_dir / "desc-lesions_stats.tsv",
-                    pcols,
-                    "Lesion tables of every participant, joined with participants.tsv.",
-                )
-            excl = pd.DataFrame(
-                {"participant_id": list(exclusions), "reason": list(exclusions.values())}
-            )
-            write_table(
-                excl,
-                group_dir / "desc-excluded_participants.tsv",
-                EXCLUSION_COLUMNS,
-                "Participants left out of every group statistic (--exclude-participants).",
-            )
-            if thresholds is not None:
-                write_table(
-                    thresholds,
-                    Path(f"{prefix}_desc-aptthresholds_stats.tsv"),
-                    S.THRESHOLD_COLUMNS,
-                    "Abnormal-phase thresholds derived from the healthy controls.",
-                )
-
-        data = G.regional_analysis_data(
-            long[~long["participant_id"].isin(list(exclusions))], design
-        )
-        measures = G.present_measures(data)
-        with _step("group differences (OLS)", timings):
-            groupdiff = G.group_differences(data, design, measures)
-            write_table(
-                groupdiff,
-                Path(f"{prefix}_desc-groupdiff_stats.tsv"),
-                G.GROUPDIFF_COLUMNS,
-                "Covariate-adjusted group differences (OLS).",
-            )
-        with _step("clinical associations", timings):
-            variables = s.clinical_columns or G.default_clinical_columns(participants, design)
-            clinical = G.clinical_associations(data, design, measures, variables)
-            write_table(
-                clinical,
-                Path(f"{prefix}_desc-clinical_stats.tsv"),
-                G.CLINICAL_COLUMNS,
-                "Partial correlations with clinical variables in the patients.",
-            )
-        with _step("normative z-scores", timings):
-            zscores = G.normative_zscores(data, design, measures)
-            write_table(
-                zscores,
-                Path(f"{prefix}_desc-zscores_stats.tsv"),
-                G.ZSCORE_COLUMNS,
-                "z-scores of every participant against the controls.",
-            )
-
+            _write_cohort_tables(c, long, lesions, thresholds)
+        st = _statistics(c, long)
         vox = None
         if s.voxelwise:
             with _step("voxelwise GLM", timings):
-                vox = _voxelwise(config, s, data, design, paths, group_dir, atlas)
+                vox = _voxelwise(config, s, st.data, c.design, c.paths, c.group_dir, atlas)
 
     with _step("report", timings):
         from bids_qsm.reports.group_report import GroupCohort, write_group_report
 
         write_group_report(
-            group_dir,
+            c.group_dir,
             atlas_name=s.atlas,
-            design=design,
-            data=data,
-            groupdiff=groupdiff,
-            clinical=clinical,
+            design=c.design,
+            data=st.data,
+            groupdiff=st.groupdiff,
+            clinical=st.clinical,
             thresholds=thresholds,
             voxelwise=vox,
             settings={
                 "n_permutations": s.n_permutations if s.voxelwise else 0,
-                "measures": measures,
-                "clinical_columns": variables,
+                "measures": st.measures,
+                "clinical_columns": st.variables,
             },
             timings=timings,
             cohort=GroupCohort(
-                participants=participants,
+                participants=c.participants,
                 long=long,
-                zscores=zscores,
+                zscores=st.zscores,
                 lesions=lesions,
-                exclusions=exclusions,
+                exclusions=c.exclusions,
                 output_dir=s.output_dir,
             ),
         )
