@@ -21,6 +21,7 @@ group level), so that any output can be traced to the exact settings that produc
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -150,8 +151,71 @@ class GroupConfig:
     control_label: str = "HC"
     voxelwise: bool = True
     n_permutations: int = 1000
+    #: add the structure's own volume_mm3 (mL) to every regional model (left out when constant)
+    adjust_volume: bool = True
     #: participants left out of the statistics: labels and/or TSV files (participant_id, reason)
     exclude_participants: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupSettings:
+    """The settings the group level reads from the run configuration (a flat view of the
+    ``execution``, ``nipype``, ``workflow`` and ``group`` sections: see :meth:`from_config`)."""
+
+    bids_dir: Path
+    output_dir: Path
+    work_dir: Path | None = None
+    covariates: list[str] = field(default_factory=lambda: ["age", "sex"])
+    clinical_columns: list[str] | None = None  # None / empty: numeric participants columns
+    group_column: str = "group"
+    control_label: str = "HC"
+    adjust_volume: bool = True
+    voxelwise: bool = True
+    n_permutations: int = 1000
+    nprocs: int = 1
+    atlas: str = "AAL3"
+    random_seed: int = 0
+    exclude_participants: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, config: Any) -> GroupSettings:
+        """Read :class:`bids_qsm.config.Config` (sections) or any flat object with the names."""
+
+        def get(name: str, *sections: str, default: Any = None) -> Any:
+            for sec in sections:
+                obj = getattr(config, sec, None)
+                if obj is not None and getattr(obj, name, None) is not None:
+                    return getattr(obj, name)
+            value = getattr(config, name, None)
+            return default if value is None else value
+
+        wf = getattr(config, "workflow", None)
+        atlas = get("atlas", "workflow", default="AAL3")
+        if (
+            wf is not None
+            and getattr(wf, "custom_atlas", False)
+            and getattr(wf, "atlas_name", None)
+        ):
+            atlas = wf.atlas_name
+        clinical = get("clinical_columns", "group")
+        return cls(
+            bids_dir=Path(get("bids_dir", "execution")),
+            output_dir=Path(get("output_dir", "execution")),
+            work_dir=(Path(w) if (w := get("work_dir", "execution")) else None),
+            covariates=list(get("covariates", "group", default=["age", "sex"])),
+            clinical_columns=list(clinical) if clinical else None,
+            group_column=str(get("group_column", "group", default="group")),
+            control_label=str(get("control_label", "group", default="HC")),
+            adjust_volume=bool(get("adjust_volume", "group", default=True)),
+            voxelwise=bool(get("voxelwise", "group", default=True)),
+            n_permutations=int(get("n_permutations", "group", default=1000)),
+            nprocs=int(get("nprocs", "nipype", default=os.cpu_count() or 1)),
+            atlas=str(atlas),
+            random_seed=int(get("random_seed", "execution", default=0)),
+            exclude_participants=[
+                str(x) for x in (get("exclude_participants", "group", default=[]) or [])
+            ],
+        )
 
 
 SECTIONS: dict[str, type] = {
@@ -184,6 +248,10 @@ class Config:
                     values[f.name] = value
             out[name] = values
         return out
+
+    def group_settings(self) -> GroupSettings:
+        """The flat settings of the group level (:meth:`GroupSettings.from_config`)."""
+        return GroupSettings.from_config(self)
 
     def to_toml(self) -> str:
         """The configuration as TOML text."""

@@ -40,6 +40,23 @@ def test_settings_from_config(tmp_path) -> None:
     assert GroupSettings.from_config(_config(tmp_path, tmp_path, tmp_path)).clinical_columns is None
 
 
+def test_adjust_volume_config_key(tmp_path) -> None:
+    """docs/group.md: `group.adjust_volume = false` in a --config-file drops the volume term."""
+    from bids_qsm.cli.parser import parse_args
+    from bids_qsm.stats.group import resolve_design
+
+    toml = tmp_path / "group.toml"
+    toml.write_text("[group]\nadjust_volume = false\n")
+    cfg = parse_args([str(tmp_path), str(tmp_path / "out"), "group", "--config-file", str(toml)])
+    s = cfg.group_settings()
+    assert s.adjust_volume is False
+    assert GroupSettings.from_config(_config(tmp_path, tmp_path, tmp_path)).adjust_volume
+    parts = pd.DataFrame({"participant_id": ["sub-1", "sub-2"], "group": ["HC", "MS"]})
+    design = resolve_design(parts, [], adjust_volume=s.adjust_volume)
+    assert not design.use_volume and "volume" not in design.formula("chi_mean_ppm")
+    assert resolve_design(parts, [], adjust_volume=True).use_volume
+
+
 def test_no_participant_outputs_exit_66(tmp_path) -> None:
     bids = tmp_path / "bids"
     bids.mkdir()

@@ -28,6 +28,7 @@ import pandas as pd
 
 from bids_qsm.atlas.structures import aal3_structures
 from bids_qsm.bids.writers import atomic_path, atomic_save_nifti, atomic_write_json
+from bids_qsm.config import GroupSettings
 from bids_qsm.errors import InputMissingError
 from bids_qsm.logging_setup import heartbeat
 from bids_qsm.stats import group as G
@@ -41,67 +42,6 @@ EXCLUSION_COLUMNS: dict[str, dict[str, str]] = {
     "participant_id": {"Description": "Participant left out of the group statistics."},
     "reason": {"Description": "Why (from the exclusion TSV, or --exclude-participants)."},
 }
-
-
-# ----------------------------------------------------------------------------- settings
-@dataclass
-class GroupSettings:
-    """The settings the group level reads from the run configuration."""
-
-    bids_dir: Path
-    output_dir: Path
-    work_dir: Path | None = None
-    covariates: list[str] = field(default_factory=lambda: ["age", "sex"])
-    clinical_columns: list[str] | None = None  # None / empty: numeric participants columns
-    group_column: str = "group"
-    control_label: str = "HC"
-    adjust_volume: bool = True
-    voxelwise: bool = True
-    n_permutations: int = 1000
-    nprocs: int = 1
-    atlas: str = "AAL3"
-    random_seed: int = 0
-    exclude_participants: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_config(cls, config: Any) -> GroupSettings:
-        """Read :class:`bids_qsm.config.Config` (sections) or any flat object with the names."""
-
-        def get(name: str, *sections: str, default: Any = None) -> Any:
-            for sec in sections:
-                obj = getattr(config, sec, None)
-                if obj is not None and getattr(obj, name, None) is not None:
-                    return getattr(obj, name)
-            value = getattr(config, name, None)
-            return default if value is None else value
-
-        wf = getattr(config, "workflow", None)
-        atlas = get("atlas", "workflow", default="AAL3")
-        if (
-            wf is not None
-            and getattr(wf, "custom_atlas", False)
-            and getattr(wf, "atlas_name", None)
-        ):
-            atlas = wf.atlas_name
-        clinical = get("clinical_columns", "group")
-        return cls(
-            bids_dir=Path(get("bids_dir", "execution")),
-            output_dir=Path(get("output_dir", "execution")),
-            work_dir=(Path(w) if (w := get("work_dir", "execution")) else None),
-            covariates=list(get("covariates", "group", default=["age", "sex"])),
-            clinical_columns=list(clinical) if clinical else None,
-            group_column=str(get("group_column", "group", default="group")),
-            control_label=str(get("control_label", "group", default="HC")),
-            adjust_volume=bool(get("adjust_volume", "group", default=True)),
-            voxelwise=bool(get("voxelwise", "group", default=True)),
-            n_permutations=int(get("n_permutations", "group", default=1000)),
-            nprocs=int(get("nprocs", "nipype", default=os.cpu_count() or 1)),
-            atlas=str(atlas),
-            random_seed=int(get("random_seed", "execution", default=0)),
-            exclude_participants=[
-                str(x) for x in (get("exclude_participants", "group", default=[]) or [])
-            ],
-        )
 
 
 # ----------------------------------------------------------------------------- helpers
