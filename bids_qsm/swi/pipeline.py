@@ -240,6 +240,87 @@ def _homodyne_phase(
     return hp_phase
 
 
+def _check_inputs(
+    mag: np.ndarray,
+    phase_rad: np.ndarray | None,
+    te_s: Sequence[float],
+    voxel_size: np.ndarray,
+    mask: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """(magnitude 4D, phase 4D or None, echo times s, voxel size mm, mask), shapes checked."""
+    mag4 = _as4d(mag, "magnitude")
+    te = np.asarray(te_s, dtype=np.float64).ravel()
+    vs = np.asarray(voxel_size, dtype=np.float64).ravel()
+    m = np.asarray(mask, dtype=bool)
+    ne = mag4.shape[-1]
+    if te.size != ne:
+        raise InputDataError(f"{te.size} echo times for {ne} magnitude echoes")
+    if m.shape != mag4.shape[:3] or vs.size != 3:
+        raise InputDataError(f"mask {m.shape} / voxel size {vs.shape} do not match {mag4.shape}")
+    ph4 = None if phase_rad is None else _as4d(phase_rad, "phase")
+    if ph4 is not None and ph4.shape != mag4.shape:
+        raise InputDataError(f"phase {ph4.shape} and magnitude {mag4.shape} shapes differ")
+    return mag4, ph4, te, vs, m
+
+
+def _base_parameters(opt: SWIOptions, te: np.ndarray, ref_te: float) -> dict[str, Any]:
+    """Sidecar parameters known before filtering (conventions, echo times in s)."""
+    return {
+        "options": opt.to_dict(),
+        "ReferenceEchoTime_s": ref_te,
+        "EchoTime_s": te.tolist(),
+        "HighPassFilter": opt.highpass,
+        "FilteredPhaseSign": "paramagnetic negative (SWI/Haacke convention)",
+        "PhaseIronSign": "iron (paramagnetic) positive; phase_iron = -filtered phase",
+        "FilteredPhaseUnits": "rad at ReferenceEchoTime_s",
+        "PhaseMask": "m = (pi + phi)/pi for -pi < phi < 0, 1 for phi >= 0, 0 for phi <= -pi",
+        "MaskPower": int(opt.mask_power),
+        "MagnitudeCombination": opt.magnitude_weighting,
+    }
+
+
+def _phase_iron(
+    hp_phase: np.ndarray,
+    valid: np.ndarray,
+    m: np.ndarray,
+    vs: np.ndarray,
+    opt: SWIOptions,
+    b0_tesla: float,
+    r2star_hz: np.ndarray | None,
+    fit_residual: np.ndarray | None,
+    params: dict[str, Any],
+) -> np.ndarray:
+    """Phase-iron map (rad, iron positive; NaN outside the phase-quality mask) and, in
+    ``params``, the quality mask and the abnormal-phase threshold."""
+    r2max = float(opt.quality_r2star_max_hz) * float(b0_tesla) / 3.0
+    quality = valid & phase_quality_mask(
+        m,
+        vs,
+        edge_mm=float(opt.quality_edge_mm),
+        r2star_hz=r2star_hz,
+        r2star_max_hz=r2max,
+        fit_residual=fit_residual,
+        residual_max=float(opt.quality_residual_max),
+    )
+    phase_iron = np.where(m, -hp_phase, np.float32(0.0)).astype(np.float32)
+    phase_iron[m & ~quality] = np.nan
+    params["PhaseQualityMask"] = {
+        "Description": "phase-iron is n/a (NaN) in brain voxels excluded as background-dominated",
+        "EdgeDistance_mm": float(opt.quality_edge_mm),
+        "R2starMax_Hz": r2max if r2star_hz is not None else None,
+        "FitResidualMax": float(opt.quality_residual_max) if fit_residual is not None else None,
+        "ExcludedFraction": float(1.0 - quality.sum() / max(int(m.sum()), 1)),
+    }
+    if opt.apt_threshold_rad is None:
+        thr = participant_threshold(phase_iron, m)  # NaN: too few phase-quality voxels
+        params["AbnormalPhaseThresholdRule"] = "brain mean + 2 SD of this run's phase iron"
+    else:
+        thr = float(opt.apt_threshold_rad)
+        params["AbnormalPhaseThresholdRule"] = "fixed (apt_threshold_rad)"
+    params["AbnormalPhaseThreshold_rad"] = float(thr) if np.isfinite(thr) else None
+    return phase_iron
+
+
 def compute_swi(
     mag: np.ndarray,
     phase_rad: np.ndarray | None,
@@ -277,36 +358,13 @@ def compute_swi(
     opt = options or SWIOptions()
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
-    mag4 = _as4d(mag, "magnitude")
-    te = np.asarray(te_s, dtype=np.float64).ravel()
-    vs = np.asarray(voxel_size, dtype=np.float64).ravel()
-    m = np.asarray(mask, dtype=bool)
-    ne = mag4.shape[-1]
-    if te.size != ne:
-        raise InputDataError(f"{te.size} echo times for {ne} magnitude echoes")
-    if m.shape != mag4.shape[:3] or vs.size != 3:
-        raise InputDataError(f"mask {m.shape} / voxel size {vs.shape} do not match {mag4.shape}")
-    ph4 = None if phase_rad is None else _as4d(phase_rad, "phase")
-    if ph4 is not None and ph4.shape != mag4.shape:
-        raise InputDataError(f"phase {ph4.shape} and magnitude {mag4.shape} shapes differ")
-
+    mag4, ph4, te, vs, m = _check_inputs(mag, phase_rad, te_s, voxel_size, mask)
     ref_te = (
         float(opt.reference_te_s)
         if opt.reference_te_s is not None
         else float(te[np.argmin(np.abs(te - DEFAULT_REFERENCE_TE_S))])
     )
-    params: dict[str, Any] = {
-        "options": opt.to_dict(),
-        "ReferenceEchoTime_s": ref_te,
-        "EchoTime_s": te.tolist(),
-        "HighPassFilter": opt.highpass,
-        "FilteredPhaseSign": "paramagnetic negative (SWI/Haacke convention)",
-        "PhaseIronSign": "iron (paramagnetic) positive; phase_iron = -filtered phase",
-        "FilteredPhaseUnits": "rad at ReferenceEchoTime_s",
-        "PhaseMask": "m = (pi + phi)/pi for -pi < phi < 0, 1 for phi >= 0, 0 for phi <= -pi",
-        "MaskPower": int(opt.mask_power),
-        "MagnitudeCombination": opt.magnitude_weighting,
-    }
+    params = _base_parameters(opt, te, ref_te)
 
     t0 = time.perf_counter()
     comb = combine_magnitude(mag4, te, opt.magnitude_weighting)
@@ -339,32 +397,7 @@ def compute_swi(
     params["MinIPMode"] = opt.minip_mode
     params["MinIPAxis"] = int(opt.slice_axis)
 
-    r2max = float(opt.quality_r2star_max_hz) * float(b0_tesla) / 3.0
-    quality = valid & phase_quality_mask(
-        m,
-        vs,
-        edge_mm=float(opt.quality_edge_mm),
-        r2star_hz=r2star_hz,
-        r2star_max_hz=r2max,
-        fit_residual=fit_residual,
-        residual_max=float(opt.quality_residual_max),
-    )
-    phase_iron = np.where(m, -hp_phase, np.float32(0.0)).astype(np.float32)
-    phase_iron[m & ~quality] = np.nan
-    params["PhaseQualityMask"] = {
-        "Description": "phase-iron is n/a (NaN) in brain voxels excluded as background-dominated",
-        "EdgeDistance_mm": float(opt.quality_edge_mm),
-        "R2starMax_Hz": r2max if r2star_hz is not None else None,
-        "FitResidualMax": float(opt.quality_residual_max) if fit_residual is not None else None,
-        "ExcludedFraction": float(1.0 - quality.sum() / max(int(m.sum()), 1)),
-    }
-    if opt.apt_threshold_rad is None:
-        thr = participant_threshold(phase_iron, m)  # NaN: too few phase-quality voxels
-        params["AbnormalPhaseThresholdRule"] = "brain mean + 2 SD of this run's phase iron"
-    else:
-        thr = float(opt.apt_threshold_rad)
-        params["AbnormalPhaseThresholdRule"] = "fixed (apt_threshold_rad)"
-    params["AbnormalPhaseThreshold_rad"] = float(thr) if np.isfinite(thr) else None
+    phase_iron = _phase_iron(hp_phase, valid, m, vs, opt, b0_tesla, r2star_hz, fit_residual, params)
     timings["total"] = time.perf_counter() - t_all
     return SWIResult(
         swi=swi,
