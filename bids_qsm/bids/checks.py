@@ -81,6 +81,58 @@ def check_acquisition(acq: GreAcquisition) -> None:
     Sets ``acq.echo_times_s``, ``acq.phase_units`` and ``acq.metadata`` entries
     ``PhaseUnits``, ``PhaseUnitsSource``, ``B0Direction`` and ``EchoTimes``.
     """
+    primary_part, secondary_part = _parts(acq)
+    primary: list[Path] = getattr(acq, f"{primary_part}_files")
+    secondary: list[Path] = getattr(acq, f"{secondary_part}_files")
+    for part in (primary_part, secondary_part):
+        _check_echo_numbers(acq, part)
+
+    headers: dict[Path, Any] = {p: load_header(p) for p in acq.all_files()}
+    per_echo = [n is not None for n in acq.echo_numbers.get(primary_part, [])]
+    _check_dimensions(acq, headers, (primary_part, secondary_part))
+    _check_echo_counts(acq, headers, primary_part, secondary_part)
+    ref = primary[0]
+    ref_shape = headers[ref].shape[:3]
+    ref_affine = headers[ref].affine
+    _check_grid(acq, headers, ref)
+    _check_thickness(ref_shape, ref_affine, ref)
+    acq.echo_times_s = _echo_times(acq, primary, secondary, headers)
+    if not per_echo and len(primary) == 1 and _n_volumes(headers[primary[0]].shape) > 1:
+        LOGGER.debug("%s: all echoes in one 4D file", primary[0].name)
+
+    if acq.b0_tesla is None or not np.isfinite(acq.b0_tesla) or acq.b0_tesla <= 0:
+        raise InputDataError(
+            "missing or invalid MagneticFieldStrength in the sidecar (give --b0-tesla T)",
+            primary[0],
+        )
+
+    phase_range = _check_values(acq, headers)
+    if acq.phase_files:
+        _set_phase_units(acq, min(phase_range), max(phase_range))
+    else:
+        acq.phase_units = "rad"
+        acq.metadata["PhaseUnitsSource"] = "computed from real and imaginary parts"
+    acq.metadata["PhaseUnits"] = acq.phase_units
+    acq.metadata["EchoTimes"] = list(acq.echo_times_s)
+    try:
+        acq.metadata["B0Direction"] = [float(v) for v in b0_direction_from_affine(ref_affine)]
+    except ValueError as exc:
+        raise InputDataError(f"cannot derive the B0 direction: {exc}", ref) from exc
+
+    _check_extra_images(acq)
+    LOGGER.debug(
+        "%s: %d echo(es) TE=%s s, B0=%.3g T, phase units %s, B0 direction %s",
+        acq.source_prefix,
+        len(acq.echo_times_s),
+        acq.echo_times_s,
+        acq.b0_tesla,
+        acq.phase_units,
+        acq.metadata["B0Direction"],
+    )
+
+
+def _parts(acq: GreAcquisition) -> tuple[str, str]:
+    """("mag", "phase") or ("real", "imag"), both present (else the error naming the file)."""
     if acq.phase_files or acq.mag_files:
         primary_part, secondary_part = "mag", "phase"
     else:
@@ -99,15 +151,14 @@ def check_acquisition(acq: GreAcquisition) -> None:
             "(part-mag and part-phase, or part-real and part-imag)",
             primary[0],
         )
+    return primary_part, secondary_part
 
-    for part in (primary_part, secondary_part):
-        _check_echo_numbers(acq, part)
 
-    headers: dict[Path, Any] = {p: load_header(p) for p in acq.all_files()}
-    per_echo = [n is not None for n in acq.echo_numbers.get(primary_part, [])]
-
-    # Dimensionality: one 3D echo per file, or a single (4D) file holding all echoes.
-    for part in (primary_part, secondary_part):
+def _check_dimensions(
+    acq: GreAcquisition, headers: dict[Path, Any], parts: tuple[str, str]
+) -> None:
+    """One 3D echo per file, or a single (4D) file holding all echoes."""
+    for part in parts:
         files: list[Path] = getattr(acq, f"{part}_files")
         for path in files:
             shape = headers[path].shape
@@ -122,6 +173,13 @@ def check_acquisition(acq: GreAcquisition) -> None:
                 expected = "3D (T2starw is single-echo)"
             raise InputDataError(f"{len(shape)}D image of shape {shape} where {expected}", path)
 
+
+def _check_echo_counts(
+    acq: GreAcquisition, headers: dict[Path, Any], primary_part: str, secondary_part: str
+) -> None:
+    """Equal echo counts of both parts; one echo for T2starw."""
+    primary: list[Path] = getattr(acq, f"{primary_part}_files")
+    secondary: list[Path] = getattr(acq, f"{secondary_part}_files")
     n_primary = sum(_n_volumes(headers[p].shape) for p in primary)
     n_secondary = sum(_n_volumes(headers[p].shape) for p in secondary)
     if n_primary != n_secondary:
@@ -134,10 +192,11 @@ def check_acquisition(acq: GreAcquisition) -> None:
     if acq.suffix == "T2starw" and n_primary != 1:
         raise InputDataError(f"T2starw must have one echo, found {n_primary}", primary[0])
 
-    ref = primary[0]
+
+def _check_grid(acq: GreAcquisition, headers: dict[Path, Any], ref: Path) -> None:
+    """Every file on the voxel grid (shape, affine) of ``ref``."""
     ref_shape = headers[ref].shape[:3]
     ref_affine = headers[ref].affine
-    extra = [p for p in (acq.t1w, *acq.lesion_masks.values()) if p is not None]
     for path in acq.all_files():
         shape = headers[path].shape[:3]
         if shape != ref_shape:
@@ -150,17 +209,9 @@ def check_acquisition(acq: GreAcquisition) -> None:
                 path,
             )
 
-    _check_thickness(ref_shape, ref_affine, ref)
-    acq.echo_times_s = _echo_times(acq, primary, secondary, headers)
-    if not per_echo and len(primary) == 1 and _n_volumes(headers[primary[0]].shape) > 1:
-        LOGGER.debug("%s: all echoes in one 4D file", primary[0].name)
 
-    if acq.b0_tesla is None or not np.isfinite(acq.b0_tesla) or acq.b0_tesla <= 0:
-        raise InputDataError(
-            "missing or invalid MagneticFieldStrength in the sidecar (give --b0-tesla T)",
-            primary[0],
-        )
-
+def _check_values(acq: GreAcquisition, headers: dict[Path, Any]) -> list[float]:
+    """No all-NaN or all-zero volume; returns the (min, max) values of the phase files."""
     phase_range: list[float] = []
     for path in acq.all_files():
         lo, hi = np.inf, -np.inf
@@ -175,19 +226,12 @@ def check_acquisition(acq: GreAcquisition) -> None:
             hi = max(hi, float(vol[finite].max()))
         if path in acq.phase_files:
             phase_range.extend((lo, hi))
+    return phase_range
 
-    if acq.phase_files:
-        _set_phase_units(acq, min(phase_range), max(phase_range))
-    else:
-        acq.phase_units = "rad"
-        acq.metadata["PhaseUnitsSource"] = "computed from real and imaginary parts"
-    acq.metadata["PhaseUnits"] = acq.phase_units
-    acq.metadata["EchoTimes"] = list(acq.echo_times_s)
-    try:
-        acq.metadata["B0Direction"] = [float(v) for v in b0_direction_from_affine(ref_affine)]
-    except ValueError as exc:
-        raise InputDataError(f"cannot derive the B0 direction: {exc}", ref) from exc
 
+def _check_extra_images(acq: GreAcquisition) -> None:
+    """The T1w and the lesion masks: readable 3D images, lesion masks binary."""
+    extra = [p for p in (acq.t1w, *acq.lesion_masks.values()) if p is not None]
     for path in extra:
         img = load_header(path)
         if len(img.shape) != 3 and not (len(img.shape) == 4 and img.shape[3] == 1):
@@ -195,15 +239,6 @@ def check_acquisition(acq: GreAcquisition) -> None:
         for vol in iter_volumes(img, path):
             if path in acq.lesion_masks.values():
                 check_binary_mask(vol, path)
-    LOGGER.debug(
-        "%s: %d echo(es) TE=%s s, B0=%.3g T, phase units %s, B0 direction %s",
-        acq.source_prefix,
-        len(acq.echo_times_s),
-        acq.echo_times_s,
-        acq.b0_tesla,
-        acq.phase_units,
-        acq.metadata["B0Direction"],
-    )
 
 
 #: Fewest voxels along any axis for a 3D reconstruction (dipole inversion, background removal).
