@@ -33,6 +33,14 @@ import tomli_w
 
 from bids_qsm import __version__
 from bids_qsm.errors import InputMissingError, UsageError
+from bids_qsm.methods import (  # noqa: F401 (re-exported: defined once in the core)
+    BG_REMOVAL_METHODS,
+    INVERSION_METHODS,
+    REFERENCE_REGIONS,
+    SWI_HIGHPASS_METHODS,
+    UNWRAPPING_METHODS,
+)
+from bids_qsm.specs import AtlasSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,12 +49,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 #: The two analysis levels of the BIDS Apps contract.
 ANALYSIS_LEVELS: tuple[str, str] = ("participant", "group")
-
-UNWRAPPING_METHODS = ("quality", "laplacian")
-BG_REMOVAL_METHODS = ("vsharp", "pdf", "lbv")
-INVERSION_METHODS = ("rts", "tikhonov", "tv", "tkd")
-REFERENCE_REGIONS = ("brain", "csf", "none")
-SWI_HIGHPASS_METHODS = ("gaussian", "homodyne")
 
 
 def new_run_id() -> str:
@@ -139,6 +141,34 @@ class WorkflowConfig:
     def custom_atlas(self) -> bool:
         """True when a custom atlas (labels, table, template, name) was given."""
         return self.atlas_labels is not None
+
+    def atlas_spec(self) -> AtlasSpec:
+        """The atlas of the run (custom when its files are given); ``.load()`` loads it once."""
+        return AtlasSpec.from_workflow_config(self)
+
+    def qsm_options(self) -> dict[str, Any]:
+        """The :class:`bids_qsm.qsm.pipeline.QSMOptions` fields chosen by these settings."""
+        return {
+            "unwrapping": self.unwrapping,
+            "bg_removal": self.bg_removal,
+            "inversion": self.inversion,
+            "reference": self.reference,
+            "phase_sign": int(self.phase_sign),
+            "vsharp_max_radius_mm": float(self.vsharp_radius_mm),
+        }
+
+    def swi_options(self) -> dict[str, Any]:
+        """The :class:`bids_qsm.swi.pipeline.SWIOptions` fields chosen by these settings."""
+        opts: dict[str, Any] = {
+            "highpass": self.swi_highpass,
+            # Gaussian width: the SWIOptions default, in mm (chosen by measurement, see
+            # docs/methods_swi.md); the sidecar records the value in voxels too
+            "mask_power": int(self.swi_mask_power),
+            "minip_thickness_mm": float(self.minip_thickness_mm),
+        }
+        if self.apt_threshold_rad is not None:
+            opts["apt_threshold_rad"] = float(self.apt_threshold_rad)
+        return opts
 
 
 @dataclass

@@ -72,7 +72,7 @@ class RegisterAtlas(SimpleInterface):
 
         from bids_qsm.atlas.qc import registration_figure
         from bids_qsm.atlas.registration import register_atlas
-        from bids_qsm.workflows.specs import atlas_from_spec
+        from bids_qsm.specs import atlas_from_spec
 
         mag_img = nib.load(self.inputs.mag_file)
         mask_img = nib.load(self.inputs.mask_file)

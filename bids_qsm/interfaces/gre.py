@@ -40,7 +40,7 @@ class LoadGRE(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bids_qsm.bids.loading import load_gre
-        from bids_qsm.workflows.specs import acquisition_from_dict
+        from bids_qsm.specs import acquisition_from_dict
 
         acq = acquisition_from_dict(self.inputs.acquisition)
         gre = load_gre(acq, b0_tesla_override=self.inputs.b0_tesla)

@@ -66,8 +66,8 @@ class RegionalStats(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
+        from bids_qsm.specs import atlas_from_spec
         from bids_qsm.stats.regional import Entities, regional_table
-        from bids_qsm.workflows.specs import atlas_from_spec
 
         chi, affine = load_array(self.inputs.chi_file)
         mask, _ = load_array(self.inputs.mask_file, bool)

@@ -10,8 +10,8 @@
 4. :func:`invert_field`: dipole inversion, by :data:`INVERSION_REGISTRY`, then the erosion of the
    reported mask; :func:`reference_susceptibility`: referencing.
 
-The method names of the core (:data:`UNWRAPPING`, :data:`BG_REMOVAL`, :data:`INVERSION`,
-:data:`REFERENCE`) are the registries' keys; :mod:`bids_qsm.config` imports them.
+The method names are defined once in :mod:`bids_qsm.methods` (imported by the configuration);
+the registries' keys must equal them.
 Units: fields in Hz or ppm as named, voxel sizes and radii in mm, susceptibility in ppm.
 """
 
@@ -24,6 +24,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import errors
+from ..methods import (
+    BG_REMOVAL_METHODS,
+    INVERSION_METHODS,
+    REFERENCE_REGIONS,
+    UNWRAPPING_METHODS,
+)
 from .background import lbv, pdf, vsharp, vsharp_radii
 from .echofit import FieldFit, fit_field
 from .geometry import hz_to_ppm
@@ -117,10 +123,12 @@ INVERSION_REGISTRY: dict[str, InversionMethod] = {
     "tkd": _inv_tkd,
 }
 
-UNWRAPPING: tuple[str, ...] = ("quality", "laplacian")
-BG_REMOVAL: tuple[str, ...] = tuple(BG_REMOVAL_REGISTRY)
-INVERSION: tuple[str, ...] = tuple(INVERSION_REGISTRY)
-REFERENCE: tuple[str, ...] = ("brain", "csf", "none")
+UNWRAPPING: tuple[str, ...] = UNWRAPPING_METHODS
+BG_REMOVAL: tuple[str, ...] = BG_REMOVAL_METHODS
+INVERSION: tuple[str, ...] = INVERSION_METHODS
+REFERENCE: tuple[str, ...] = REFERENCE_REGIONS
+if tuple(BG_REMOVAL_REGISTRY) != BG_REMOVAL or tuple(INVERSION_REGISTRY) != INVERSION:
+    raise ImportError("bids_qsm.qsm.stages: method registries differ from bids_qsm.methods")
 
 #: Sidecar descriptions of the methods.
 ALGORITHM_NAMES = {

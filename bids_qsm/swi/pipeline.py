@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bids_qsm.errors import InputDataError, UsageError
+from bids_qsm.methods import SWI_HIGHPASS_METHODS
 from bids_qsm.qsm.geometry import ppm_to_hz
 from bids_qsm.swi.dipole_roi import phase_quality_mask
 from bids_qsm.swi.highpass import (
@@ -102,7 +103,7 @@ class SWIOptions:
     n_threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.highpass not in ("gaussian", "homodyne"):
+        if self.highpass not in SWI_HIGHPASS_METHODS:
             raise UsageError(
                 f"SWI high-pass must be 'gaussian' or 'homodyne', not {self.highpass!r}"
             )

@@ -31,6 +31,7 @@ from bids_qsm.bids.writers import atomic_path, atomic_save_nifti, atomic_write_j
 from bids_qsm.config import GroupSettings
 from bids_qsm.errors import InputMissingError
 from bids_qsm.logging_setup import heartbeat
+from bids_qsm.specs import AtlasSpec
 from bids_qsm.stats import group as G
 from bids_qsm.stats import group_swi as S
 from bids_qsm.stats.effects import read_exclusions
@@ -99,12 +100,11 @@ def _wide_columns(wide: pd.DataFrame, base: dict[str, dict[str, str]]) -> dict[s
 
 
 def _load_atlas(config: Any, name: str):  # -> bids_qsm.atlas.registry.Atlas
-    from bids_qsm.atlas.registry import load_atlas, load_custom_atlas
-
+    """The configured atlas (:meth:`WorkflowConfig.atlas_spec`), else the built-in ``name``."""
     wf = getattr(config, "workflow", None)
     if wf is not None and getattr(wf, "custom_atlas", False):
-        return load_custom_atlas(wf.atlas_labels, wf.atlas_table, wf.atlas_template, name)
-    return load_atlas(name)
+        return AtlasSpec.from_workflow_config(wf).load()
+    return AtlasSpec(name).load()
 
 
 def _acq_key(df: pd.DataFrame) -> tuple[str, str, str, str]:

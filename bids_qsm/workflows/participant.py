@@ -34,8 +34,8 @@ from bids_qsm.interfaces.outputs import WriteDerivatives
 from bids_qsm.interfaces.qsm import ReconstructQSM
 from bids_qsm.interfaces.stats import LesionStats, RegionalStats
 from bids_qsm.interfaces.swi import ComputeSWI
+from bids_qsm.specs import acquisition_to_dict
 from bids_qsm.workflows.errors_bridge import run_error
-from bids_qsm.workflows.specs import acquisition_to_dict, atlas_spec_from_config
 
 LOGGER = logging.getLogger("bids_qsm.participant")
 
@@ -54,31 +54,13 @@ _QSM_OUTPUTS = (
 
 
 def qsm_options(config: Any) -> dict[str, Any]:
-    """QSMOptions fields chosen on the command line."""
-    wf = config.workflow
-    return {
-        "unwrapping": wf.unwrapping,
-        "bg_removal": wf.bg_removal,
-        "inversion": wf.inversion,
-        "reference": wf.reference,
-        "phase_sign": int(wf.phase_sign),
-        "vsharp_max_radius_mm": float(wf.vsharp_radius_mm),
-    }
+    """QSMOptions fields chosen on the command line (:meth:`WorkflowConfig.qsm_options`)."""
+    return config.workflow.qsm_options()
 
 
 def swi_options(config: Any) -> dict[str, Any]:
-    """SWIOptions fields chosen on the command line."""
-    wf = config.workflow
-    opts: dict[str, Any] = {
-        "highpass": wf.swi_highpass,
-        # Gaussian width: the SWIOptions default, in mm (chosen by measurement, see
-        # docs/methods_swi.md); the sidecar records the value in voxels too
-        "mask_power": int(wf.swi_mask_power),
-        "minip_thickness_mm": float(wf.minip_thickness_mm),
-    }
-    if wf.apt_threshold_rad is not None:
-        opts["apt_threshold_rad"] = float(wf.apt_threshold_rad)
-    return opts
+    """SWIOptions fields chosen on the command line (:meth:`WorkflowConfig.swi_options`)."""
+    return config.workflow.swi_options()
 
 
 def apt_threshold(config: Any) -> float | None:
@@ -194,7 +176,7 @@ def init_gre_wf(
     """
     acq = acquisition_to_dict(acquisition)
     threads = threads or omp_threads(config)
-    atlas = atlas_spec_from_config(config.workflow)
+    atlas = config.workflow.atlas_spec().to_dict()
     entities = {
         "participant_id": f"sub-{acquisition.subject}",
         "session_id": f"ses-{acquisition.session}" if acquisition.session else None,
@@ -207,7 +189,7 @@ def init_gre_wf(
     load = pe.Node(
         LoadGRE(acquisition=acq, b0_tesla=config.execution.b0_tesla), name="load", mem_gb=1.5
     )
-    qsm_wf = init_qsm_wf(options=qsm_options(config), threads=threads)
+    qsm_wf = init_qsm_wf(options=config.workflow.qsm_options(), threads=threads)
     if config.execution.brain_mask_source:
         user_mask = find_user_brain_mask(Path(config.execution.brain_mask_source), acquisition)
         if user_mask is None:
@@ -229,7 +211,7 @@ def init_gre_wf(
             else:
                 LOGGER.info("sub-%s: user %s field %s", acquisition.subject, kind, found)
                 setattr(qsm_wf.get_node("qsm").inputs, f"{kind}_field_file", str(found))
-    swi_wf = init_swi_wf(options=swi_options(config))
+    swi_wf = init_swi_wf(options=config.workflow.swi_options())
     atlas_wf = init_atlas_wf(
         atlas=atlas,
         prefix=acq["source_prefix"],

@@ -33,8 +33,7 @@ def _sidecar(path: Path) -> dict[str, Any]:
 
 
 def _atlas_name(config: Any) -> str:
-    wf = config.workflow
-    return str(wf.atlas_name if wf.custom_atlas else wf.atlas)
+    return config.workflow.atlas_spec().name
 
 
 def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -42,10 +41,9 @@ def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) 
     from bids_qsm.qsm.pipeline import QSMOptions
     from bids_qsm.swi.pipeline import SWIOptions
     from bids_qsm.workflows.outputs import _software_versions
-    from bids_qsm.workflows.participant import qsm_options, swi_options
 
     side = chi_sidecar or {}
-    qsm = dict(side.get("QSMPipeline") or QSMOptions(**qsm_options(config)).to_dict())
+    qsm = dict(side.get("QSMPipeline") or QSMOptions(**config.workflow.qsm_options()).to_dict())
     if "ReferenceValue" in side:
         qsm["reference_value_ppm"] = side["ReferenceValue"]
     reg = side.get("AtlasRegistration") or {}
@@ -57,7 +55,7 @@ def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) 
     }
     return {
         "qsm": qsm,
-        "swi": SWIOptions(**swi_options(config)).to_dict(),
+        "swi": SWIOptions(**config.workflow.swi_options()).to_dict(),
         "atlas": atlas,
         "software": side.get("ProcessingSoftware") or _software_versions(),
     }

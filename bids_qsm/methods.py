@@ -1,0 +1,28 @@
+"""The algorithm names of the numerical core, defined once (a light module: no numpy).
+
+:mod:`bids_qsm.qsm.stages` registers one function per QSM name (and checks that its registries
+match these tuples), :class:`bids_qsm.swi.pipeline.SWIOptions` validates the SWI name, and
+:mod:`bids_qsm.config` / the command line offer exactly these choices (first: the documented
+order of the choices, not the default).
+"""
+
+from __future__ import annotations
+
+#: Phase unwrapping (``--unwrapping``).
+UNWRAPPING_METHODS: tuple[str, ...] = ("quality", "laplacian")
+#: Background field removal (``--bg-removal``); keys of ``qsm.stages.BG_REMOVAL_REGISTRY``.
+BG_REMOVAL_METHODS: tuple[str, ...] = ("vsharp", "pdf", "lbv")
+#: Dipole inversion (``--inversion``); keys of ``qsm.stages.INVERSION_REGISTRY``.
+INVERSION_METHODS: tuple[str, ...] = ("rts", "tikhonov", "tv", "tkd")
+#: Susceptibility reference (``--reference``).
+REFERENCE_REGIONS: tuple[str, ...] = ("brain", "csf", "none")
+#: SWI high-pass filter (``--swi-highpass``).
+SWI_HIGHPASS_METHODS: tuple[str, ...] = ("gaussian", "homodyne")
+
+__all__ = [
+    "BG_REMOVAL_METHODS",
+    "INVERSION_METHODS",
+    "REFERENCE_REGIONS",
+    "SWI_HIGHPASS_METHODS",
+    "UNWRAPPING_METHODS",
+]
