@@ -109,7 +109,7 @@ def prepare_directories(config: Config) -> bool:
 
 def remove_stale_temporaries(config: Config) -> int:
     """Delete the temporary files an interrupted run left in OUTPUT_DIR (logged)."""
-    from bids_qsm.workflows.outputs import clean_stale_temporaries
+    from bids_qsm.bids.derivatives import clean_stale_temporaries
 
     assert config.execution.output_dir is not None
     n = clean_stale_temporaries(config.execution.output_dir)

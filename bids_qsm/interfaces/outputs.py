@@ -1,4 +1,4 @@
-"""Nipype interface that writes one acquisition's derivatives (see workflows/outputs.py)."""
+"""Nipype interface that writes one acquisition's derivatives (see bids/derivatives.py)."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ class WriteDerivatives(SimpleInterface):
     def _run_interface(self, runtime):
         from pathlib import Path
 
+        from bids_qsm.bids.derivatives import bids_uris, write_acquisition_derivatives
         from bids_qsm.specs import atlas_from_spec
-        from bids_qsm.workflows.outputs import bids_uris, write_acquisition_derivatives
 
         def opt(name: str) -> str | None:
             value = getattr(self.inputs, name)

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bids_qsm.atlas.structures import StructureDef
+from bids_qsm.bids.derivatives import Derivatives
 from bids_qsm.qsm.geometry import b0_direction_from_affine
 from bids_qsm.swi.dipole_roi import self_positive_labels
 from bids_qsm.swi.phase_iron import (
@@ -74,20 +75,19 @@ class SwiInputs:
 
 def source_prefix(stats_path: Path, atlas: str) -> str:
     """``<src>`` of ``<src>_seg-<atlas>_stats.tsv`` (full path without the suffix)."""
-    name = str(stats_path)
-    suffix = f"_seg-{atlas}_stats.tsv"
-    return name[: -len(suffix)] if name.endswith(suffix) else name
+    d = Derivatives.from_table(stats_path, atlas)
+    return str(Path(stats_path).parent / d.source_prefix)
 
 
 def find_swi_inputs(stats_path: Path, atlas: str) -> SwiInputs | None:
     """The phase-iron map, label image and brain mask beside a stats table, or None."""
-    src = source_prefix(stats_path, atlas)
-    phase = Path(f"{src}_desc-phaseiron_T2starw.nii.gz")
+    d = Derivatives.from_table(stats_path, atlas)
+    phase = d.path("phaseiron")
     if not phase.is_file():
-        alts = sorted(Path(src).parent.glob(f"{Path(src).name}_desc-phaseiron*.nii*"))
+        alts = sorted(phase.parent.glob(f"{d.source_prefix}_desc-phaseiron*.nii*"))
         phase = alts[0] if alts else phase
-    dseg = Path(f"{src}_seg-{atlas}_dseg.nii.gz")
-    mask = Path(f"{src}_desc-brain_mask.nii.gz")
+    dseg = d.path("dseg")
+    mask = d.path("mask")
     if not (phase.is_file() and dseg.is_file()):
         return None
     return SwiInputs(phase, dseg, mask if mask.is_file() else None)

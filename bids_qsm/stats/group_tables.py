@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bids_qsm.bids.derivatives import find_tables
 from bids_qsm.errors import InputDataError, InputMissingError
 
 LOGGER = logging.getLogger("bids_qsm.group")
@@ -41,15 +42,13 @@ _NON_MEASURE = {*ENTITY_COLUMNS, "atlas", "structure", "hemisphere", "reference_
 def find_stats_tables(output_dir: Path, atlas: str) -> list[Path]:
     """Every participant ``*_seg-<atlas>_stats.tsv`` under ``output_dir`` (sorted)."""
     output_dir = Path(output_dir)
-    pats = (f"sub-*/anat/*_seg-{atlas}_stats.tsv", f"sub-*/ses-*/anat/*_seg-{atlas}_stats.tsv")
-    return sorted({p for pat in pats for p in output_dir.glob(pat)})
+    return find_tables(output_dir, "stats", atlas)
 
 
 def find_lesion_tables(output_dir: Path) -> list[Path]:
     """Every participant ``*_desc-lesions_stats.tsv`` under ``output_dir`` (sorted)."""
     output_dir = Path(output_dir)
-    pats = ("sub-*/anat/*_desc-lesions_stats.tsv", "sub-*/ses-*/anat/*_desc-lesions_stats.tsv")
-    return sorted({p for pat in pats for p in output_dir.glob(pat)})
+    return find_tables(output_dir, "lesions")
 
 
 def _with_sub(label: object) -> str:

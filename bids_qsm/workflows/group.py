@@ -27,6 +27,7 @@ import nibabel as nib
 import pandas as pd
 
 from bids_qsm.atlas.structures import aal3_structures
+from bids_qsm.bids.derivatives import Derivatives
 from bids_qsm.bids.writers import atomic_path, atomic_save_nifti, atomic_write_json
 from bids_qsm.config import GroupSettings
 from bids_qsm.errors import InputMissingError
@@ -400,9 +401,9 @@ def _voxelwise(
     images, keep = [], []
     for idx, row in rows.iterrows():
         key = (row["participant_id"], row["session_id"], row["acq"], row["run"])
-        src = S.source_prefix(per_acq[key], s.atlas)
-        chimap = Path(f"{src}_Chimap.nii.gz")
-        xfm = Path(f"{src}_from-GRE_to-{tpl}_mode-image_xfm.h5")
+        d = Derivatives.from_table(per_acq[key], s.atlas)
+        chimap = d.path("chi")
+        xfm = d.xfm("GRE", tpl)
         if not (chimap.is_file() and xfm.is_file()):
             LOGGER.warning(
                 "voxelwise: %s lacks %s",
@@ -410,7 +411,7 @@ def _voxelwise(
                 chimap.name if not chimap.is_file() else xfm.name,
             )
             continue
-        out = cache / f"{Path(src).name}_space-{tpl}_Chimap.nii.gz"
+        out = cache / f"{d.source_prefix}_space-{tpl}_Chimap.nii.gz"
         if not (
             out.is_file()
             and out.stat().st_mtime >= max(chimap.stat().st_mtime, xfm.stat().st_mtime)

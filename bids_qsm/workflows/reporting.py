@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bids_qsm import __version__
-from bids_qsm.bids.writers import derivative_path
+from bids_qsm.bids.derivatives import Derivatives, _software_versions
 
 LOGGER = logging.getLogger("bids_qsm.report")
 
@@ -40,7 +40,6 @@ def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) 
     """The nested parameters dict of the methods boilerplate (from a run, else the config)."""
     from bids_qsm.qsm.pipeline import QSMOptions
     from bids_qsm.swi.pipeline import SWIOptions
-    from bids_qsm.workflows.outputs import _software_versions
 
     side = chi_sidecar or {}
     qsm = dict(side.get("QSMPipeline") or QSMOptions(**config.workflow.qsm_options()).to_dict())
@@ -95,18 +94,16 @@ def acquisition_figures(
     src = acq.source_prefix
     atlas = _atlas_name(config)
 
-    def dpath(suffix: str, ext: str = ".nii.gz", **ents: str) -> Path:
-        return derivative_path(out_dir, src, suffix, ext, **ents)
-
-    chi_path = dpath("Chimap")
+    dpath = Derivatives(out_dir, src, atlas).path
+    chi_path = dpath("chi")
     if not chi_path.is_file():
         raise FileNotFoundError(f"{chi_path}: no susceptibility map to report on")
     chi_img = nib.load(str(chi_path))
     affine, vs = chi_img.affine, chi_img.header.get_zooms()[:3]
     chi = np.asarray(chi_img.dataobj, dtype=np.float32)
-    mask = _read(dpath("mask", desc="brain"))
+    mask = _read(dpath("mask"))
     mask = mask > 0 if mask is not None else chi != 0
-    labels = _read(dpath("dseg", seg=atlas))
+    labels = _read(dpath("dseg"))
     labels = labels.astype(np.int32) if labels is not None else None
     side = _sidecar(chi_path)
 
@@ -119,13 +116,13 @@ def acquisition_figures(
         # group the atlas labels into the reported structures (thalamus, caudate, ...) BEFORE
         # any figure, so that the slices span the deep gray matter (not the whole-brain atlas)
         # and the legend stays readable
-        tsv = dpath("dseg", ".tsv", seg=atlas)
+        tsv = dpath("dseg_table")
         table = pd.read_csv(tsv, sep="\t") if tsv.is_file() else pd.DataFrame()
         labels, names = F.structure_labels_from_table(labels, table)
     figs["chimap"] = F.chimap_mosaic(
         chi, mask, vs, fig_dir / f"{src}_desc-chimap_mosaic.png", labels=labels, **common
     )
-    mag = _read(dpath("T2starw", desc="mag"))
+    mag = _read(dpath("mag"))
     if mag is not None:
         figs["mask"] = F.mask_outline(
             mag, mask, vs, fig_dir / f"{src}_desc-mask_outline.png", **common
@@ -137,17 +134,17 @@ def acquisition_figures(
     reg_fig = fig_dir / f"{src}_desc-registration_qc.png"
     if reg_fig.is_file():
         figs["registration"] = reg_fig
-    minip = _read(dpath("T2starw", desc="minip"))
+    minip = _read(dpath("minip"))
     if minip is not None:
         figs["minip"] = F.minip_figure(
             minip, vs, fig_dir / f"{src}_desc-minip.png", mask=mask, **common
         )
-    r2s = _read(dpath("R2starmap"))
+    r2s = _read(dpath("r2star"))
     if r2s is not None:
         figs["r2star"] = F.r2star_figure(
             r2s, mask, vs, fig_dir / f"{src}_desc-r2star.png", labels=labels, **common
         )
-    piron = _read(dpath("T2starw", desc="phaseiron"))
+    piron = _read(dpath("phaseiron"))
     if piron is not None:
         figs["phaseiron"] = F.phase_iron_figure(
             piron, mask, vs, fig_dir / f"{src}_desc-phaseiron.png", labels=labels, **common
@@ -193,7 +190,7 @@ def write_subject_report(config: Any, subject: str, acquisitions: list[Any], out
     log_dir = Path(out_dir) / f"sub-{subject}" / "log" / config.execution.run_id
     for acq in acquisitions:
         figs, qc, warnings, regional, lesions = acquisition_figures(config, acq, out_dir)
-        chi_side = _sidecar(derivative_path(out_dir, acq.source_prefix, "Chimap"))
+        chi_side = _sidecar(Derivatives(out_dir, acq.source_prefix).path("chi"))
         params = pipeline_parameters(config, chi_side)
         params["acquisition"] = {
             "n_echoes": qc["n_echoes"],
