@@ -84,7 +84,8 @@ def _fake_wf(*, subject, acquisitions, config, threads=None):
 def test_run_subjects_in_parallel_with_heartbeat_logs_and_failure_page(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from bids_qsm.workflows import participant, reporting
+    from bids_qsm.workflows import participant_graph as participant
+    from bids_qsm.workflows import reporting
 
     out = tmp_path / "out"
     cfg = Config()

@@ -34,6 +34,9 @@ from typing import Any
 
 from bids_qsm.errors import BidsQsmError, ExitCode
 from bids_qsm.logging_setup import HEARTBEAT_S, heartbeat, keep_only_log_dir
+from bids_qsm.workflows import participant_graph as pgraph
+from bids_qsm.workflows import reporting
+from bids_qsm.workflows.errors_bridge import subject_error
 
 LOGGER = logging.getLogger("bids_qsm.participant")
 
@@ -82,14 +85,12 @@ class StageTracker(logging.Handler):
     """Relays Nipype's node messages as stage lines and remembers the running stage."""
 
     def __init__(self, subject: str, status_file: Path | None = None) -> None:
-        from bids_qsm.workflows.participant import _NODE_RE, STAGE_LABELS
-
         super().__init__(logging.INFO)
         self.subject = subject
         self.current: str | None = None
         self.status_file = status_file
-        self._re = _NODE_RE
-        self._labels = STAGE_LABELS
+        self._re = pgraph._NODE_RE
+        self._labels = pgraph.STAGE_LABELS
 
     def _publish(self) -> None:
         """Tell the parent process (its heartbeat) what runs: ``<label>\t<start epoch s>``."""
@@ -152,24 +153,15 @@ def run_one_subject(
     pool worker, whose own threads are starved while ANTs holds the GIL); without it, a
     heartbeat thread of this process does the job.
     """
-    from bids_qsm.workflows.errors_bridge import subject_error
-    from bids_qsm.workflows.participant import (
-        _configure_nipype,
-        _wf_name,
-        init_participant_wf,
-        write_stage_timings,
-    )
-    from bids_qsm.workflows.reporting import write_failure_report, write_subject_report
-
     t0 = time.monotonic()
     out_dir = Path(config.execution.output_dir)
     log_dir = _log_dir(config, subject)
     log_dir.mkdir(parents=True, exist_ok=True)
     if not config.execution.reports_only:
         LOGGER.info("%ssub-%s: %d acquisition(s)", label, subject, len(acquisitions))
-        _configure_nipype(log_dir, config)
+        pgraph._configure_nipype(log_dir, config)
         work_dir = Path(config.execution.work_dir or out_dir.parent / "work" / out_dir.name)
-        wf = init_participant_wf(
+        wf = pgraph.init_participant_wf(
             subject=subject, acquisitions=list(acquisitions), config=config, threads=threads
         )
         wf.base_dir = str(work_dir)
@@ -179,25 +171,27 @@ def run_one_subject(
         try:
             with heartbeat(tracker.activity if status_file is None else (lambda: None), LOGGER):
                 graph = wf.run(**plugin)
-            write_stage_timings(graph, log_dir)
+            pgraph.write_stage_timings(graph, log_dir)
         except Exception as exc:  # a failing subject must not stop the others
-            sources = {_wf_name(a): a.all_files()[0] for a in acquisitions}
+            sources = {pgraph._wf_name(a): a.all_files()[0] for a in acquisitions}
             error = subject_error(subject, log_dir, sources, exc)
             message = str(error)
             LOGGER.error("sub-%s failed: %s (crash files in %s)", subject, message, log_dir)
             LOGGER.debug("sub-%s traceback", subject, exc_info=True)
-            _failure_page(write_failure_report, config, subject, acquisitions, message)
+            _failure_page(reporting.write_failure_report, config, subject, acquisitions, message)
             return SubjectResult(
                 subject, False, message, time.monotonic() - t0, int(error.exit_code)
             )
         finally:
             nlog.removeHandler(tracker)
     try:
-        report = write_subject_report(config, subject, list(acquisitions), out_dir)
+        report = reporting.write_subject_report(config, subject, list(acquisitions), out_dir)
     except Exception as exc:
         LOGGER.error("sub-%s: report failed: %s", subject, exc)
         LOGGER.debug("report traceback", exc_info=True)
-        _failure_page(write_failure_report, config, subject, acquisitions, f"report: {exc}")
+        _failure_page(
+            reporting.write_failure_report, config, subject, acquisitions, f"report: {exc}"
+        )
         return SubjectResult(subject, False, f"report failed: {exc}", time.monotonic() - t0)
     seconds = time.monotonic() - t0
     LOGGER.info("sub-%s done in %.1f s; report: %s", subject, seconds, report)
@@ -254,13 +248,12 @@ def _pool_heartbeat(status_dir: Path, stop: threading.Event, interval: float) ->
 
 def run_subjects(config: Any, by_subject: dict[str, list[Any]]) -> list[SubjectResult]:
     """Run every subject (sorted by label); return one result per subject that was started."""
-    from bids_qsm.workflows.participant import set_thread_limits
 
     subjects = sorted(by_subject)
     nx = config.nipype
     n_parallel, threads = plan_parallelism(nx.nprocs, nx.omp_nthreads, len(subjects), nx.mem_mb)
     # the thread variables are inherited by the workers (and by ANTs/ITK started there)
-    set_thread_limits(threads, force=True)
+    pgraph.set_thread_limits(threads, force=True)
     custom_plugin = nx.plugin != "MultiProc"
     if config.execution.reports_only or custom_plugin:
         plugin = nx.get_plugin() if custom_plugin else {"plugin": "Linear"}
