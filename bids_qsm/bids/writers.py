@@ -16,7 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -158,9 +158,10 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as indented, key-sorted JSON (with a final newline) atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+def atomic_write_json(path: Path, data: Any, sort_keys: bool = True) -> Path:
+    """Write ``data`` as indented JSON (keys sorted unless ``sort_keys=False``, a final
+    newline) atomically: the one JSON writer of the package."""
+    text = json.dumps(data, indent=2, sort_keys=sort_keys, default=_json_default) + "\n"
     return atomic_write_text(path, text)
 
 
@@ -171,11 +172,19 @@ def atomic_save_nifti(img: nib.spatialimages.SpatialImage, path: Path) -> Path:
     return Path(path)
 
 
+def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` then rename ``tmp_path`` to ``path`` (temp removed on error)."""
+    with atomic_path(Path(path)) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
 def atomic_copy(src: Path, dst: Path) -> Path:
-    """Copy ``src`` to ``dst`` atomically (content and permission bits)."""
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return Path(dst)
+    """Copy ``src`` to ``dst`` atomically (no-op when both name the same file)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and os.path.samefile(src, dst):
+        return dst
+    return atomic_write_with(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _json_default(value: Any) -> Any:

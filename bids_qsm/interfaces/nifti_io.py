@@ -13,6 +13,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from bids_qsm.bids.writers import atomic_write_json
+
 
 def save_array(
     data: np.ndarray, affine: np.ndarray, path: str | Path, dtype: type = np.float32
@@ -44,7 +46,7 @@ def load_array(path: str | Path, dtype: type = np.float32) -> tuple[np.ndarray, 
 def save_json(obj: Any, path: str | Path) -> str:
     """Write ``obj`` as indented JSON (NaN written as null) and return the absolute path."""
     path = Path(path).absolute()
-    path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    atomic_write_json(path, _jsonable(obj), sort_keys=False)
     return str(path)
 
 

@@ -7,9 +7,12 @@ radians by min/max rescaling of the full range onto [-pi, pi).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+
+from bids_qsm.errors import InputDataError
 
 PhaseUnits = Literal["rad", "arbitrary"]
 
@@ -79,13 +82,40 @@ def apply_phase_sign(phase: np.ndarray, sign: int = 1) -> np.ndarray:
     return phase.copy() if sign == 1 else wrap_to_pi(-phase)
 
 
-def combine_magnitude(mag: np.ndarray) -> np.ndarray:
-    """SNR-optimal combination of multi-echo magnitude, ``sqrt(sum_k mag_k^2)`` (float32).
+def combine_magnitude(
+    mag: np.ndarray, te_s: Sequence[float] | None = None, weighting: str = "snr"
+) -> np.ndarray:
+    """Combine multi-echo magnitude (X, Y, Z, E) into one image (float32, same unit as input).
 
-    Weighting each echo by its own signal (matched filter) maximises SNR for equal noise per
-    echo; the result equals the root-sum-of-squares. ``mag`` is (X, Y, Z, E) or (X, Y, Z).
+    The one implementation, used by the QSM mask and the SWI (``bids_qsm.swi.swi`` imports it).
+
+    ``combined = sum_k w_k M_k / sqrt(sum_k w_k^2)`` (unit noise gain for equal per-echo noise).
+
+    * ``"snr"`` (default): ``w_k = M_k`` (matched filter, SNR-optimal for equal noise), which
+      reduces to the root-sum-of-squares ``sqrt(sum_k M_k^2)``.
+    * ``"te"``: ``w_k = TE_k M_k`` (CLEAR-SWI's contrast-weighted option: more T2* contrast).
+    * ``"mean"``: plain average of the echoes.
+
+    A 3D input is returned unchanged (as float32).
     """
     mag = np.asarray(mag, dtype=np.float32)
     if mag.ndim == 3:
         return mag.copy()
-    return np.sqrt(np.einsum("...k,...k->...", mag, mag, dtype=np.float32))
+    if mag.ndim != 4:
+        raise InputDataError(f"magnitude must be 3D or 4D, got shape {mag.shape}")
+    if weighting == "snr":
+        return np.sqrt(np.einsum("...e,...e->...", mag, mag, dtype=np.float32))
+    if weighting == "mean":
+        return mag.mean(axis=-1, dtype=np.float32)
+    if weighting == "te":
+        if te_s is None or len(te_s) != mag.shape[-1]:
+            raise InputDataError("TE weighting needs one echo time per echo")
+        te = np.asarray(te_s, dtype=np.float32)
+        w = mag * te
+        num = np.einsum("...e,...e->...", w, mag, dtype=np.float32)
+        den = np.sqrt(np.einsum("...e,...e->...", w, w, dtype=np.float32))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = num / den
+        out[~np.isfinite(out)] = 0.0
+        return out
+    raise ValueError(f"unknown magnitude weighting {weighting!r} (snr, te, mean)")
