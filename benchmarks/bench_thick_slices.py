@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from bids_qsm.qsm.phantom import gre_signal, sphere_phantom
 from bids_qsm.qsm.pipeline import QSMOptions, reconstruct_qsm
+from bids_qsm.simulate.phantom import gre_signal, sphere_phantom
 
 VOXEL_SIZES = ((1.0, 1.0, 1.0), (0.5, 0.5, 3.0), (0.5, 0.5, 5.0), (1.0, 1.0, 5.0))
 FOV_MM = (48.0, 56.0, 44.0)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from bids_qsm.atlas.structures import StructureDef
-from bids_qsm.qsm.phantom import gre_signal, sphere_phantom
 from bids_qsm.qsm.pipeline import reconstruct_qsm
+from bids_qsm.simulate.phantom import gre_signal, sphere_phantom
 from bids_qsm.stats.regional import Entities, regional_table
 
 TE = [0.004, 0.010, 0.016, 0.022]

@@ -266,7 +266,7 @@ def test_malformed_sidecar_json_exit_65(
 
 
 def test_group_level_corrupt_stats_table_exit_65(tmp_path: Path, capsys) -> None:
-    from bids_qsm.stats.group_fixtures import fabricate_cohort
+    from bids_qsm.simulate.group_fixtures import fabricate_cohort
 
     c = fabricate_cohort(tmp_path / "c", n_controls=2, n_patients=2, transforms=False)
     table = sorted(c.output_dir.glob("sub-*/anat/*_stats.tsv"))[1]
@@ -315,8 +315,8 @@ def test_thick_slices_keep_a_usable_mask() -> None:
 
     Before: V-SHARP kept 100 of 24876 brain voxels (one 12 mm radius, 10 mm erosion along z).
     """
-    from bids_qsm.qsm.phantom import gre_signal, sphere_phantom
     from bids_qsm.qsm.pipeline import QSMOptions, reconstruct_qsm
+    from bids_qsm.simulate.phantom import gre_signal, sphere_phantom
 
     vs, shape, te = (0.5, 0.5, 5.0), (96, 112, 9), [0.004, 0.010, 0.016, 0.022]
     ph = sphere_phantom(shape=shape, voxel_size=vs)

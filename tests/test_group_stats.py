@@ -13,9 +13,9 @@ import statsmodels.api as sm
 
 from bids_qsm.atlas.structures import BASAL_GANGLIA, aal3_structures
 from bids_qsm.errors import InputDataError
+from bids_qsm.simulate.group_fixtures import Cohort, fabricate_cohort
 from bids_qsm.stats import group as G
 from bids_qsm.stats import group_swi as S
-from bids_qsm.stats.group_fixtures import Cohort, fabricate_cohort
 
 
 def _analysis(cohort: Cohort, covariates=("age", "sex")):

@@ -12,7 +12,7 @@ import pytest
 
 from bids_qsm.config import Config
 from bids_qsm.errors import InputDataError, InputMissingError
-from bids_qsm.stats.group_fixtures import fabricate_cohort, label_volume, toy_atlas
+from bids_qsm.simulate.group_fixtures import fabricate_cohort, label_volume, toy_atlas
 from bids_qsm.workflows.group import GroupSettings, run_group_level
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from bids_qsm.qsm.background import lbv, pdf, vsharp, vsharp_radii
 from bids_qsm.qsm.mask import erode_mask
-from bids_qsm.qsm.phantom import sphere_phantom
+from bids_qsm.simulate.phantom import sphere_phantom
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import scipy.ndimage as ndi
 from bids_qsm.qsm.echofit import fit_field, gaussian_smooth_fft, weighted_field_fit, wrap_fast
 from bids_qsm.qsm.geometry import ppm_to_hz
 from bids_qsm.qsm.mask import erode_mask
-from bids_qsm.qsm.phantom import gre_signal, sphere_phantom
 from bids_qsm.qsm.phase import wrap_to_pi
+from bids_qsm.simulate.phantom import gre_signal, sphere_phantom
 
 TE = [0.004, 0.010, 0.016, 0.022]
 

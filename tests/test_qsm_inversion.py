@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bids_qsm.qsm.inversion import lsmr_diagonal_filter, rts, tikhonov, tkd, tv_admm
-from bids_qsm.qsm.phantom import sphere_phantom
+from bids_qsm.simulate.phantom import sphere_phantom
 
 # Recovered fraction of the true sphere value (centre 3.5 mm), measured: RTS 0.87-0.91 (0.81-0.87
 # with 4 LSMR iterations over the whole kernel as step 1),

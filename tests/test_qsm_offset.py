@@ -9,7 +9,7 @@ import scipy.ndimage as ndi
 from bids_qsm.qsm.echofit import fit_field, wrap_fast
 from bids_qsm.qsm.geometry import ppm_to_hz
 from bids_qsm.qsm.offset import fit_offset_polynomial
-from bids_qsm.qsm.phantom import gre_signal, sphere_phantom
+from bids_qsm.simulate.phantom import gre_signal, sphere_phantom
 
 TE = [0.004, 0.010, 0.016, 0.022]
 

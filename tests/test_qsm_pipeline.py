@@ -10,9 +10,9 @@ import scipy.ndimage as ndi
 
 from bids_qsm import errors
 from bids_qsm.qsm.geometry import ppm_to_hz
-from bids_qsm.qsm.phantom import gre_signal, sphere_phantom
 from bids_qsm.qsm.phase import wrap_to_pi
 from bids_qsm.qsm.pipeline import QSMOptions, QSMResult, reconstruct_qsm
+from bids_qsm.simulate.phantom import gre_signal, sphere_phantom
 
 TE = [0.004, 0.010, 0.016, 0.022]
 

@@ -14,7 +14,7 @@ from bids_qsm.cli.parser import parse_args
 from bids_qsm.interfaces.nifti_io import load_array, save_array
 from bids_qsm.interfaces.qsm import ReconstructQSM
 from bids_qsm.qsm.geometry import ppm_to_hz
-from bids_qsm.qsm.phantom import gre_signal, sphere_phantom
+from bids_qsm.simulate.phantom import gre_signal, sphere_phantom
 from bids_qsm.workflows.participant import find_user_field
 
 TE = [0.004, 0.010, 0.016, 0.022]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import GAMMA_HZ_PER_T, dipole_kernel
-from .grid import irfft3, rfft3
+from bids_qsm.qsm.geometry import GAMMA_HZ_PER_T, dipole_kernel
+from bids_qsm.qsm.grid import irfft3, rfft3
 
 
 @dataclass
