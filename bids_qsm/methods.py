@@ -19,10 +19,20 @@ REFERENCE_REGIONS: tuple[str, ...] = ("brain", "csf", "none")
 #: SWI high-pass filter (``--swi-highpass``).
 SWI_HIGHPASS_METHODS: tuple[str, ...] = ("gaussian", "homodyne")
 
+#: The choice of each ``workflow.<name>`` setting (checked once the options are merged).
+WORKFLOW_CHOICES: dict[str, tuple[str, ...]] = {
+    "unwrapping": UNWRAPPING_METHODS,
+    "bg_removal": BG_REMOVAL_METHODS,
+    "inversion": INVERSION_METHODS,
+    "reference": REFERENCE_REGIONS,
+    "swi_highpass": SWI_HIGHPASS_METHODS,
+}
+
 __all__ = [
     "BG_REMOVAL_METHODS",
     "INVERSION_METHODS",
     "REFERENCE_REGIONS",
     "SWI_HIGHPASS_METHODS",
     "UNWRAPPING_METHODS",
+    "WORKFLOW_CHOICES",
 ]

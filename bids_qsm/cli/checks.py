@@ -12,15 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bids_qsm.config import (
-    BG_REMOVAL_METHODS,
-    INVERSION_METHODS,
-    REFERENCE_REGIONS,
-    SWI_HIGHPASS_METHODS,
-    UNWRAPPING_METHODS,
-    Config,
-)
+from bids_qsm.config import Config
 from bids_qsm.errors import InputMissingError, UsageError
+from bids_qsm.methods import WORKFLOW_CHOICES
 
 
 def absolute_paths(config: Config) -> None:
@@ -39,14 +33,7 @@ def absolute_paths(config: Config) -> None:
 def _check_consistency(config: Config) -> None:
     """Cross-option checks and loading of option files (filter file, plugin YAML)."""
     wf = config.workflow
-    for name in ("unwrapping", "bg_removal", "inversion", "reference", "swi_highpass"):
-        allowed = {
-            "unwrapping": UNWRAPPING_METHODS,
-            "bg_removal": BG_REMOVAL_METHODS,
-            "inversion": INVERSION_METHODS,
-            "reference": REFERENCE_REGIONS,
-            "swi_highpass": SWI_HIGHPASS_METHODS,
-        }[name]
+    for name, allowed in WORKFLOW_CHOICES.items():
         if getattr(wf, name) not in allowed:
             raise UsageError(
                 f"workflow.{name} = {getattr(wf, name)!r} is not one of {', '.join(allowed)}"

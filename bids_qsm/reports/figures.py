@@ -104,57 +104,68 @@ def _styled(
 ) -> Path:
     """A single-map figure drawn with ``FIGURE_STYLES[style]``."""
     st = FIGURE_STYLES[style]
+    kwargs = {"affine": affine, "radiological": radiological, "labels": labels}
     return _scalar_figure(
-        base,
-        mask,
-        voxel_size,
-        out,
-        cmap=st.cmap,
-        window=window,
-        title=st.title,
-        cbar_label=st.cbar_label,
-        affine=affine,
-        radiological=radiological,
-        labels=labels,
-        n_slices=n_slices,
-        show_inside_mask_only=st.inside_mask_only,
-    )
+        base, mask, voxel_size, out, cmap=st.cmap, window=window, title=st.title,
+        cbar_label=st.cbar_label, n_slices=n_slices, show_inside_mask_only=st.inside_mask_only,
+        **kwargs,
+    )  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------
-# Public figures
-# --------------------------------------------------------------------------------------------
+def _single_map_figure(style: str, default_window: tuple[float, float], doc: str):
+    """A public single-map figure function: ``FIGURE_STYLES[style]`` at ``default_window``."""
+
+    def figure(
+        image: np.ndarray,
+        mask: np.ndarray,
+        voxel_size: Sequence[float],
+        out: Path,
+        window: tuple[float, float] = default_window,
+        *,
+        affine: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        radiological: bool = False,
+        n_slices: int = 12,
+    ) -> Path:
+        return _styled(
+            style,
+            image,
+            mask,
+            voxel_size,
+            out,
+            window,
+            affine=affine,
+            labels=labels,
+            radiological=radiological,
+            n_slices=n_slices,
+        )
+
+    figure.__doc__ = doc
+    return figure
 
 
-def chimap_mosaic(
-    chi_ppm: np.ndarray,
-    mask: np.ndarray,
-    voxel_size: Sequence[float],
-    out: Path,
-    window: tuple[float, float] = CHI_WINDOW_PPM,
-    *,
-    affine: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    radiological: bool = False,
-    n_slices: int = 12,
-) -> Path:
+chimap_mosaic = _single_map_figure(
+    "chimap",
+    CHI_WINDOW_PPM,
     """Susceptibility map (ppm) at a fixed gray-scale window, inside the brain mask.
 
     ``labels`` (optional deep-gray-matter segmentation in the same grid) centres the slices on
     the deep gray matter.
-    """
-    return _styled(
-        "chimap",
-        chi_ppm,
-        mask,
-        voxel_size,
-        out,
-        window,
-        affine=affine,
-        labels=labels,
-        radiological=radiological,
-        n_slices=n_slices,
-    )
+    """,
+)
+r2star_figure = _single_map_figure(
+    "r2star",
+    R2STAR_WINDOW_HZ,
+    """R2* map (Hz) at a fixed window (inferno colour map), inside the brain mask.""",
+)
+phase_iron_figure = _single_map_figure(
+    "phaseiron",
+    PHASE_IRON_WINDOW_RAD,
+    """High-pass filtered phase-iron map (rad; iron positive) at a fixed diverging window.""",
+)
+chimap_mosaic.__name__ = "chimap_mosaic"
+r2star_figure.__name__ = "r2star_figure"
+phase_iron_figure.__name__ = "phase_iron_figure"
 
 
 def mask_outline(
@@ -275,60 +286,6 @@ def minip_figure(
         win,
         affine=affine,
         labels=None,
-        radiological=radiological,
-        n_slices=n_slices,
-    )
-
-
-def r2star_figure(
-    r2star_hz: np.ndarray,
-    mask: np.ndarray,
-    voxel_size: Sequence[float],
-    out: Path,
-    window: tuple[float, float] = R2STAR_WINDOW_HZ,
-    *,
-    affine: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    radiological: bool = False,
-    n_slices: int = 12,
-) -> Path:
-    """R2* map (Hz) at a fixed window (inferno colour map), inside the brain mask."""
-    return _styled(
-        "r2star",
-        r2star_hz,
-        mask,
-        voxel_size,
-        out,
-        window,
-        affine=affine,
-        labels=labels,
-        radiological=radiological,
-        n_slices=n_slices,
-    )
-
-
-def phase_iron_figure(
-    phase_iron_rad: np.ndarray,
-    mask: np.ndarray,
-    voxel_size: Sequence[float],
-    out: Path,
-    window: tuple[float, float] = PHASE_IRON_WINDOW_RAD,
-    *,
-    affine: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    radiological: bool = False,
-    n_slices: int = 12,
-) -> Path:
-    """High-pass filtered phase-iron map (rad; iron positive) at a fixed diverging window."""
-    return _styled(
-        "phaseiron",
-        phase_iron_rad,
-        mask,
-        voxel_size,
-        out,
-        window,
-        affine=affine,
-        labels=labels,
         radiological=radiological,
         n_slices=n_slices,
     )

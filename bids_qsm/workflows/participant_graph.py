@@ -296,6 +296,29 @@ def init_gre_wf(
     return wf
 
 
+def _find_user_file(folder: Path, acquisition: Any, desc_suffix: str, what: str) -> Path | None:
+    """The one ``sub-<l>[_ses-<l>]..._<desc_suffix>.nii[.gz]`` of an acquisition below
+    ``folder``: the name starting with its source prefix wins; None when the subject has none;
+    several candidates -> :class:`InputDataError` naming them."""
+    from bids_qsm.errors import InputDataError
+
+    sub = f"sub-{acquisition.subject}"
+    found = sorted(
+        p
+        for p in Path(folder).rglob(f"{sub}_*{desc_suffix}.nii*")
+        if acquisition.session is None or f"_ses-{acquisition.session}_" in p.name
+    )
+    exact = [p for p in found if p.name.startswith(acquisition.source_prefix + "_")]
+    found = exact or found
+    if len(found) > 1:
+        raise InputDataError(
+            f"several {what} match {acquisition.source_prefix}: "
+            + ", ".join(p.name for p in found),
+            folder,
+        )
+    return found[0] if found else None
+
+
 def find_user_brain_mask(folder: Path, acquisition: Any) -> Path | None:
     """The user's brain mask for an acquisition in a ``--brain-mask-source`` folder.
 
@@ -303,24 +326,7 @@ def find_user_brain_mask(folder: Path, acquisition: Any) -> Path | None:
     with several candidates, the one whose name starts with the acquisition's source prefix
     (same acq/run) wins. Returns None when the subject has none.
     """
-    from bids_qsm.errors import InputDataError
-
-    sub = f"sub-{acquisition.subject}"
-    found = sorted(
-        p
-        for p in Path(folder).rglob(f"{sub}_*desc-brain_mask.nii*")
-        if acquisition.session is None or f"_ses-{acquisition.session}_" in p.name
-    )
-    exact = [p for p in found if p.name.startswith(acquisition.source_prefix + "_")]
-    if exact:
-        found = exact
-    if len(found) > 1:
-        raise InputDataError(
-            f"several brain masks match {acquisition.source_prefix}: "
-            + ", ".join(p.name for p in found),
-            folder,
-        )
-    return found[0] if found else None
+    return _find_user_file(folder, acquisition, "desc-brain_mask", "brain masks")
 
 
 def find_user_field(folder: Path, acquisition: Any, kind: str) -> Path | None:
@@ -329,23 +335,7 @@ def find_user_field(folder: Path, acquisition: Any, kind: str) -> Path | None:
     Looks for ``sub-<l>[_ses-<l>]..._desc-<kind>_fieldmap.nii[.gz]`` below ``folder``; the
     name starting with the acquisition's source prefix wins; None when the subject has none.
     """
-    from bids_qsm.errors import InputDataError
-
-    sub = f"sub-{acquisition.subject}"
-    found = sorted(
-        p
-        for p in Path(folder).rglob(f"{sub}_*desc-{kind}_fieldmap.nii*")
-        if acquisition.session is None or f"_ses-{acquisition.session}_" in p.name
-    )
-    exact = [p for p in found if p.name.startswith(acquisition.source_prefix + "_")]
-    found = exact or found
-    if len(found) > 1:
-        raise InputDataError(
-            f"several {kind} fields match {acquisition.source_prefix}: "
-            + ", ".join(p.name for p in found),
-            folder,
-        )
-    return found[0] if found else None
+    return _find_user_file(folder, acquisition, f"desc-{kind}_fieldmap", f"{kind} fields")
 
 
 def _wf_name(acquisition: Any) -> str:
