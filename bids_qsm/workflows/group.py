@@ -29,7 +29,7 @@ import pandas as pd
 from bids_qsm.atlas.structures import aal3_structures
 from bids_qsm.bids.derivatives import Derivatives
 from bids_qsm.bids.writers import atomic_path, atomic_save_nifti, atomic_write_json
-from bids_qsm.config import GroupSettings
+from bids_qsm.config import Config, GroupSettings
 from bids_qsm.errors import InputMissingError
 from bids_qsm.logging_setup import heartbeat
 from bids_qsm.specs import AtlasSpec
@@ -100,7 +100,7 @@ def _wide_columns(wide: pd.DataFrame, base: dict[str, dict[str, str]]) -> dict[s
     return out
 
 
-def _load_atlas(config: Any, name: str):  # -> bids_qsm.atlas.registry.Atlas
+def _load_atlas(config: Config, name: str):  # -> bids_qsm.atlas.registry.Atlas
     """The configured atlas (:meth:`WorkflowConfig.atlas_spec`), else the built-in ``name``."""
     wf = getattr(config, "workflow", None)
     if wf is not None and getattr(wf, "custom_atlas", False):
@@ -298,7 +298,7 @@ def _statistics(c: _Cohort, long: pd.DataFrame) -> _Statistics:
     return _Statistics(data, measures, variables, groupdiff, clinical, zscores)
 
 
-def _structures(config: Any, s: GroupSettings, atlas: Any) -> Any:
+def _structures(config: Config, s: GroupSettings, atlas: Any) -> Any:
     if atlas is not None:
         return atlas.structures
     if s.atlas.upper() == "AAL3":
@@ -306,7 +306,7 @@ def _structures(config: Any, s: GroupSettings, atlas: Any) -> Any:
     return _load_atlas(config, s.atlas).structures
 
 
-def run_group_level(config: Any, *, atlas: Any = None) -> int:
+def run_group_level(config: Config, *, atlas: Any = None) -> int:
     """Run the group level; return 0 or raise a :class:`bids_qsm.errors.BidsQsmError`.
 
     ``atlas`` (an :class:`~bids_qsm.atlas.registry.Atlas`) overrides loading the configured
@@ -383,7 +383,7 @@ class VoxelwiseOutput:
 
 
 def _voxelwise(
-    config: Any,
+    config: Config,
     s: GroupSettings,
     data: pd.DataFrame,
     design: G.Design,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_qsm.bids.writers import update_bidsignore, write_dataset_description
+from bids_qsm.config import Config
 from bids_qsm.workflows.errors_bridge import run_error
 from bids_qsm.workflows.participant_graph import (  # noqa: F401 (re-exported: the graph API)
     _NODE_RE,
@@ -50,7 +51,7 @@ from bids_qsm.workflows.scheduler import run_subjects
 LOGGER = logging.getLogger("bids_qsm.participant")
 
 
-def run_participant_level(config: Any, acquisitions: list[Any]) -> int:
+def run_participant_level(config: Config, acquisitions: list[Any]) -> int:
     """Run the participant level for the selected acquisitions; return the exit code."""
     out_dir = Path(config.execution.output_dir)
     write_dataset_description(out_dir, config.execution.bids_dir)

@@ -19,6 +19,7 @@ from nipype import config as nipype_config
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from bids_qsm.config import Config
 from bids_qsm.interfaces.atlas import RegisterAtlas
 from bids_qsm.interfaces.gre import LoadGRE
 from bids_qsm.interfaces.outputs import WriteDerivatives
@@ -44,17 +45,17 @@ _QSM_OUTPUTS = (
 )
 
 
-def qsm_options(config: Any) -> dict[str, Any]:
+def qsm_options(config: Config) -> dict[str, Any]:
     """QSMOptions fields chosen on the command line (:meth:`WorkflowConfig.qsm_options`)."""
     return config.workflow.qsm_options()
 
 
-def swi_options(config: Any) -> dict[str, Any]:
+def swi_options(config: Config) -> dict[str, Any]:
     """SWIOptions fields chosen on the command line (:meth:`WorkflowConfig.swi_options`)."""
     return config.workflow.swi_options()
 
 
-def apt_threshold(config: Any) -> float | None:
+def apt_threshold(config: Config) -> float | None:
     """Participant-level abnormal-phase threshold (rad): the option, else None (the run's own
     brain mean + 2 SD of phase iron, see ``bids_qsm.swi.phase_iron.participant_threshold``)."""
     if config.workflow.apt_threshold_rad is not None:
@@ -62,7 +63,7 @@ def apt_threshold(config: Any) -> float | None:
     return None
 
 
-def omp_threads(config: Any) -> int:
+def omp_threads(config: Config) -> int:
     """Threads per node: ``--omp-nthreads``, else all of ``--nprocs`` (default: CPU count)."""
     n = config.nipype.omp_nthreads or config.nipype.nprocs or os.cpu_count() or 1
     return max(1, int(n))
@@ -158,7 +159,7 @@ def init_atlas_wf(
     return wf
 
 
-def _user_inputs(qsm_node: pe.Node, acquisition: Any, config: Any) -> None:
+def _user_inputs(qsm_node: pe.Node, acquisition: Any, config: Config) -> None:
     """Give the QSM node the user's brain mask and total/local field, when found."""
     if config.execution.brain_mask_source:
         user_mask = find_user_brain_mask(Path(config.execution.brain_mask_source), acquisition)
@@ -210,7 +211,7 @@ def _add_lesion_stats(
 
 
 def init_gre_wf(
-    *, acquisition: Any, config: Any, name: str, threads: int | None = None
+    *, acquisition: Any, config: Config, name: str, threads: int | None = None
 ) -> pe.Workflow:
     """Everything for one GRE acquisition, from raw files to written derivatives.
 
@@ -346,7 +347,7 @@ def _wf_name(acquisition: Any) -> str:
 
 
 def init_participant_wf(
-    *, subject: str, acquisitions: list[Any], config: Any, threads: int | None = None
+    *, subject: str, acquisitions: list[Any], config: Config, threads: int | None = None
 ) -> pe.Workflow:
     """One subject's workflow: one :func:`init_gre_wf` per acquisition."""
     wf = pe.Workflow(name=f"sub_{subject}_wf")
@@ -370,7 +371,7 @@ STAGE_LABELS: dict[str, str] = {
 _NODE_RE = re.compile(r'\[Node\] (Executing|Finished) "([^"]+)"(?:, elapsed time ([0-9.]+)s)?')
 
 
-def _configure_nipype(crash_dir: Path, config: Any) -> None:
+def _configure_nipype(crash_dir: Path, config: Config) -> None:
     nipype_config.update_config(
         {
             "execution": {

@@ -19,6 +19,7 @@ import pandas as pd
 
 from bids_qsm import __version__
 from bids_qsm.bids.derivatives import Derivatives, _software_versions
+from bids_qsm.config import Config
 
 LOGGER = logging.getLogger("bids_qsm.report")
 
@@ -32,11 +33,13 @@ def _sidecar(path: Path) -> dict[str, Any]:
     return json.loads(side.read_text()) if side.is_file() else {}
 
 
-def _atlas_name(config: Any) -> str:
+def _atlas_name(config: Config) -> str:
     return config.workflow.atlas_spec().name
 
 
-def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) -> dict[str, Any]:
+def pipeline_parameters(
+    config: Config, chi_sidecar: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The nested parameters dict of the methods boilerplate (from a run, else the config)."""
     from bids_qsm.qsm.pipeline import QSMOptions
     from bids_qsm.swi.pipeline import SWIOptions
@@ -64,7 +67,7 @@ def pipeline_parameters(config: Any, chi_sidecar: dict[str, Any] | None = None) 
 _SUBJECT_KEYS = ("ReferenceValue", "StageTimings", "B0DirectionVoxelAxes")
 
 
-def write_citation(config: Any, out_dir: Path) -> Path:
+def write_citation(config: Config, out_dir: Path) -> Path:
     """``OUTPUT_DIR/logs/CITATION.md`` from the parameters actually used (or configured)."""
     from bids_qsm.reports.boilerplate import write_citation_files
 
@@ -86,7 +89,7 @@ def write_citation(config: Any, out_dir: Path) -> Path:
 
 
 def acquisition_figures(
-    config: Any, acq: Any, out_dir: Path
+    config: Config, acq: Any, out_dir: Path
 ) -> tuple[dict[str, Path], dict[str, Any], list[str], pd.DataFrame | None, pd.DataFrame | None]:
     """Figures, QC values, warnings and tables of one acquisition's derivatives."""
     from bids_qsm.reports import figures as F
@@ -181,7 +184,9 @@ def acquisition_figures(
     return figs, qc, warnings, regional, lesions
 
 
-def write_subject_report(config: Any, subject: str, acquisitions: list[Any], out_dir: Path) -> Path:
+def write_subject_report(
+    config: Config, subject: str, acquisitions: list[Any], out_dir: Path
+) -> Path:
     """Build ``OUTPUT_DIR/sub-<label>.html`` with one section per acquisition."""
     from bids_qsm.reports.boilerplate import methods_boilerplate
     from bids_qsm.reports.participant import ReportInputs, write_participant_report
@@ -227,7 +232,7 @@ def write_subject_report(config: Any, subject: str, acquisitions: list[Any], out
 
 
 def write_failure_report(
-    config: Any, subject: str, acquisitions: list[Any], out_dir: Path, reason: str
+    config: Config, subject: str, acquisitions: list[Any], out_dir: Path, reason: str
 ) -> Path:
     """``OUTPUT_DIR/sub-<label>.html`` saying that the subject failed, why, and where to look.
 

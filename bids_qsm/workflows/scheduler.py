@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bids_qsm.config import Config
 from bids_qsm.errors import BidsQsmError, ExitCode
 from bids_qsm.logging_setup import HEARTBEAT_S, heartbeat, keep_only_log_dir
 from bids_qsm.workflows import participant_graph as pgraph
@@ -133,12 +134,12 @@ def _limit_blas_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
-def _log_dir(config: Any, subject: str) -> Path:
+def _log_dir(config: Config, subject: str) -> Path:
     return Path(config.execution.output_dir) / f"sub-{subject}" / "log" / config.execution.run_id
 
 
 def run_one_subject(
-    config: Any,
+    config: Config,
     subject: str,
     acquisitions: Sequence[Any],
     *,
@@ -199,7 +200,7 @@ def run_one_subject(
 
 
 def _failure_page(
-    writer: Callable[..., Path], config: Any, subject: str, acqs: Sequence[Any], why: str
+    writer: Callable[..., Path], config: Config, subject: str, acqs: Sequence[Any], why: str
 ) -> None:
     try:
         page = writer(config, subject, list(acqs), Path(config.execution.output_dir), why)
@@ -246,7 +247,7 @@ def _pool_heartbeat(status_dir: Path, stop: threading.Event, interval: float) ->
             LOGGER.info("still running %s", line)
 
 
-def run_subjects(config: Any, by_subject: dict[str, list[Any]]) -> list[SubjectResult]:
+def run_subjects(config: Config, by_subject: dict[str, list[Any]]) -> list[SubjectResult]:
     """Run every subject (sorted by label); return one result per subject that was started."""
 
     subjects = sorted(by_subject)
@@ -289,7 +290,7 @@ def run_subjects(config: Any, by_subject: dict[str, list[Any]]) -> list[SubjectR
 
 
 def _run_pool(
-    config: Any,
+    config: Config,
     by_subject: dict[str, list[Any]],
     subjects: list[str],
     n_parallel: int,
