@@ -177,9 +177,9 @@ def acquisition_figures(
         "b0_dir": ", ".join(f"{v:.3f}" for v in side.get("B0DirectionVoxelAxes", [])),
         "phase_units": side.get("PhaseUnitsDetected", "n/a"),
     }
-    stats_tsv = dpath("stats", ".tsv", seg=atlas)
+    stats_tsv = dpath("stats")
     regional = pd.read_csv(stats_tsv, sep="\t") if stats_tsv.is_file() else None
-    lesion_tsv = dpath("stats", ".tsv", desc="lesions")
+    lesion_tsv = dpath("lesions")
     lesions = pd.read_csv(lesion_tsv, sep="\t") if lesion_tsv.is_file() else None
     return figs, qc, warnings, regional, lesions
 
