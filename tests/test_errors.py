@@ -176,18 +176,18 @@ def test_several_subjects_exit_with_the_most_severe_failure(
     bids_factory: BidsFactory, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sub-01 has bad data (65), sub-02 an unexpected failure (1): 1 wins, both are named."""
-    import bids_qsm.qsm.pipeline as qsm_pipeline
+    import bids_qsm.qsm.stages as qsm_pipeline  # the first stage of the QSM nodes
 
     bids_factory.add_gre("01", shape=(16, 16, 3))
     bids_factory.add_gre("02", shape=(16, 16, 12))
-    real = qsm_pipeline.reconstruct_qsm
+    real = qsm_pipeline.prepare_inputs
 
     def failing(mag, *args, **kwargs):
         if mag.shape[2] == 12:
             raise RuntimeError("simulated bug")
         return real(mag, *args, **kwargs)
 
-    monkeypatch.setattr(qsm_pipeline, "reconstruct_qsm", failing)
+    monkeypatch.setattr(qsm_pipeline, "prepare_inputs", failing)
     code, err = run_real(capsys, tmp_path, bids_factory.root)
     assert code == ExitCode.FAILURE == 1, err
     error_line(err, "sub-02_echo-1_part-mag_MEGRE.nii.gz", "RuntimeError: simulated bug",

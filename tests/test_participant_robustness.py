@@ -53,9 +53,9 @@ def test_one_failing_subject_does_not_lose_the_others(
     two_subjects: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the in-process Linear plugin, make the second QSM reconstruction fail."""
-    import bids_qsm.qsm.pipeline as qsm_pipeline
+    import bids_qsm.qsm.stages as qsm_pipeline  # the first stage of the QSM nodes
 
-    real = qsm_pipeline.reconstruct_qsm
+    real = qsm_pipeline.prepare_inputs
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -64,7 +64,7 @@ def test_one_failing_subject_does_not_lose_the_others(
             raise RuntimeError("simulated numerical failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(qsm_pipeline, "reconstruct_qsm", flaky)
+    monkeypatch.setattr(qsm_pipeline, "prepare_inputs", flaky)
     plugin = tmp_path / "plugin.yml"
     plugin.write_text("plugin: Linear\n")
     out = tmp_path / "out"

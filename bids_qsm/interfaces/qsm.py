@@ -1,8 +1,20 @@
-"""Nipype interface around :func:`bids_qsm.qsm.pipeline.reconstruct_qsm`."""
+"""The QSM reconstruction as three Nipype nodes, so that a re-run only redoes what changed.
+
+``PrepareQSMField`` (mask, phase offsets, unwrapping, echo fit, R2*, mask refinement) ->
+``RemoveBackground`` (``options.bg_removal``) -> ``InvertField`` (``options.inversion``, the
+reported-mask erosion, referencing). They call the stage functions of
+:mod:`bids_qsm.qsm.stages` in the order :func:`bids_qsm.qsm.pipeline.reconstruct_qsm` does,
+passing the arrays of the mask bounding box as float32 / uint8 NIfTI files (exact round trip),
+so the outputs are those of :class:`ReconstructQSM` (all stages in one node). Each node
+receives only the options of its stage (:func:`bids_qsm.qsm.pipeline.stage_options`):
+changing ``--inversion`` reuses the cached field preparation and background removal.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -14,6 +26,45 @@ from nipype.interfaces.base import (
 )
 
 from bids_qsm.interfaces.nifti_io import load_array, load_json, save_array, save_json
+
+
+def user_qsm_inputs(inputs: Any) -> tuple:
+    """(magnitude, affine, phase, metadata, user mask or None, user fields) of a QSM node.
+
+    A user mask on another grid is resampled to the GRE grid; a user field on another grid is
+    an :class:`~bids_qsm.errors.InputDataError` naming the file.
+    """
+    import numpy as np
+
+    mag, affine = load_array(inputs.mag_file)
+    phase, _ = load_array(inputs.phase_file)
+    meta = load_json(inputs.meta_file)
+    mask = None
+    if isdefined(inputs.mask_file):
+        import nibabel as nib
+
+        from bids_qsm.interfaces.nifti_io import resample_mask_to
+
+        # a user mask may come on another grid (e.g. from a T1w pipeline)
+        ref = nib.Nifti1Image(np.zeros(mag.shape[:3], np.uint8), affine)
+        mask = resample_mask_to(nib.load(inputs.mask_file), ref)
+    fields = {}
+    for name, key in (
+        ("total_field_file", "total_field_hz"),
+        ("local_field_file", "local_field_ppm"),
+    ):
+        path = getattr(inputs, name)
+        if isdefined(path):
+            arr, _ = load_array(path)
+            if arr.shape[:3] != mag.shape[:3]:
+                from bids_qsm.errors import InputDataError
+
+                raise InputDataError(
+                    f"field grid {arr.shape[:3]} differs from the GRE grid {mag.shape[:3]}",
+                    path,
+                )
+            fields[key] = arr
+    return mag, affine, phase, meta, mask, fields
 
 
 class _QSMInputSpec(BaseInterfaceInputSpec):
@@ -41,7 +92,8 @@ class _QSMOutputSpec(TraitedSpec):
 
 
 class ReconstructQSM(SimpleInterface):
-    """Mask, unwrap, combine echoes, remove the background field, invert, reference; R2*."""
+    """All QSM stages in one node (:func:`~bids_qsm.qsm.pipeline.reconstruct_qsm`; the workflow
+    uses the three staged nodes below, which give the same outputs)."""
 
     input_spec = _QSMInputSpec
     output_spec = _QSMOutputSpec
@@ -51,34 +103,7 @@ class ReconstructQSM(SimpleInterface):
 
         from bids_qsm.qsm.pipeline import QSMOptions, reconstruct_qsm
 
-        mag, affine = load_array(self.inputs.mag_file)
-        phase, _ = load_array(self.inputs.phase_file)
-        meta = load_json(self.inputs.meta_file)
-        mask = None
-        if isdefined(self.inputs.mask_file):
-            import nibabel as nib
-
-            from bids_qsm.interfaces.nifti_io import resample_mask_to
-
-            # a user mask may come on another grid (e.g. from a T1w pipeline)
-            ref = nib.Nifti1Image(np.zeros(mag.shape[:3], np.uint8), affine)
-            mask = resample_mask_to(nib.load(self.inputs.mask_file), ref)
-        fields = {}
-        for name, key in (
-            ("total_field_file", "total_field_hz"),
-            ("local_field_file", "local_field_ppm"),
-        ):
-            path = getattr(self.inputs, name)
-            if isdefined(path):
-                arr, _ = load_array(path)
-                if arr.shape[:3] != mag.shape[:3]:
-                    from bids_qsm.errors import InputDataError
-
-                    raise InputDataError(
-                        f"field grid {arr.shape[:3]} differs from the GRE grid {mag.shape[:3]}",
-                        path,
-                    )
-                fields[key] = arr
+        mag, affine, phase, meta, mask, fields = user_qsm_inputs(self.inputs)
         opts = QSMOptions(**(self.inputs.options or {}))
         res = reconstruct_qsm(
             mag,
@@ -119,3 +144,242 @@ class ReconstructQSM(SimpleInterface):
             os.path.join(cwd, "qsm_params.json"),
         )
         return runtime
+
+
+def _box(state: dict[str, Any]) -> tuple[slice, ...]:
+    return tuple(slice(a, b) for a, b in state["box"])
+
+
+def _acquisition(meta: dict[str, Any]) -> dict[str, Any]:
+    """Echo times (s), voxel size (mm), unit B0 direction, exactly as ``prepare_inputs``."""
+    import numpy as np
+
+    b0 = np.asarray(meta["b0_direction_voxel_axes"], dtype=float)
+    return {
+        "te": [float(v) for v in meta["echo_times_s"]],
+        "vs": np.asarray(meta["voxel_size_mm"], dtype=float),
+        "b0": b0 / np.linalg.norm(b0),
+        "b0_tesla": meta["b0_tesla"],
+    }
+
+
+class _FieldOutputSpec(TraitedSpec):
+    brain_mask_file = File(exists=True, desc="brain mask before background-removal erosion")
+    field_hz_file = File(exists=True, desc="combined unwrapped total field (Hz)")
+    residual_file = File(exists=True, desc="relative echo-fit residual")
+    combined_mag_file = File(exists=True, desc="SNR-weighted combined magnitude")
+    r2star_file = File(desc="R2* (Hz); absent for single-echo data")
+    t2star_file = File(desc="T2* (s); absent for single-echo data")
+    field_ppm_box_file = File(exists=True, desc="total field (ppm) in the mask bounding box")
+    mask_box_file = File(exists=True, desc="refined mask in the bounding box")
+    r2star_box_file = File(desc="R2* (Hz) in the bounding box (multi-echo)")
+    user_local_box_file = File(desc="user local field (ppm) in the bounding box")
+    state_file = File(exists=True, desc="JSON: box, grid shape, R2* limit, user inputs, timings")
+
+
+class PrepareQSMField(SimpleInterface):
+    """Stage 1: inputs checked, brain mask, unwrapping and echo fit, R2*, refined mask."""
+
+    input_spec = _QSMInputSpec
+    output_spec = _FieldOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from bids_qsm.qsm import stages
+        from bids_qsm.qsm.pipeline import QSMOptions
+
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        last = [t0]
+
+        def tick(name: str) -> None:
+            now = time.perf_counter()
+            timings[name] = timings.get(name, 0.0) + now - last[0]
+            last[0] = now
+
+        mag, affine, phase, meta, mask, fields = user_qsm_inputs(self.inputs)
+        opt = QSMOptions(**(self.inputs.options or {}))
+        inp = stages.prepare_inputs(
+            mag, phase, meta["echo_times_s"], meta["voxel_size_mm"],
+            meta["b0_direction_voxel_axes"], opt.phase_sign, **fields,
+        )  # fmt: skip
+        tick("prepare")
+        bmask = stages.compute_mask(inp.combined, inp.vs, opt, mask)
+        tick("mask")
+        prep = stages.prepare_field(inp, bmask, meta["b0_tesla"], opt, self.inputs.threads, tick)
+        box, cwd = prep.box, runtime.cwd
+
+        def out(name: str, arr, **kw) -> str:
+            return save_array(arr, affine, os.path.join(cwd, f"{name}.nii"), **kw)
+
+        def full(x: np.ndarray) -> np.ndarray:
+            o = np.zeros(inp.combined.shape, np.float32)
+            o[box] = x
+            return o
+
+        res = self._results
+        res.update(
+            brain_mask_file=out("brain_mask", bmask.copy(), dtype=np.uint8),
+            field_hz_file=out("field_hz", full(prep.fit.field_hz)),
+            residual_file=out("fit_residual", full(prep.fit.residual)),
+            combined_mag_file=out("combined_mag", inp.combined),
+            field_ppm_box_file=out("field_ppm_box", prep.field_ppm),
+            mask_box_file=out("mask_box", prep.mask, dtype=np.uint8),
+        )
+        if prep.r2star_hz is not None:
+            res["r2star_file"] = out("r2star", full(prep.r2star_hz))
+            res["t2star_file"] = out("t2star", full(prep.t2star_s))
+            res["r2star_box_file"] = out("r2star_box", prep.r2star_hz)
+        kind = inp.user_field[0] if inp.user_field else None
+        if kind == "local":
+            res["user_local_box_file"] = out("user_local_box", inp.user_field[1][box])
+        state = {
+            "box": [[s.start, s.stop] for s in box],
+            "shape": list(inp.combined.shape),
+            "r2star_limit_hz": float(prep.r2star_limit_hz),
+            "user_field": kind,
+            "user_mask": mask is not None,
+            "timings_s": timings,
+        }
+        res["state_file"] = save_json(state, os.path.join(cwd, "qsm_field.json"))
+        return runtime
+
+
+class _BackgroundInputSpec(BaseInterfaceInputSpec):
+    field_ppm_box_file = File(exists=True, mandatory=True)
+    mask_box_file = File(exists=True, mandatory=True)
+    user_local_box_file = File(desc="user local field (ppm): replaces background removal")
+    state_file = File(exists=True, mandatory=True)
+    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
+    options = traits.Dict(desc="QSMOptions fields of background removal")
+    threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
+
+
+class _BackgroundOutputSpec(TraitedSpec):
+    local_box_file = File(exists=True, desc="local field (ppm) in the bounding box")
+    local_mask_box_file = File(exists=True, desc="mask of the local field in the bounding box")
+    local_field_file = File(exists=True, desc="local field (ppm)")
+    state_file = File(exists=True, desc="JSON: stage 1 state plus the V-SHARP radii, timings")
+
+
+class RemoveBackground(SimpleInterface):
+    """Stage 2: background field removal by the method of ``options.bg_removal``."""
+
+    input_spec = _BackgroundInputSpec
+    output_spec = _BackgroundOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from bids_qsm.qsm import stages
+        from bids_qsm.qsm.pipeline import QSMOptions
+
+        t0 = time.perf_counter()
+        state = load_json(self.inputs.state_file)
+        acq = _acquisition(load_json(self.inputs.meta_file))
+        field_ppm, affine = load_array(self.inputs.field_ppm_box_file)
+        mask, _ = load_array(self.inputs.mask_box_file, bool)
+        user = self.inputs.user_local_box_file
+        user_local = load_array(user)[0] if isdefined(user) and user else None
+        opt = QSMOptions(**(self.inputs.options or {}))
+        local, f_mask, radii = stages.remove_background(
+            field_ppm, mask, acq["vs"], acq["b0"], opt, self.inputs.threads, user_local
+        )
+        cwd = runtime.cwd
+        full = np.zeros(state["shape"], np.float32)
+        full[_box(state)] = local
+        state["radii_mm"] = radii
+        state["timings_s"]["background"] = time.perf_counter() - t0
+        self._results.update(
+            local_box_file=save_array(local, affine, os.path.join(cwd, "local_box.nii")),
+            local_mask_box_file=save_array(
+                f_mask, affine, os.path.join(cwd, "local_mask_box.nii"), dtype=np.uint8
+            ),
+            local_field_file=save_array(full, affine, os.path.join(cwd, "local_field_ppm.nii")),
+            state_file=save_json(state, os.path.join(cwd, "qsm_background.json")),
+        )
+        return runtime
+
+
+class _InvertInputSpec(BaseInterfaceInputSpec):
+    local_box_file = File(exists=True, mandatory=True)
+    local_mask_box_file = File(exists=True, mandatory=True)
+    r2star_box_file = File(desc="R2* (Hz) in the bounding box (CSF reference)")
+    combined_mag_file = File(exists=True, mandatory=True, desc="for the output grid")
+    state_file = File(exists=True, mandatory=True)
+    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
+    options = traits.Dict(desc="QSMOptions fields (all: the sidecar records every option)")
+    threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
+
+
+class _InvertOutputSpec(TraitedSpec):
+    chi_file = File(exists=True, desc="susceptibility (ppm)")
+    mask_file = File(exists=True, desc="mask in which chi is defined")
+    params_file = File(exists=True, desc="JSON: parameters, reference value, timings")
+
+
+class InvertField(SimpleInterface):
+    """Stage 3: dipole inversion (``options.inversion``), reported-mask erosion, referencing."""
+
+    input_spec = _InvertInputSpec
+    output_spec = _InvertOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from bids_qsm.qsm import stages
+        from bids_qsm.qsm.pipeline import QSMOptions, qsm_parameters
+
+        t0 = time.perf_counter()
+        state = load_json(self.inputs.state_file)
+        meta = load_json(self.inputs.meta_file)
+        acq = _acquisition(meta)
+        local, _ = load_array(self.inputs.local_box_file)
+        f_mask, _ = load_array(self.inputs.local_mask_box_file, bool)
+        _, affine = load_array(self.inputs.combined_mag_file)
+        r2 = self.inputs.r2star_box_file
+        r2_box = load_array(r2)[0] if isdefined(r2) and r2 else None
+        opt = QSMOptions(**(self.inputs.options or {}))
+        chi, f_mask = stages.invert_field(
+            local, f_mask, acq["vs"], acq["b0"], opt, self.inputs.threads
+        )
+        t1 = time.perf_counter()
+        chi, ref_value = stages.reference_susceptibility(chi, f_mask, opt, None, r2_box)
+        timings = state["timings_s"]
+        timings.update(inversion=t1 - t0, reference=time.perf_counter() - t1)
+        timings["total"] = sum(timings.values())
+        box, cwd = _box(state), runtime.cwd
+
+        def out(name: str, x: np.ndarray, dtype: type = np.float32) -> str:
+            arr = np.zeros(state["shape"], dtype)
+            arr[box] = x
+            return save_array(arr, affine, os.path.join(cwd, f"{name}.nii"), dtype=dtype)
+
+        params = qsm_parameters(
+            opt, acq, state["user_field"], state["user_mask"], state["radii_mm"],
+            state["r2star_limit_hz"], ref_value,
+        )  # fmt: skip
+        self._results.update(
+            chi_file=out("chi", chi),
+            mask_file=out("mask", f_mask, np.uint8),
+            params_file=save_json(
+                {
+                    "parameters": params,
+                    "reference_region": opt.reference,
+                    "reference_value_ppm": float(ref_value),
+                    "timings_s": timings,
+                },
+                os.path.join(cwd, "qsm_params.json"),
+            ),
+        )
+        return runtime
+
+
+__all__ = [
+    "InvertField",
+    "PrepareQSMField",
+    "ReconstructQSM",
+    "RemoveBackground",
+    "user_qsm_inputs",
+]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +121,35 @@ class QSMOptions:
         return d
 
 
+#: The QSMOptions fields read by field preparation (mask, unwrapping, echo fit, R2*), by
+#: background removal and by inversion and referencing: every field in exactly one (a new
+#: option must be added to the stage that reads it; tests/test_qsm_stages.py checks). The
+#: staged Nipype nodes receive only the fields of their stage (the last one all of them, for
+#: the sidecar), so that changing a later stage reuses the cached earlier ones.
+FIELD_OPTIONS: tuple[str, ...] = (
+    "unwrapping", "phase_sign", "mask_threshold_scale", "mask_opening_radius_mm",
+    "residual_threshold", "mask_r2star_max_hz", "mask_erosion_vox", "unwrap_downsample",
+    "mcpc_sigma_vox", "mcpc_refine_passes", "mcpc_poly_degree", "r2star_max_hz",
+)  # fmt: skip
+BACKGROUND_OPTIONS: tuple[str, ...] = (
+    "bg_removal", "vsharp_max_radius_mm", "vsharp_min_radius_mm", "vsharp_step_mm",
+    "vsharp_threshold", "pdf_tol", "pdf_max_iter", "pdf_pad_mm", "lbv_tol", "lbv_max_iter",
+)  # fmt: skip
+INVERSION_OPTIONS: tuple[str, ...] = (
+    "inversion", "reference", "chimap_erosion_mm", "inversion_pad_mm", "tkd_threshold",
+    "tikhonov_lambda", "tikhonov_reg", "tikhonov_tol", "tikhonov_max_iter", "tv_lambda",
+    "tv_rho", "tv_tol", "tv_max_iter", "rts_delta", "rts_mu", "rts_rho", "rts_tol",
+    "rts_max_iter", "rts_lsmr_iter", "csf_r2star_max_hz",
+)  # fmt: skip
+
+
+def stage_options(options: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The entries of an options dict read by ``stage`` ("field", "background" or
+    "inversion"; the last one gets all, since the sidecar records every option)."""
+    keys = {"field": FIELD_OPTIONS, "background": BACKGROUND_OPTIONS}.get(stage)
+    return dict(options) if keys is None else {k: v for k, v in options.items() if k in keys}
+
+
 @dataclass
 class QSMResult:
     """Outputs of :func:`reconstruct_qsm` (all maps on the input grid)."""
@@ -139,22 +169,26 @@ class QSMResult:
     parameters: dict = field(default_factory=dict)
 
 
-def _parameters(
+def qsm_parameters(
     opt: QSMOptions,
-    inp: Inputs,
+    acquisition: Mapping[str, Any],
+    user_field: str | None,
     user_mask: bool,
     radii: list[float],
     r2_max: float,
     ref_value: float,
-    b0_tesla: float,
 ) -> dict:
-    """The sidecar parameters of a reconstruction: options, algorithms and acquisition."""
-    user_field = inp.user_field
-    multi = len(inp.te) > 1
+    """The sidecar parameters of a reconstruction: options, algorithms and acquisition.
+
+    ``acquisition``: ``te`` (s), ``b0`` (unit vector), ``vs`` (mm), ``b0_tesla`` (T);
+    ``user_field``: None, ``"total"`` or ``"local"``.
+    """
+    te, b0, vs, b0_tesla = (acquisition[k] for k in ("te", "b0", "vs", "b0_tesla"))
+    multi = len(te) > 1
     return {
         **opt.to_dict(),
         "unwrapping_algorithm": ALGORITHM_NAMES[opt.unwrapping],
-        "field_source": "phase" if user_field is None else f"user {user_field[0]} field",
+        "field_source": "phase" if user_field is None else f"user {user_field} field",
         "phase_offset_removal": (
             "MCPC-3D-S (Eckstein 2018), polynomial of degree "
             f"{opt.mcpc_poly_degree} fitted before the Gaussian smoothing"
@@ -167,7 +201,7 @@ def _parameters(
         if multi
         else "single echo: phase / (2 pi TE)",
         "bg_removal_algorithm": ALGORITHM_NAMES[opt.bg_removal]
-        if user_field is None or user_field[0] == "total"
+        if user_field is None or user_field == "total"
         else "none (user local field)",
         "inversion_algorithm": ALGORITHM_NAMES[opt.inversion],
         "vsharp_radii_mm": radii if opt.bg_removal == "vsharp" else None,
@@ -175,10 +209,10 @@ def _parameters(
         "mask_r2star_max_hz_used": float(r2_max) if multi else None,
         "reference_region": opt.reference,
         "reference_value_ppm": ref_value,
-        "echo_times_s": inp.te,
+        "echo_times_s": te,
         "b0_tesla": float(b0_tesla),
-        "b0_direction_voxel_axes": [float(v) for v in inp.b0],
-        "voxel_size_mm": [float(v) for v in inp.vs],
+        "b0_direction_voxel_axes": [float(v) for v in b0],
+        "voxel_size_mm": [float(v) for v in vs],
         "sign_convention": "paramagnetic positive",
         "units": "ppm",
     }
@@ -251,8 +285,10 @@ def reconstruct_qsm(
         return out
 
     timings["total"] = time.perf_counter() - t_all
-    params = _parameters(
-        opt, inp, mask is not None, radii, prep.r2star_limit_hz, ref_value, b0_tesla
+    acquisition = {"te": inp.te, "b0": inp.b0, "vs": inp.vs, "b0_tesla": b0_tesla}
+    kind = inp.user_field[0] if inp.user_field else None
+    params = qsm_parameters(
+        opt, acquisition, kind, mask is not None, radii, prep.r2star_limit_hz, ref_value
     )
     return QSMResult(
         chi_ppm=full(chi),

@@ -1,5 +1,8 @@
 """Participant level: Nipype workflows from GRE magnitude + phase to BIDS derivatives.
 
+The entry point :func:`run_participant_level`; the graph is built by
+:mod:`bids_qsm.workflows.participant_graph` (its names are re-exported here).
+
 Graph of one acquisition (``init_gre_wf``)::
 
     load ──> qsm_wf ──> swi_wf ──────────────┐
@@ -10,7 +13,8 @@ Every box is a thin interface (``bids_qsm.interfaces``) around the pure numerica
 (``bids_qsm.qsm``, ``bids_qsm.swi``, ``bids_qsm.atlas``, ``bids_qsm.stats``). Nodes run with
 MultiProc by default (``--nprocs``, ``--omp-nthreads``, ``--mem-mb``) or any Nipype plugin
 (``--use-plugin``); the work directory caches finished nodes, so a re-run only redoes what
-changed. Subjects are scheduled by :mod:`bids_qsm.workflows.scheduler` (several at once when
+changed (QSM is three nodes, field / background / inversion, see ``init_qsm_wf``).
+Subjects are scheduled by :mod:`bids_qsm.workflows.scheduler` (several at once when
 ``--nprocs`` allows): a failing subject is logged (crash files in its log folder), gets a report
 page saying why, and the others go on.
 """

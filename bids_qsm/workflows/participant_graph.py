@@ -23,9 +23,10 @@ from bids_qsm.config import Config
 from bids_qsm.interfaces.atlas import RegisterAtlas
 from bids_qsm.interfaces.gre import LoadGRE
 from bids_qsm.interfaces.outputs import WriteDerivatives
-from bids_qsm.interfaces.qsm import ReconstructQSM
+from bids_qsm.interfaces.qsm import InvertField, PrepareQSMField, RemoveBackground
 from bids_qsm.interfaces.stats import LesionStats, RegionalStats
 from bids_qsm.interfaces.swi import ComputeSWI
+from bids_qsm.qsm.pipeline import stage_options
 from bids_qsm.specs import acquisition_to_dict
 
 LOGGER = logging.getLogger("bids_qsm.participant")
@@ -92,23 +93,49 @@ def set_thread_limits(threads: int, force: bool = False) -> None:
 
 
 def init_qsm_wf(*, options: dict[str, Any], threads: int, name: str = "qsm_wf") -> pe.Workflow:
-    """QSM reconstruction: brain mask, exact unwrapping, echo fit, V-SHARP/PDF, inversion, R2*.
+    """QSM reconstruction in three cached stages (``bids_qsm.interfaces.qsm``).
 
-    Inputs: ``mag_file``, ``phase_file`` (rad), ``meta_file``. Outputs: the susceptibility map
-    (ppm) and every intermediate the later stages need (see ``ReconstructQSM``).
+    ``qsm_field`` (mask, exact unwrapping, echo fit, R2*) -> ``qsm_background`` (V-SHARP, PDF
+    or LBV) -> ``qsm_inversion`` (dipole inversion, referencing); each node gets only the
+    options of its stage, so a re-run with another ``--inversion`` reuses the first two.
+    Inputs: ``mag_file``, ``phase_file`` (rad), ``meta_file``; user mask / field files are set
+    on the ``qsm_field`` node. Outputs: the susceptibility map (ppm) and every intermediate the
+    later stages need (those of the former single ``ReconstructQSM`` node).
     """
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(
         IdentityInterface(["mag_file", "phase_file", "meta_file"]), name="inputnode"
     )
     outputnode = pe.Node(IdentityInterface(list(_QSM_OUTPUTS)), name="outputnode")
-    qsm = pe.Node(
-        ReconstructQSM(options=options, threads=threads), name="qsm", n_procs=threads, mem_gb=3.5
-    )
+    field = pe.Node(
+        PrepareQSMField(options=stage_options(options, "field"), threads=threads),
+        name="qsm_field", n_procs=threads, mem_gb=3.5,
+    )  # fmt: skip
+    background = pe.Node(
+        RemoveBackground(options=stage_options(options, "background"), threads=threads),
+        name="qsm_background", n_procs=threads, mem_gb=2.5,
+    )  # fmt: skip
+    invert = pe.Node(
+        InvertField(options=stage_options(options, "inversion"), threads=threads),
+        name="qsm_inversion", n_procs=threads, mem_gb=2.5,
+    )  # fmt: skip
     wf.connect([
-        (inputnode, qsm, [("mag_file", "mag_file"), ("phase_file", "phase_file"),
-                          ("meta_file", "meta_file")]),
-        (qsm, outputnode, [(o, o) for o in _QSM_OUTPUTS]),
+        (inputnode, field, [("mag_file", "mag_file"), ("phase_file", "phase_file"),
+                            ("meta_file", "meta_file")]),
+        (inputnode, background, [("meta_file", "meta_file")]),
+        (inputnode, invert, [("meta_file", "meta_file")]),
+        (field, background, [(f, f) for f in ("field_ppm_box_file", "mask_box_file",
+                                              "user_local_box_file", "state_file")]),
+        (field, invert, [("r2star_box_file", "r2star_box_file"),
+                         ("combined_mag_file", "combined_mag_file")]),
+        (background, invert, [(f, f) for f in ("local_box_file", "local_mask_box_file",
+                                               "state_file")]),
+        (field, outputnode, [(o, o) for o in ("brain_mask_file", "field_hz_file",
+                                              "residual_file", "combined_mag_file",
+                                              "r2star_file", "t2star_file")]),
+        (background, outputnode, [("local_field_file", "local_field_file")]),
+        (invert, outputnode, [("chi_file", "chi_file"), ("mask_file", "mask_file"),
+                              ("params_file", "params_file")]),
     ])  # fmt: skip
     return wf
 
@@ -233,7 +260,7 @@ def init_gre_wf(
         LoadGRE(acquisition=acq, b0_tesla=config.execution.b0_tesla), name="load", mem_gb=1.5
     )
     qsm_wf = init_qsm_wf(options=config.workflow.qsm_options(), threads=threads)
-    _user_inputs(qsm_wf.get_node("qsm"), acquisition, config)
+    _user_inputs(qsm_wf.get_node("qsm_field"), acquisition, config)
     swi_wf = init_swi_wf(options=config.workflow.swi_options())
     atlas_wf = init_atlas_wf(
         atlas=atlas,
@@ -362,6 +389,9 @@ def init_participant_wf(
 STAGE_LABELS: dict[str, str] = {
     "load": "load GRE (checks, units, B0 direction)",
     "qsm": "QSM (mask, unwrap, echo fit, background removal, inversion, R2*)",
+    "qsm_field": "QSM field (mask, unwrap, echo fit, R2*)",
+    "qsm_background": "QSM background field removal",
+    "qsm_inversion": "QSM dipole inversion and referencing",
     "swi": "SWI, minIP and phase-iron",
     "register": "atlas registration (ANTs)",
     "regional_stats": "regional iron table",
