@@ -56,22 +56,21 @@ def _with_sub(label: object) -> str:
     return text if text.startswith("sub-") else f"sub-{text}"
 
 
+def _read_csv(path: Path, dtype: dict[str, type]) -> pd.DataFrame:
+    """A BIDS TSV with ``n/a`` as missing; an unreadable one -> :class:`InputDataError` (65)."""
+    try:
+        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True, dtype=dtype)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise InputDataError(f"corrupt table ({type(exc).__name__}: {reason})", path) from exc
+
+
 def read_tsv(path: Path) -> pd.DataFrame:
     """Read a BIDS TSV: ``n/a`` as missing, entity columns kept as text (``n/a`` when empty).
 
     An unreadable, undecodable, malformed or empty table raises :class:`InputDataError` (65).
     """
-    try:
-        df = pd.read_csv(
-            path,
-            sep="\t",
-            na_values=["n/a"],
-            keep_default_na=True,
-            dtype={c: str for c in (*ENTITY_COLUMNS, "lesion_id", "label")},
-        )
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise InputDataError(f"corrupt table ({type(exc).__name__}: {reason})", path) from exc
+    df = _read_csv(path, {c: str for c in (*ENTITY_COLUMNS, "lesion_id", "label")})
     if df.shape[1] < 2:
         raise InputDataError(f"corrupt table: {df.shape[1]} column (not tab-separated?)", path)
     for col in ("session_id", "acq", "run"):
@@ -92,17 +91,7 @@ def read_participants(bids_dir: Path, group_column: str = "group") -> pd.DataFra
             "participants.tsv not found: the group level needs it for the group and covariates",
             path,
         )
-    try:
-        df = pd.read_csv(
-            path,
-            sep="\t",
-            na_values=["n/a"],
-            keep_default_na=True,
-            dtype={"participant_id": str, group_column: str},
-        )
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise InputDataError(f"corrupt table ({type(exc).__name__}: {reason})", path) from exc
+    df = _read_csv(path, {"participant_id": str, group_column: str})
     if "participant_id" not in df.columns:
         raise InputDataError("no participant_id column", path)
     if group_column not in df.columns:

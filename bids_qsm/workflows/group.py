@@ -268,33 +268,24 @@ def _statistics(c: _Cohort, long: pd.DataFrame) -> _Statistics:
     design, prefix = c.design, c.prefix
     data = G.regional_analysis_data(long[~long["participant_id"].isin(list(c.exclusions))], design)
     measures = G.present_measures(data)
-    with _step("group differences (OLS)", c.timings):
-        groupdiff = G.group_differences(data, design, measures)
-        write_table(
-            groupdiff,
-            Path(f"{prefix}_desc-groupdiff_stats.tsv"),
-            G.GROUPDIFF_COLUMNS,
-            "Covariate-adjusted group differences (OLS).",
-        )
-    with _step("clinical associations", c.timings):
-        variables = c.settings.clinical_columns or G.default_clinical_columns(
-            c.participants, design
-        )
-        clinical = G.clinical_associations(data, design, measures, variables)
-        write_table(
-            clinical,
-            Path(f"{prefix}_desc-clinical_stats.tsv"),
-            G.CLINICAL_COLUMNS,
-            "Partial correlations with clinical variables in the patients.",
-        )
-    with _step("normative z-scores", c.timings):
-        zscores = G.normative_zscores(data, design, measures)
-        write_table(
-            zscores,
-            Path(f"{prefix}_desc-zscores_stats.tsv"),
-            G.ZSCORE_COLUMNS,
-            "z-scores of every participant against the controls.",
-        )
+    variables = c.settings.clinical_columns or G.default_clinical_columns(c.participants, design)
+    steps = (
+        ("group differences (OLS)", "groupdiff", G.GROUPDIFF_COLUMNS,
+         "Covariate-adjusted group differences (OLS).",
+         lambda: G.group_differences(data, design, measures)),
+        ("clinical associations", "clinical", G.CLINICAL_COLUMNS,
+         "Partial correlations with clinical variables in the patients.",
+         lambda: G.clinical_associations(data, design, measures, variables)),
+        ("normative z-scores", "zscores", G.ZSCORE_COLUMNS,
+         "z-scores of every participant against the controls.",
+         lambda: G.normative_zscores(data, design, measures)),
+    )  # fmt: skip
+    tables = []
+    for step, desc, columns, description, compute in steps:
+        with _step(step, c.timings):
+            tables.append(compute())
+            write_table(tables[-1], Path(f"{prefix}_desc-{desc}_stats.tsv"), columns, description)
+    groupdiff, clinical, zscores = tables
     return _Statistics(data, measures, variables, groupdiff, clinical, zscores)
 
 
