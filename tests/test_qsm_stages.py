@@ -51,7 +51,7 @@ def _run(inputs: dict, options: dict, base: Path) -> dict[str, Path]:
     node.inputs.phase_file = str(inputs["files"]["phase"])
     node.inputs.meta_file = str(inputs["files"]["meta"])
     wf.run(plugin="Linear")
-    stages = ("qsm_field", "qsm_background", "qsm_inversion")
+    stages = ("qsm_field", "qsm_background", "qsm")
     return {n: base / "qsm_wf" / n / f"result_{n}.pklz" for n in stages}
 
 
@@ -77,8 +77,8 @@ def test_staged_nodes_equal_reconstruct_qsm_and_reuse_earlier_stages(inputs, tmp
     )  # fmt: skip
     node_dir = base / "qsm_wf"
     for name, want in (
-        ("qsm_inversion/chi.nii", ref.chi_ppm),
-        ("qsm_inversion/mask.nii", ref.mask),
+        ("qsm/chi.nii", ref.chi_ppm),
+        ("qsm/mask.nii", ref.mask),
         ("qsm_background/local_field_ppm.nii", ref.local_field_ppm),
         ("qsm_field/field_hz.nii", ref.field_hz),
         ("qsm_field/r2star.nii", ref.r2star_hz),
@@ -86,7 +86,7 @@ def test_staged_nodes_equal_reconstruct_qsm_and_reuse_earlier_stages(inputs, tmp
     ):
         got = np.asanyarray(nib.load(node_dir / name).dataobj)
         np.testing.assert_array_equal(got, want.astype(got.dtype), err_msg=name)
-    params = json.loads((node_dir / "qsm_inversion" / "qsm_params.json").read_text())
+    params = json.loads((node_dir / "qsm" / "qsm_params.json").read_text())
     assert params["parameters"] == json.loads(json.dumps(ref.parameters))
     assert params["reference_value_ppm"] == ref.reference_value_ppm
 
@@ -96,6 +96,6 @@ def test_staged_nodes_equal_reconstruct_qsm_and_reuse_earlier_stages(inputs, tmp
     after = {n: p.stat().st_mtime_ns for n, p in results.items()}
     assert after["qsm_field"] == before["qsm_field"]
     assert after["qsm_background"] == before["qsm_background"]
-    assert after["qsm_inversion"] != before["qsm_inversion"]
-    tkd = json.loads((node_dir / "qsm_inversion" / "qsm_params.json").read_text())
+    assert after["qsm"] != before["qsm"]
+    tkd = json.loads((node_dir / "qsm" / "qsm_params.json").read_text())
     assert tkd["parameters"]["inversion"] == "tkd"

@@ -96,8 +96,9 @@ def init_qsm_wf(*, options: dict[str, Any], threads: int, name: str = "qsm_wf") 
     """QSM reconstruction in three cached stages (``bids_qsm.interfaces.qsm``).
 
     ``qsm_field`` (mask, exact unwrapping, echo fit, R2*) -> ``qsm_background`` (V-SHARP, PDF
-    or LBV) -> ``qsm_inversion`` (dipole inversion, referencing); each node gets only the
-    options of its stage, so a re-run with another ``--inversion`` reuses the first two.
+    or LBV) -> ``qsm`` (dipole inversion, referencing; the former single node's name); each
+    node gets only the options of its stage, so a re-run with another ``--inversion`` reuses
+    the first two.
     Inputs: ``mag_file``, ``phase_file`` (rad), ``meta_file``; user mask / field files are set
     on the ``qsm_field`` node. Outputs: the susceptibility map (ppm) and every intermediate the
     later stages need (those of the former single ``ReconstructQSM`` node).
@@ -117,7 +118,7 @@ def init_qsm_wf(*, options: dict[str, Any], threads: int, name: str = "qsm_wf") 
     )  # fmt: skip
     invert = pe.Node(
         InvertField(options=stage_options(options, "inversion"), threads=threads),
-        name="qsm_inversion", n_procs=threads, mem_gb=2.5,
+        name="qsm", n_procs=threads, mem_gb=2.5,
     )  # fmt: skip
     wf.connect([
         (inputnode, field, [("mag_file", "mag_file"), ("phase_file", "phase_file"),
@@ -388,10 +389,9 @@ def init_participant_wf(
 #: Terminal names of the workflow stages (node name -> what it does).
 STAGE_LABELS: dict[str, str] = {
     "load": "load GRE (checks, units, B0 direction)",
-    "qsm": "QSM (mask, unwrap, echo fit, background removal, inversion, R2*)",
     "qsm_field": "QSM field (mask, unwrap, echo fit, R2*)",
     "qsm_background": "QSM background field removal",
-    "qsm_inversion": "QSM dipole inversion and referencing",
+    "qsm": "QSM dipole inversion and referencing",
     "swi": "SWI, minIP and phase-iron",
     "register": "atlas registration (ANTs)",
     "regional_stats": "regional iron table",
