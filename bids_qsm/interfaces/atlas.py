@@ -51,6 +51,9 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     threads = traits.Int(2, usedefault=True)
     seed = traits.Int(0, usedefault=True)
     skip = traits.Bool(False, usedefault=True, desc="skip registration (--skip-registration)")
+    skip_reason = traits.Str(
+        "registration skipped on request (--skip-registration)", usedefault=True
+    )
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -80,7 +83,7 @@ class RegisterAtlas(SimpleInterface):
         cwd = runtime.cwd
         self._results["transforms"] = {}
         if self.inputs.skip:
-            ok, reason = False, "registration skipped on request (--skip-registration)"
+            ok, reason = False, self.inputs.skip_reason
         else:
             ok, reason = registration_feasible(mask, mask_img.header.get_zooms()[:3])
         if not ok:

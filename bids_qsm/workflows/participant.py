@@ -368,11 +368,15 @@ def init_participant_wf(
     *, subject: str, acquisitions: list[Any], config: Any, threads: int | None = None
 ) -> pe.Workflow:
     """One subject's workflow: one :func:`init_gre_wf` per acquisition."""
+    from bids_qsm.workflows.longitudinal import defer_registration, session_acquisitions  # i17
+
+    deferred = {id(a) for a in session_acquisitions(acquisitions)}  # issue 17: longitudinal
     wf = pe.Workflow(name=f"sub_{subject}_wf")
     for acq in acquisitions:
-        wf.add_nodes(
-            [init_gre_wf(acquisition=acq, config=config, name=_wf_name(acq), threads=threads)]
-        )
+        gre = init_gre_wf(acquisition=acq, config=config, name=_wf_name(acq), threads=threads)
+        if id(acq) in deferred:  # issue 17: atlas registered once per subject, after
+            defer_registration(gre)
+        wf.add_nodes([gre])
     return wf
 
 

@@ -180,6 +180,9 @@ def run_one_subject(
             with heartbeat(tracker.activity if status_file is None else (lambda: None), LOGGER):
                 graph = wf.run(**plugin)
             write_stage_timings(graph, log_dir)
+            from bids_qsm.workflows.longitudinal import run_longitudinal  # issue 17
+
+            run_longitudinal(config, subject, list(acquisitions), threads)  # issue 17
         except Exception as exc:  # a failing subject must not stop the others
             sources = {_wf_name(a): a.all_files()[0] for a in acquisitions}
             error = subject_error(subject, log_dir, sources, exc)
