@@ -62,7 +62,7 @@ def _simulate(bids: Path, args: argparse.Namespace, n_hc: int, n_ms: int, sessio
 
 def _participant(bids: Path, out: Path, work: Path, nprocs: int) -> float:
     return _run([str(BIN / "bids-qsm"), str(bids), str(out), "participant", "-w", str(work),
-                 "--nprocs", str(nprocs), "-q"])  # fmt: skip
+                 "--nprocs", str(nprocs)])  # fmt: skip
 
 
 def _tables(out: Path, bids: Path) -> pd.DataFrame:

@@ -197,6 +197,9 @@ def run_one_subject(
             nlog.removeHandler(tracker)
     try:
         report = write_subject_report(config, subject, list(acquisitions), out_dir)
+        from bids_qsm.reports.longitudinal import add_subject_section  # issue 17
+
+        add_subject_section(out_dir, subject, report)  # issue 17
     except Exception as exc:
         LOGGER.error("sub-%s: report failed: %s", subject, exc)
         LOGGER.debug("report traceback", exc_info=True)
