@@ -229,3 +229,44 @@ def test_sessions_json_describes_the_columns() -> None:
     rows = sessions_table(session_plan(2, 1.0))
     assert set(rows[0]) == set(SESSIONS_JSON)
     json.dumps(SESSIONS_JSON)
+
+
+def test_group_level_writes_rates_and_trajectories(tmp_path) -> None:
+    """The group-level step on longitudinal tables (fast path): rates, sidecar, figure, page."""
+    from types import SimpleNamespace
+
+    from bids_qsm.reports.longitudinal import add_group_section
+    from bids_qsm.stats.group import Design
+    from bids_qsm.stats.longitudinal import CHANGE_COLUMNS, MIXED_COLUMNS
+    from bids_qsm.workflows.longitudinal_group import run_longitudinal_group
+
+    tables = cohort_tables().assign(
+        atlas="AAL3", acq_time="n/a", days_from_baseline=lambda d: d.years_from_baseline * 365.25,
+        nvox=100, volume_mm3=2700.0, r2star_mean_hz=30.0, phaseiron_mean_rad=0.01,
+    )  # fmt: skip
+    for col in ("chi_change_ppm_per_year", "r2star_change_hz_per_year",
+                "phaseiron_change_rad_per_year", "volume_change_mm3_per_year"):  # fmt: skip
+        tables[col] = 0.0
+    for pid, t in tables.groupby("participant_id"):
+        anat = tmp_path / pid / "anat"
+        anat.mkdir(parents=True, exist_ok=True)
+        t[list(CHANGE_COLUMNS)].to_csv(anat / f"{pid}_desc-longitudinal_stats.tsv", sep="\t",
+                                       index=False)  # fmt: skip
+    participants = tables[["participant_id", "group", "age"]].drop_duplicates("participant_id")
+    design = Design("group", "HC", ["MS"], ["age"], use_volume=True)
+    settings = SimpleNamespace(output_dir=tmp_path, atlas="AAL3")
+    result = run_longitudinal_group(settings, participants, design, {"sub-16": "excluded"})
+    g = tmp_path / "group"
+    rates = pd.read_csv(g / "desc-longitudinalrates_stats.tsv", sep="\t", na_values="n/a")
+    sidecar = json.loads((g / "desc-longitudinalrates_stats.json").read_text())
+    assert set(rates.columns) == set(MIXED_COLUMNS) and set(rates.columns) <= set(sidecar)
+    assert (rates.n_subjects == 15).all()  # the exclusion is honoured
+    put = rates[(rates.structure == "putamen") & (rates.term == "rate_difference:MS-HC")]
+    assert put[put.measure == "chi_mean_ppm"].iloc[0].estimate > 0
+    vol = rates[rates.measure == "volume_mm3"]
+    assert vol.reason.str.contains("no within-participant change").all()
+    assert (g / "figures" / "desc-trajectories_plot.png").is_file()
+    page = g / "group.html"
+    page.write_text("<html><body><main></main></body></html>")
+    add_group_section(g, result)
+    assert "Longitudinal: iron over time" in page.read_text()
