@@ -270,3 +270,29 @@ def test_group_level_writes_rates_and_trajectories(tmp_path) -> None:
     page.write_text("<html><body><main></main></body></html>")
     add_group_section(g, result)
     assert "Longitudinal: iron over time" in page.read_text()
+
+
+def test_simulated_sessions_same_head_planted_change() -> None:
+    """Two sessions 2 years apart: same anatomy, new pose and noise, the planted change."""
+    from bids_qsm.simulate.acquisition import HeadPose
+    from bids_qsm.simulate.sessions import simulate_sessions
+
+    plans = session_plan(2, 2.0)
+    poses = [HeadPose((2.0, -1.0, 0.5), (1.0, 0.0, -2.0), 1.02),
+             HeadPose((-1.5, 2.0, 0.0), (-2.0, 1.5, 1.0), 1.02)]  # fmt: skip
+    rates = {"globus_pallidus": 0.010, "thalamus": -0.004}
+    s1, s2 = simulate_sessions("tiny", 11, plans, poses, group="MS", edss=3.0, atrophy=True,
+                               rates_ppm_per_year=rates, workers=1)  # fmt: skip
+    assert s1.participant == s2.participant  # the baseline row (disease duration at baseline)
+    assert s1.deformation.info == s2.deformation.info  # same head
+    assert not np.allclose(s1.affine, s2.affine)  # new position in the scanner
+    loss = s2.structure_loss["thalamus"] - s1.structure_loss["thalamus"]
+    assert loss == pytest.approx(0.003 * plans[1].years)  # atrophy progression: 0.3 %/year
+    t1 = s1.regional_truth.set_index(["structure", "hemisphere"])
+    t2 = s2.regional_truth.set_index(["structure", "hemisphere"])
+    change = (t2.chi_mean_ppm - t1.chi_mean_ppm).xs("bilateral", level="hemisphere") * 1000
+    # 20 ppb planted in the pallidum (3 mm partial volume reads about 20 % less), -8 thalamus
+    assert 13.0 < change["globus_pallidus"] < 22.0, change.round(2).to_dict()
+    assert -10.0 < change["thalamus"] < -4.0, change.round(2).to_dict()
+    for name in ("red_nucleus", "hippocampus", "amygdala"):  # nothing planted: resampling only
+        assert abs(change[name]) < 3.0, change.round(2).to_dict()

@@ -112,6 +112,8 @@ def _slope(t: np.ndarray, y: np.ndarray) -> float:
     ok = np.isfinite(t) & np.isfinite(y)
     if ok.sum() < 2 or np.ptp(t[ok]) <= 0:
         return np.nan
+    if np.ptp(y[ok]) == 0:  # e.g. volumes from the one label set: exactly no change
+        return 0.0
     return float(np.polyfit(t[ok], y[ok], 1)[0])
 
 

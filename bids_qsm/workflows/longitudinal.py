@@ -126,7 +126,7 @@ def _resample_sessions(space: Any, files: list[dict[str, Path]]) -> dict[str, li
         out["mask"].append(space.resample_mask(mask, k))
         for key in ("chi", "r2star", "phaseiron"):
             if f[key].is_file():
-                arr = np.asarray(nib.load(str(f[key]).strip()).dataobj, np.float32)
+                arr = np.asarray(nib.load(str(f[key])).dataobj, np.float32)
                 out[key].append(space.resample(np.where(mask, arr, 0.0), k))
             else:
                 out[key].append(None)
