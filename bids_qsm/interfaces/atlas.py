@@ -87,12 +87,14 @@ class RegisterAtlas(SimpleInterface):
             ok, reason = False, self.inputs.skip_reason
         else:
             ok, reason = registration_feasible(mask, mask_img.header.get_zooms()[:3])
-        if not ok and self.inputs.skip and reason != _SKIP_REASON:  # deferred (issue 17)
-            LOGGER.info("Atlas registration deferred: %s", reason)
-        elif not ok:
-            LOGGER.warning(
-                "Atlas registration skipped: %s; regional tables hold the whole brain only.", reason
-            )
+        if not ok:
+            if self.inputs.skip and reason != _SKIP_REASON:  # deferred (issue 17)
+                LOGGER.info("Atlas registration deferred: %s", reason)
+            else:
+                LOGGER.warning(
+                    "Atlas registration skipped: %s; regional tables hold the whole brain only.",
+                    reason,
+                )
             self._results["params_file"] = save_json(
                 {"skipped": True, "reason": reason}, os.path.join(cwd, "registration.json")
             )
