@@ -186,8 +186,10 @@ def main() -> None:
 
     diff = res[res.term == "rate_difference:MS-HC"]
     chi = diff[diff.measure == "chi_mean_ppm"].set_index(["structure", "hemisphere"])
-    rates = res[res.measure == "chi_mean_ppm"].pivot_table(
-        index=["structure", "hemisphere"], columns="term", values="estimate"
+    rates = (
+        res[res.measure == "chi_mean_ppm"]
+        .set_index(["structure", "hemisphere", "term"])["estimate"]
+        .unstack("term")
     )
     planted = {"thalamus": -1.0, "caudate": 1.5, "putamen": 1.5, "globus_pallidus": 1.5}
     print("== chi rate of change (ppb/year), bilateral; planted MS-HC difference in ()")

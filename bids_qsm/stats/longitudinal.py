@@ -203,31 +203,46 @@ def _design(sub: pd.DataFrame, group_column: str, control: str, cases: Sequence[
     return X.loc[:, (X != 0).any(axis=0)]
 
 
-def _fit_mixed(y: pd.Series, X: pd.DataFrame, groups: pd.Series):  # -> (result | None, reason)
+#: Optimisers tried in turn (statsmodels MixedLM.fit ``method``) until one converges.
+_METHODS = ("lbfgs", "bfgs", "cg")
+
+
+def _fit_mixed(y: pd.Series, X: pd.DataFrame, groups: pd.Series):  # -> (result, reason, scale)
+    """REML fit of ``y ~ X + (1 | groups)`` on ``y / SD(y)`` (well-conditioned for values of
+    any units, e.g. ppm); returns the fit, "" or why not, and the scale to multiply back."""
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
     problem = model_problem(y.to_numpy(float), X.to_numpy(float))
     if problem:
-        return None, problem
+        return None, problem, 1.0
     df = len(y) - X.shape[1] - 1  # fixed effects + random-intercept variance
     problem = df_problem(float(df))
     if problem:
-        return None, problem
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            res = sm.MixedLM(y.astype(float), X, groups=groups).fit(reml=True, method="lbfgs")
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            return None, f"mixed model failed ({type(exc).__name__})"
-    if not getattr(res, "converged", True) or any(
-        issubclass(w.category, ConvergenceWarning) and "converge" in str(w.message).lower()
-        for w in caught
-    ):
-        return None, "mixed model did not converge"
-    if not np.isfinite(np.asarray(res.bse_fe, float)).all():
-        return None, "singular fit (non-finite standard errors)"
-    return res, ""
+        return None, problem, 1.0
+    scale = float(np.std(y.to_numpy(float))) or 1.0
+    why = "mixed model did not converge"
+    for method in _METHODS:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                res = sm.MixedLM((y / scale).astype(float), X, groups=groups).fit(
+                    reml=True, method=method
+                )
+            except (np.linalg.LinAlgError, ValueError) as exc:
+                why = f"mixed model failed ({type(exc).__name__})"
+                continue
+        if not getattr(res, "converged", True) or any(
+            issubclass(w.category, ConvergenceWarning) and "converge" in str(w.message).lower()
+            for w in caught
+        ):
+            why = "mixed model did not converge"
+            continue
+        if not np.isfinite(np.asarray(res.bse_fe, float)).all():
+            why = "singular fit (non-finite standard errors)"
+            continue
+        return res, "", scale
+    return None, why, 1.0
 
 
 def _wald(res, weights: Mapping[str, float]) -> tuple[float, float]:
@@ -276,11 +291,19 @@ def mixed_models(
             }  # fmt: skip
             within = sub.groupby("participant_id")[measure].agg(np.ptp).to_numpy(float)
             if min(per_group.values(), default=0) < 2:
-                res, why = None, "fewer than 2 participants with 2 timed sessions in a group"
+                res, why, scale = (
+                    None,
+                    "fewer than 2 participants with 2 timed sessions in a group",
+                    1.0,
+                )
             elif float(np.max(within, initial=0.0)) <= 1e-9 * max(1.0, sub[measure].abs().max()):
-                res, why = None, "no within-participant change (same value in every session)"
+                res, why, scale = (
+                    None,
+                    "no within-participant change (same value in every session)",
+                    1.0,
+                )
             else:
-                res, why = _fit_mixed(sub[measure], X, sub["participant_id"])
+                res, why, scale = _fit_mixed(sub[measure], X, sub["participant_id"])
             terms = [(f"rate:{control_label}", {"years": 1.0}, control_label)]
             for c in cases:
                 inter = f"{group_column}[{c}]:years"
@@ -289,7 +312,7 @@ def mixed_models(
             for term, weights, lev in terms:
                 est = se = np.nan
                 if res is not None:
-                    est, se = _wald(res, weights)
+                    est, se = (scale * v for v in _wald(res, weights))
                 z = est / se if res is not None and se > 0 else np.nan
                 rows.append(
                     {
@@ -307,10 +330,13 @@ def mixed_models(
                         "n_obs": int(len(sub)),
                         "n_subjects": int(sub["participant_id"].nunique()),
                         "n_subjects_group": per_group.get(lev, 0),
-                        "random_intercept_sd": float(np.sqrt(max(float(res.cov_re.iloc[0, 0]), 0)))
+                        "random_intercept_sd": scale
+                        * float(np.sqrt(max(float(res.cov_re.iloc[0, 0]), 0)))
                         if res is not None
                         else np.nan,
-                        "residual_sd": float(np.sqrt(res.scale)) if res is not None else np.nan,
+                        "residual_sd": scale * float(np.sqrt(res.scale))
+                        if res is not None
+                        else np.nan,
                         "reason": why,
                         "model": f"{measure} ~ {group_column} * years"
                         + "".join(f" + {c}" for c in covariates)
