@@ -115,9 +115,10 @@ def test_test_retest_within_tolerance(two_sessions: dict[str, Path]) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 17 target 3 ppb not met on tiny: measured 4.25 ppb; the QSM reconstruction "
-    "itself varies by 3.5 ppb between these two sessions (native grids, true labels; 2.8 ppb "
-    "without head repositioning), the subject-space resampling adds about 0.7 ppb",
+    reason="3 ppb not met by this one subject: measured 4.25 ppb; the QSM reconstruction "
+    "itself varies by 3.5 ppb between its two sessions (native grids, true labels; 2.8 ppb "
+    "without head repositioning), the subject-space resampling adds about 0.7 ppb. Over the 8 "
+    "controls of benchmarks/bench_longitudinal.py the mean is 1.68 ppb (per subject 1.2-3.2)",
 )
 def test_test_retest_target(two_sessions: dict[str, Path]) -> None:
     assert _retest_ppb(two_sessions).mean() <= TEST_RETEST_PPB
