@@ -272,6 +272,7 @@ def test_group_level_writes_rates_and_trajectories(tmp_path) -> None:
     assert "Longitudinal: iron over time" in page.read_text()
 
 
+@pytest.mark.slow  # two tiny simulations: about 25 s at load 3, 110 s at load 13
 def test_simulated_sessions_same_head_planted_change() -> None:
     """Two sessions 2 years apart: same anatomy, new pose and noise, the planted change."""
     from bids_qsm.simulate.acquisition import HeadPose
