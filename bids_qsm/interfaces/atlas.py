@@ -41,6 +41,9 @@ def registration_feasible(mask, voxel_size) -> tuple[bool, str]:
     return True, ""
 
 
+_SKIP_REASON = "registration skipped on request (--skip-registration)"
+
+
 class _RegisterInputSpec(BaseInterfaceInputSpec):
     mag_file = File(exists=True, mandatory=True, desc="combined GRE magnitude (3D)")
     mask_file = File(exists=True, mandatory=True, desc="brain mask")
@@ -51,6 +54,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     threads = traits.Int(2, usedefault=True)
     seed = traits.Int(0, usedefault=True)
     skip = traits.Bool(False, usedefault=True, desc="skip registration (--skip-registration)")
+    skip_reason = traits.Str(_SKIP_REASON, usedefault=True, desc="reason recorded when skipped")
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -80,13 +84,17 @@ class RegisterAtlas(SimpleInterface):
         cwd = runtime.cwd
         self._results["transforms"] = {}
         if self.inputs.skip:
-            ok, reason = False, "registration skipped on request (--skip-registration)"
+            ok, reason = False, self.inputs.skip_reason
         else:
             ok, reason = registration_feasible(mask, mask_img.header.get_zooms()[:3])
         if not ok:
-            LOGGER.warning(
-                "Atlas registration skipped: %s; regional tables hold the whole brain only.", reason
-            )
+            if self.inputs.skip and reason != _SKIP_REASON:  # deferred (issue 17)
+                LOGGER.info("Atlas registration deferred: %s", reason)
+            else:
+                LOGGER.warning(
+                    "Atlas registration skipped: %s; regional tables hold the whole brain only.",
+                    reason,
+                )
             self._results["params_file"] = save_json(
                 {"skipped": True, "reason": reason}, os.path.join(cwd, "registration.json")
             )

@@ -83,13 +83,26 @@ def _raw_sidecar(sub: SimulatedSubject, echo: int) -> dict:
     }
 
 
-def write_subject(root: Path, sub: SimulatedSubject, *, phase_units: str = "rad") -> None:
-    """Write one subject's raw GRE (and T1w), its truth and lesion masks under ``root``."""
+def _names(label: str, session: str | None) -> tuple[str, str]:
+    """Folder (``sub-<l>[/ses-<s>]``) and file prefix (``sub-<l>[_ses-<s>]``)."""
+    if session is None:
+        return f"sub-{label}", f"sub-{label}"
+    return f"sub-{label}/ses-{session}", f"sub-{label}_ses-{session}"
+
+
+def write_subject(
+    root: Path, sub: SimulatedSubject, *, phase_units: str = "rad", session: str | None = None
+) -> None:
+    """Write one subject's raw GRE (and T1w), its truth and lesion masks under ``root``.
+
+    ``session``: label of a ``ses-<label>`` folder and entity (longitudinal datasets).
+    """
     label = sub.participant["participant_id"].removeprefix("sub-")
-    anat = root / f"sub-{label}" / "anat"
+    folder, pre = _names(label, session)
+    anat = root / folder / "anat"
     vendor = phase_units == "vendor"
     for e in range(len(sub.te_s)):
-        stem = anat / f"sub-{label}_echo-{e + 1}_part-"
+        stem = anat / f"{pre}_echo-{e + 1}_part-"
         mag = sub.mag[..., e]
         if vendor:
             mag = np.clip(np.round(mag), 0, np.iinfo(np.int16).max).astype(np.int16)
@@ -105,9 +118,9 @@ def write_subject(root: Path, sub: SimulatedSubject, *, phase_units: str = "rad"
         data, aff = sub.t1w
         if vendor:
             data = np.clip(np.round(data), 0, np.iinfo(np.int16).max).astype(np.int16)
-        _write_nifti(anat / f"sub-{label}_T1w.nii.gz", data, aff)
+        _write_nifti(anat / f"{pre}_T1w.nii.gz", data, aff)
         _write_json(
-            anat / f"sub-{label}_T1w.json",
+            anat / f"{pre}_T1w.json",
             {
                 "MagneticFieldStrength": sub.b0_tesla,
                 "MRAcquisitionType": "3D",
@@ -116,26 +129,24 @@ def write_subject(root: Path, sub: SimulatedSubject, *, phase_units: str = "rad"
             },
         )
 
-    _write_truth(root / "derivatives" / "simulation", label, sub)
+    _write_truth(root / "derivatives" / "simulation", label, sub, session)
     if sub.lesion_masks:
-        lroot = root / "derivatives" / "lesions" / f"sub-{label}" / "anat"
+        lroot = root / "derivatives" / "lesions" / folder / "anat"
         for name, mask in sub.lesion_masks.items():
             _write_nifti(
-                lroot / f"sub-{label}_label-{name}_mask.nii.gz", mask.astype(np.uint8), sub.affine
+                lroot / f"{pre}_label-{name}_mask.nii.gz", mask.astype(np.uint8), sub.affine
             )
             _write_json(
-                lroot / f"sub-{label}_label-{name}_mask.json",
+                lroot / f"{pre}_label-{name}_mask.json",
                 {
                     "Type": "Lesion",
                     "Description": f"true {name} mask on the GRE grid (simulation)",
-                    "Sources": [
-                        f"bids:raw:sub-{label}/anat/sub-{label}_echo-1_part-mag_MEGRE.nii.gz"
-                    ],
+                    "Sources": [f"bids:raw:{folder}/anat/{pre}_echo-1_part-mag_MEGRE.nii.gz"],
                 },
             )
 
 
-def _write_deformation(anat: Path, label: str, sub: SimulatedSubject, src: list[str]) -> None:
+def _write_deformation(anat: Path, pre: str, sub: SimulatedSubject, src: list[str]) -> None:
     """The true anatomy deformation: MNI mm of every lattice point (scanner-mm affine)."""
     d = sub.deformation
     meta = {
@@ -150,7 +161,7 @@ def _write_deformation(anat: Path, label: str, sub: SimulatedSubject, src: list[
         "HeadPoseMatrix": sub.pose.matrix().tolist(),
         "StructureVolumeLoss": dict(sub.structure_loss),
     }
-    name = f"sub-{label}_from-scanner_to-MNI152NLin6Asym_desc-truth_xfm"
+    name = f"{pre}_from-scanner_to-MNI152NLin6Asym_desc-truth_xfm"
     if d.is_identity or d.lattice_affine is None:
         meta["Description"] = "rigid anatomy: the template itself under the head pose"
         _write_json(anat / f"{name}.json", meta)
@@ -160,9 +171,10 @@ def _write_deformation(anat: Path, label: str, sub: SimulatedSubject, src: list[
     _write_json(anat / f"{name}.json", meta)
 
 
-def _write_truth(droot: Path, label: str, sub: SimulatedSubject) -> None:
-    anat = droot / f"sub-{label}" / "anat"
-    src = [f"bids:raw:sub-{label}/anat/sub-{label}_echo-1_part-mag_MEGRE.nii.gz"]
+def _write_truth(droot: Path, label: str, sub: SimulatedSubject, session: str | None) -> None:
+    folder, pre = _names(label, session)
+    anat = droot / folder / "anat"
+    src = [f"bids:raw:{folder}/anat/{pre}_echo-1_part-mag_MEGRE.nii.gz"]
     common = {
         "SkullStripped": False,
         "Sources": src,
@@ -200,28 +212,28 @@ def _write_truth(droot: Path, label: str, sub: SimulatedSubject) -> None:
         ),
     ]
     for ent, data, meta in items:
-        _write_nifti(anat / f"sub-{label}_{ent}.nii.gz", data.astype(np.float32), sub.affine)
-        _write_json(anat / f"sub-{label}_{ent}.json", common | meta)
+        _write_nifti(anat / f"{pre}_{ent}.nii.gz", data.astype(np.float32), sub.affine)
+        _write_json(anat / f"{pre}_{ent}.json", common | meta)
     _write_nifti(
-        anat / f"sub-{label}_desc-brain_mask.nii.gz", sub.brain_mask.astype(np.uint8), sub.affine
+        anat / f"{pre}_desc-brain_mask.nii.gz", sub.brain_mask.astype(np.uint8), sub.affine
     )
-    _write_json(anat / f"sub-{label}_desc-brain_mask.json", {"Type": "Brain", "Sources": src})
-    _write_nifti(anat / f"sub-{label}_seg-AAL3_dseg.nii.gz", sub.labels, sub.affine)
+    _write_json(anat / f"{pre}_desc-brain_mask.json", {"Type": "Brain", "Sources": src})
+    _write_nifti(anat / f"{pre}_seg-AAL3_dseg.nii.gz", sub.labels, sub.affine)
     _write_json(
-        anat / f"sub-{label}_seg-AAL3_dseg.json",
+        anat / f"{pre}_seg-AAL3_dseg.json",
         {
             "Atlas": "AAL3",
             "Sources": src,
             "Description": "true AAL3 labels resampled (nearest neighbour) onto the GRE grid",
         },
     )
-    _write_deformation(anat, label, sub, src)
+    _write_deformation(anat, pre, sub, src)
     if sub.phase_offset_rad is not None:
         _write_nifti(
-            anat / f"sub-{label}_desc-phaseoffset_phasemap.nii.gz", sub.phase_offset_rad, sub.affine
+            anat / f"{pre}_desc-phaseoffset_phasemap.nii.gz", sub.phase_offset_rad, sub.affine
         )
         _write_json(
-            anat / f"sub-{label}_desc-phaseoffset_phasemap.json",
+            anat / f"{pre}_desc-phaseoffset_phasemap.json",
             {
                 "Units": "rad",
                 "SkullStripped": False,
@@ -279,6 +291,9 @@ def write_bids_dataset(
     fov_mm: tuple[float, float, float] | None = None,
     progress: Callable[[str], None] | None = None,
     workers: int = 2,
+    n_sessions: int = 1,
+    interval_years: float = 1.0,
+    iron_rate_ppm_per_year: dict[str, float] | None = None,
 ) -> Path:
     """Simulate subjects and write them as a BIDS dataset at ``out_dir`` (returned).
 
@@ -290,7 +305,8 @@ def write_bids_dataset(
     ``pose_rotation_sd_deg``) and scales (SD 3%) each head; ``effect_scale`` multiplies the
     patients' deep gray matter effect. Every subject's anatomy is deformed (random affine +
     smooth displacement, :mod:`.deformation`) unless ``rigid_anatomy``. Per-subject seeds
-    derive from ``seed`` and the subject's position.
+    derive from ``seed`` and the subject's position. ``n_sessions`` > 1 writes ``ses-<k>``
+    folders ``interval_years`` apart with planted iron rates (:mod:`.sessions`).
     """
     if phase_units not in ("rad", "vendor"):
         raise UsageError(f"phase units must be 'rad' or 'vendor', not {phase_units!r}")
@@ -317,9 +333,7 @@ def write_bids_dataset(
         sub_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
         if progress:
             progress(f"simulating sub-{label} ({group}, preset {preset})")
-        sub = simulate_subject(
-            preset,
-            sub_seed,
+        kwargs = dict(
             oblique_deg=oblique_deg,
             te_s=te_s,
             b0_tesla=b0_tesla,
@@ -330,7 +344,6 @@ def write_bids_dataset(
             edss=next(edss) if group == "MS" else 0.0,
             null_effect=null_effect,
             atrophy=atrophy,
-            pose=pose,
             shim_residual_hz=shim_residual_hz,
             between_subject_sd_ppm=between_subject_sd_ppm,
             effect_scale=effect_scale,
@@ -340,6 +353,24 @@ def write_bids_dataset(
             workers=workers,
             rigid_anatomy=rigid_anatomy,
         )
+        if n_sessions > 1:  # longitudinal: ses-<k> folders and sub-<l>_sessions.tsv
+            from bids_qsm.simulate.sessions import session_plan, write_subject_sessions
+
+            plans = session_plan(n_sessions, interval_years)
+            prng = np.random.default_rng(np.random.SeedSequence([seed, 104729, i]))
+            poses = [pose]  # later sessions: new position, same head size (scale)
+            for _ in plans[1:]:
+                q = _random_pose(prng, pose_rotation_sd_deg) if random_pose else HeadPose()
+                poses.append(HeadPose(q.rotation_deg, q.shift_mm, pose.scale))
+            rows.append(
+                write_subject_sessions(
+                    root, preset, sub_seed, plans, poses, rates=iron_rate_ppm_per_year,
+                    phase_units=phase_units, regional=regional, lesion_rows=lesion_rows,
+                    progress=progress, **kwargs,
+                )
+            )  # fmt: skip
+            continue
+        sub = simulate_subject(preset, sub_seed, pose=pose, **kwargs)  # type: ignore[arg-type]
         write_subject(root, sub, phase_units=phase_units)
         rows.append(sub.participant)
         regional.append(sub.regional_truth.assign(participant_id=f"sub-{label}"))
@@ -350,11 +381,17 @@ def write_bids_dataset(
     _write_dataset_files(root, pd.DataFrame(rows), preset, seed, null_effect)
     droot = root / "derivatives" / "simulation"
     reg = pd.concat(regional, ignore_index=True)
-    _write_tsv(droot / "regional_truth.tsv", reg[["participant_id", *reg.columns[:-1]]])
+    _write_tsv(droot / "regional_truth.tsv", reg[_id_first(reg)])
     if lesion_rows:
         les = pd.concat(lesion_rows, ignore_index=True)
-        _write_tsv(droot / "lesion_truth.tsv", les[["participant_id", *les.columns[:-1]]])
+        _write_tsv(droot / "lesion_truth.tsv", les[_id_first(les)])
     return root
+
+
+def _id_first(df: pd.DataFrame) -> list[str]:
+    """Columns with participant_id (and session_id, if any) first."""
+    ids = [c for c in ("participant_id", "session_id") if c in df.columns]
+    return [*ids, *(c for c in df.columns if c not in ids)]
 
 
 def _write_dataset_files(

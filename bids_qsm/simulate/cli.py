@@ -59,6 +59,31 @@ def _mm_triplet(text: str) -> tuple[float, float, float]:
     return v  # type: ignore[return-value]
 
 
+def _rates(text: str) -> dict[str, float]:
+    from bids_qsm.simulate.sessions import parse_rates
+
+    try:
+        return parse_rates(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _longitudinal_options(p: argparse.ArgumentParser) -> None:
+    """--sessions, --interval-years, --iron-rate-ppb-per-year (bids_qsm.simulate.sessions)."""
+    p.add_argument("--sessions", type=int, default=1, help="sessions per subject (ses-1..N)")
+    p.add_argument(
+        "--interval-years", type=_positive_float, default=1.0, help="years between sessions"
+    )
+    p.add_argument(
+        "--iron-rate-ppb-per-year",
+        type=_rates,
+        default=None,
+        metavar="default|PPB|NAME=PPB,...",
+        help="patients' planted chi change per year: 'default' (basal ganglia +1.5, thalamus "
+        "and pulvinar -1), one number (BG +x, thalamus -x; 0 = no change) or name=ppb,...",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="bids-qsm-simulate",
@@ -170,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="SD of the random head rotation about each axis (degrees)",
     )
+    _longitudinal_options(p)
     p.add_argument("--nthreads", type=int, default=2, help="FFT threads")
     p.add_argument(
         "-v",
@@ -184,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sessions < 1:
+        parser.error(f"--sessions must be at least 1, got {args.sessions}")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(message)s",
@@ -226,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             fov_mm=args.fov,
             progress=log.info,
             workers=args.nthreads,
+            n_sessions=args.sessions,
+            interval_years=args.interval_years,
+            iron_rate_ppm_per_year=args.iron_rate_ppb_per_year,
         )
     except BidsQsmError as exc:
         if args.verbose >= 2:

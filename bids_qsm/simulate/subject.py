@@ -351,6 +351,8 @@ def simulate_subject(
     workers: int = 2,
     rigid_anatomy: bool = False,
     deformation: DeformationParams | None = None,
+    session_seed: int | None = None,
+    extra_shift_ppm: dict[str, float] | None = None,
 ) -> SimulatedSubject:
     """Simulate a multi-echo GRE scan of the digital head phantom with its ground truth.
 
@@ -395,6 +397,8 @@ def simulate_subject(
         Every subject's anatomy is the template under a random affine and smooth
         displacement (:mod:`.deformation`, amplitude / smoothness in ``deformation``);
         ``rigid_anatomy`` keeps the template head itself (only the pose moves it).
+    session_seed, extra_shift_ppm
+        Later session (:mod:`.sessions`): new noise streams; chi added per structure (ppm).
     """
     p = get_preset(preset)
     if group not in ("HC", "MS"):
@@ -408,6 +412,9 @@ def simulate_subject(
     rng_demo, rng_tissue, rng_les, rng_phase, rng_noise, rng_t1, rng_shim, rng_anat, rng_atr = (
         np.random.default_rng(s) for s in streams
     )
+    if session_seed is not None:  # same subject, new phase offset, noise, T1w noise and shim
+        ses = np.random.SeedSequence([seed, session_seed]).spawn(4)
+        rng_phase, rng_noise, rng_t1, rng_shim = (np.random.default_rng(s) for s in ses)
     pose = pose or HeadPose()
     participant = draw_participant(
         rng_demo,
@@ -430,11 +437,14 @@ def simulate_subject(
         lesion_set = place_lesions(hm, rng_les, n_lesions, forbidden=forbidden)
 
     loss = structure_atrophy(group, edss_val, participant["disease_duration"]) if atrophy else {}
+    shifts = disease_shift_ppm(group, edss_val, null_effect, effect_scale)
+    for name, extra in (extra_shift_ppm or {}).items():
+        shifts[name] = shifts.get(name, 0.0) + float(extra)
     maps = _tissue_maps(
         hm,
         rng_tissue,
         b0_tesla=b0_tesla,
-        shifts=disease_shift_ppm(group, edss_val, null_effect, effect_scale),
+        shifts=shifts,
         offsets=structure_offsets_ppm(rng_tissue, between_subject_sd_ppm),
         atrophy=atrophy_mm(group, edss_val) if atrophy else 0.0,
         lesions=lesion_set,

@@ -326,6 +326,11 @@ def run_group_level(config: Config, *, atlas: Any = None) -> int:
             with _step("voxelwise GLM", timings):
                 vox = _voxelwise(config, s, st.data, c.design, c.paths, c.group_dir, atlas)
 
+        with _step("longitudinal mixed models", timings):  # issue 17
+            from bids_qsm.workflows.longitudinal_group import run_longitudinal_group
+
+            longitudinal = run_longitudinal_group(s, participants, design, exclusions)
+
     with _step("report", timings):
         from bids_qsm.reports.group_report import GroupCohort, write_group_report
 
@@ -353,6 +358,9 @@ def run_group_level(config: Config, *, atlas: Any = None) -> int:
                 output_dir=s.output_dir,
             ),
         )
+        from bids_qsm.reports.longitudinal import add_group_section  # issue 17
+
+        add_group_section(group_dir, longitudinal)  # issue 17
     LOGGER.info(
         "group level finished in %.1f s (%s)",
         time.perf_counter() - t_start,

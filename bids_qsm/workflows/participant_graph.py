@@ -377,12 +377,20 @@ def _wf_name(acquisition: Any) -> str:
 def init_participant_wf(
     *, subject: str, acquisitions: list[Any], config: Config, threads: int | None = None
 ) -> pe.Workflow:
-    """One subject's workflow: one :func:`init_gre_wf` per acquisition."""
+    """One subject's workflow: one :func:`init_gre_wf` per acquisition.
+
+    With several sessions the atlas registration of each session is deferred: the
+    longitudinal step registers the atlas once to the within-subject template.
+    """
+    from bids_qsm.workflows.longitudinal import defer_registration, session_acquisitions
+
+    deferred = {id(a) for a in session_acquisitions(acquisitions)}
     wf = pe.Workflow(name=f"sub_{subject}_wf")
     for acq in acquisitions:
-        wf.add_nodes(
-            [init_gre_wf(acquisition=acq, config=config, name=_wf_name(acq), threads=threads)]
-        )
+        gre = init_gre_wf(acquisition=acq, config=config, name=_wf_name(acq), threads=threads)
+        if id(acq) in deferred:
+            defer_registration(gre)
+        wf.add_nodes([gre])
     return wf
 
 

@@ -173,6 +173,9 @@ def run_one_subject(
             with heartbeat(tracker.activity if status_file is None else (lambda: None), LOGGER):
                 graph = wf.run(**plugin)
             pgraph.write_stage_timings(graph, log_dir)
+            from bids_qsm.workflows.longitudinal import run_longitudinal  # issue 17
+
+            run_longitudinal(config, subject, list(acquisitions), threads)  # issue 17
         except Exception as exc:  # a failing subject must not stop the others
             sources = {pgraph._wf_name(a): a.all_files()[0] for a in acquisitions}
             error = subject_error(subject, log_dir, sources, exc)
@@ -187,6 +190,9 @@ def run_one_subject(
             nlog.removeHandler(tracker)
     try:
         report = reporting.write_subject_report(config, subject, list(acquisitions), out_dir)
+        from bids_qsm.reports.longitudinal import add_subject_section  # issue 17
+
+        add_subject_section(out_dir, subject, report)  # issue 17
     except Exception as exc:
         LOGGER.error("sub-%s: report failed: %s", subject, exc)
         LOGGER.debug("report traceback", exc_info=True)
