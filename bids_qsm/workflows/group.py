@@ -32,11 +32,13 @@ from bids_qsm.bids.writers import atomic_path, atomic_save_nifti, atomic_write_j
 from bids_qsm.config import Config, GroupSettings
 from bids_qsm.errors import InputMissingError
 from bids_qsm.logging_setup import heartbeat
+from bids_qsm.reports.longitudinal import add_group_section
 from bids_qsm.specs import AtlasSpec
 from bids_qsm.stats import group as G
 from bids_qsm.stats import group_swi as S
 from bids_qsm.stats.effects import read_exclusions
 from bids_qsm.stats.regional import COLUMN_DESCRIPTIONS
+from bids_qsm.workflows.longitudinal_group import run_longitudinal_group
 
 LOGGER = logging.getLogger("bids_qsm.group")
 
@@ -326,10 +328,8 @@ def run_group_level(config: Config, *, atlas: Any = None) -> int:
             with _step("voxelwise GLM", timings):
                 vox = _voxelwise(config, s, st.data, c.design, c.paths, c.group_dir, atlas)
 
-        with _step("longitudinal mixed models", timings):  # issue 17
-            from bids_qsm.workflows.longitudinal_group import run_longitudinal_group
-
-            longitudinal = run_longitudinal_group(s, participants, design, exclusions)
+        with _step("longitudinal mixed models", timings):
+            longitudinal = run_longitudinal_group(s, c.participants, c.design, c.exclusions)
 
     with _step("report", timings):
         from bids_qsm.reports.group_report import GroupCohort, write_group_report
@@ -358,9 +358,7 @@ def run_group_level(config: Config, *, atlas: Any = None) -> int:
                 output_dir=s.output_dir,
             ),
         )
-        from bids_qsm.reports.longitudinal import add_group_section  # issue 17
-
-        add_group_section(group_dir, longitudinal)  # issue 17
+        add_group_section(c.group_dir, longitudinal)
     LOGGER.info(
         "group level finished in %.1f s (%s)",
         time.perf_counter() - t_start,
