@@ -79,7 +79,10 @@ def test_outputs_per_session_and_subject(two_sessions: dict[str, Path]) -> None:
         for name in names:
             assert (anat / f"sub-01_{ses}_{name}.nii.gz").is_file(), name
         side = json.loads((anat / f"sub-01_{ses}_Chimap.json").read_text())
-        assert "longitudinal" in side["AtlasRegistration"]["reason"]
+        # the session's registration entry describes the one registration to the template
+        reg = side["AtlasRegistration"]
+        assert reg["skipped"] is False and "subject template" in reg["space"], reg
+        assert reg["parameters"]["Software"] == "test: true labels of ses-1"
         stats = pd.read_csv(anat / f"sub-01_{ses}_seg-AAL3_stats.tsv", sep="\t")
         assert set(DGM) <= set(stats.structure)  # same labels, carried to the session grid
     table = pd.read_csv(out / "anat" / "sub-01_desc-longitudinal_stats.tsv", sep="\t")

@@ -345,13 +345,14 @@ def _rewrite_session_tables(config: Any, accs: Sequence[Any], files: list[dict[s
     from bids_qsm.interfaces.stats import RegionalStats
     from bids_qsm.stats.regional import COLUMN_DESCRIPTIONS
     from bids_qsm.workflows.participant import apt_threshold
-    from bids_qsm.workflows.specs import atlas_spec_from_config
+    from bids_qsm.workflows.specs import atlas_from_spec, atlas_spec_from_config
 
     if not registered:
         return
     out = Path(config.execution.output_dir)
     atlas = _atlas_name(config)
     spec = atlas_spec_from_config(config.workflow)
+    template_name = atlas_from_spec(spec).template_name
     for k, (a, f) in enumerate(zip(accs, files, strict=True)):
         lab = space.labels_to_session(labels, k)
         ref = nib.load(str(f["mask"]))
@@ -362,6 +363,7 @@ def _rewrite_session_tables(config: Any, accs: Sequence[Any], files: list[dict[s
             "Registration": method["AtlasRegistration"], "SubjectSpace": method["SubjectSpace"],
         })  # fmt: skip
         chi_side = _sidecar(f["chi"])
+        _record_template_registration(f["chi"], chi_side, method, atlas, template_name)
         with tempfile.TemporaryDirectory(prefix="bids-qsm-long-") as tmpd:
             params = Path(tmpd) / "qsm.json"
             params.write_text(pd.Series({
@@ -382,3 +384,21 @@ def _rewrite_session_tables(config: Any, accs: Sequence[Any], files: list[dict[s
             header = Path(dst).read_text().splitlines()[0].split("\t")
             cols = {c: COLUMN_DESCRIPTIONS.get(c, {"Description": c}) for c in header}
             atomic_write_json(dst.with_suffix(".json"), cols)
+
+
+def _record_template_registration(
+    chi: Path, chi_side: dict, method: dict, atlas: str, template: str
+) -> None:
+    """Replace a session Chimap sidecar's deferred-registration entry by the registration
+    done once to the subject template (so the report and the methods text describe it)."""
+    reg = dict(method["AtlasRegistration"])
+    if reg.get("skipped"):
+        return
+    chi_side["AtlasRegistration"] = {
+        **{k: v for k, v in reg.items() if k != "timings_s"},
+        "atlas": atlas,
+        "template": template,
+        "space": "subject template (rigid midpoint of the sessions); labels carried to this "
+        "session rigidly",
+    }
+    atomic_write_json(chi.with_name(chi.name.replace(".nii.gz", ".json")), chi_side)
