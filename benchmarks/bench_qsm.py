@@ -48,6 +48,13 @@ METHODS: dict[str, dict] = {
     "lbv+tikhonov": {"inversion": "tikhonov"},
     "lbv+tv": {"inversion": "tv"},
     "lbv+tkd": {"inversion": "tkd"},
+    "lbv+wtv": {"inversion": "wtv"},
+    "vsharp+wtv": {"bg_removal": "vsharp", "inversion": "wtv"},
+    "pdf+wtv": {"bg_removal": "pdf", "inversion": "wtv"},
+    "lbv+wtv-mag": {"inversion": "wtv", "wtv_weight": "magnitude"},
+    "lbv+wtv40": {"inversion": "wtv", "wtv_max_iter": 40},
+    "lbv+wtv10": {"inversion": "wtv", "wtv_max_iter": 10},
+    "lbv+wtv-mu0.1": {"inversion": "wtv", "wtv_mu2": 0.1},
     "previous": {
         "bg_removal": "vsharp",
         "rts_lsmr_iter": 4,

@@ -28,10 +28,11 @@ from .mask import brain_mask, erode_mask, erode_voxels, largest_component, refin
 from .phase import apply_phase_sign, combine_magnitude
 from .r2star import fit_r2star
 from .reference import csf_mask_from_r2star, reference_chi
+from .wtv import invert_wtv
 
 UNWRAPPING = ("quality", "laplacian")
 BG_REMOVAL = ("vsharp", "pdf", "lbv")
-INVERSION = ("rts", "tikhonov", "tv", "tkd")
+INVERSION = ("rts", "tikhonov", "tv", "tkd", "wtv")
 REFERENCE = ("brain", "csf", "none")
 
 #: Default tissue limit of the mask, R2* (Hz) per tesla: 100 Hz at 3 T (T2* 10 ms), about twice the
@@ -50,6 +51,9 @@ ALGORITHM_NAMES = {
     "tikhonov": "iterative Tikhonov (conjugate gradients)",
     "tv": "total variation by ADMM (Bilgic 2014)",
     "tkd": "thresholded k-space division, TKD (Shmueli 2009)",
+    # issue 13: weighted-data-term TV (bids_qsm.qsm.wtv)
+    "wtv": "RTS (Kames 2018) start refined by TV with a data term weighted inside the mask only, "
+    "ADMM (FANSI-like linear model, Milovic 2018)",
 }
 
 
@@ -107,6 +111,13 @@ class QSMOptions:
     rts_tol: float = 1e-2
     rts_max_iter: int = 20
     rts_lsmr_iter: int | None = None  # None: exact on the well-conditioned cone
+    # --- issue 13: weighted-data-term TV ("wtv", bids_qsm.qsm.wtv), RTS start ---
+    wtv_lambda: float = 3e-4
+    wtv_mu1: float | None = None  # None: 100 * wtv_lambda
+    wtv_mu2: float = 0.03
+    wtv_tol: float = 0.0  # 0: exactly wtv_max_iter iterations
+    wtv_max_iter: int = 20
+    wtv_weight: str = "mask"  # "mask" (1 inside) or "magnitude" (combined magnitude)
     # reference / R2*
     csf_r2star_max_hz: float = 5.0
     r2star_max_hz: float = 1000.0
@@ -353,6 +364,8 @@ def reconstruct_qsm(
             local, f_mask, vs, b0, lam=opt.tv_lambda, rho=opt.tv_rho, tol=opt.tv_tol,
             max_iter=opt.tv_max_iter, pad_mm=pad, threads=threads,
         )  # fmt: skip
+    elif opt.inversion == "wtv":  # issue 13
+        chi = invert_wtv(local, f_mask, vs, b0, combined[box], opt, threads)
     else:
         chi = tkd(local, f_mask, vs, b0, threshold=opt.tkd_threshold, pad_mm=pad, threads=threads)
     if opt.chimap_erosion_mm > 0:
