@@ -88,7 +88,8 @@ def weighted_tv(
     thr = np.float32(lam / mu1)
     acc = np.empty(shape, np.float32)
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for _ in range(max_iter):
+        n_iter += 1
         acc.fill(0)
         for a in range(3):
             z1[a] -= s1[a]  # z1 - s1 (restored below from the new z1)
