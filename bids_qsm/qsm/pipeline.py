@@ -63,7 +63,7 @@ class QSMOptions:
 
     unwrapping: str = "quality"
     bg_removal: str = "lbv"
-    inversion: str = "rts"
+    inversion: str = "wtv"  # issue 13 (was "rts")
     reference: str = "brain"
     phase_sign: int = 1
     # mask
