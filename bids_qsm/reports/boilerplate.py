@@ -427,6 +427,23 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
                 "Susceptibility was obtained by total-variation regularised dipole inversion "
                 f"solved with ADMM{cite('bilgic2014')}{_paren(detail)}."
             )
+        elif ik == "wtv":  # issue 13: the default since then
+            detail = _clauses(
+                [
+                    ("λ", p("lambda", "lam")),
+                    ("μ2", p("mu2")),
+                    ("iterations", p("max_iter", "iterations")),
+                    ("data weight", p("weight")),
+                ]
+            )
+            s.append(
+                "Susceptibility was obtained by a rapid two-step (RTS) inversion"
+                f"{cite('kames2018')} (exact k-space division on the well-conditioned k-space "
+                "region) refined by "
+                "total-variation regularised dipole inversion whose data term is "
+                "weighted inside the brain mask only, solved with ADMM (linear FANSI model"
+                f"{cite('milovic2018')}){_paren(detail)}."
+            )
         elif ik == "tkd":
             thr = p("threshold", "delta")
             s.append(
