@@ -56,6 +56,8 @@ METHODS: dict[str, dict] = {
     "lbv+wtv10": {"wtv_max_iter": 10},
     "lbv+wtv40": {"wtv_max_iter": 40},
     "lbv+wtv-mu0.1": {"wtv_mu2": 0.1},
+    "lbv+wtv-rts5": {"rts_max_iter": 5},
+    "lbv+wtv-rts0": {"rts_max_iter": 0},
     "previous": {
         "bg_removal": "vsharp",
         "inversion": "rts",

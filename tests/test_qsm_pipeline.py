@@ -96,7 +96,7 @@ def test_result_reports_every_parameter(default_result):
     assert p["field_source"] == "phase" and "polynomial of degree 3" in p["phase_offset_removal"]
     assert set(default_result.timings_s) >= {"mask", "unwrap_fit", "background", "inversion"}
     assert json.loads(json.dumps(QSMOptions().to_dict()))["inversion"] == "wtv"
-    assert p["inversion_algorithm"].startswith("RTS (Kames 2018) start refined by TV")
+    assert p["inversion_algorithm"].startswith("TV with a data term weighted inside the mask")
 
 
 def test_fast_decaying_enclosed_region_leaves_the_mask(data):

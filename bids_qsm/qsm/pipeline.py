@@ -52,8 +52,8 @@ ALGORITHM_NAMES = {
     "tv": "total variation by ADMM (Bilgic 2014)",
     "tkd": "thresholded k-space division, TKD (Shmueli 2009)",
     # issue 13: weighted-data-term TV (bids_qsm.qsm.wtv)
-    "wtv": "RTS (Kames 2018) start refined by TV with a data term weighted inside the mask only, "
-    "ADMM (FANSI-like linear model, Milovic 2018)",
+    "wtv": "TV with a data term weighted inside the mask only, ADMM (FANSI-like linear model, "
+    "Milovic 2018), started from RTS step 1 (Kames 2018)",
 }
 
 
@@ -118,6 +118,7 @@ class QSMOptions:
     wtv_tol: float = 0.0  # 0: exactly wtv_max_iter iterations
     wtv_max_iter: int = 20
     wtv_weight: str = "mask"  # "mask" (1 inside) or "magnitude" (combined magnitude)
+    wtv_rts_iter: int = 0  # RTS step-2 iterations of the start (0: step 1 only)
     # reference / R2*
     csf_r2star_max_hz: float = 5.0
     r2star_max_hz: float = 1000.0

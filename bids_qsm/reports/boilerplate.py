@@ -437,12 +437,11 @@ def _qsm_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> list[
                 ]
             )
             s.append(
-                "Susceptibility was obtained by a rapid two-step (RTS) inversion"
-                f"{cite('kames2018')} (exact k-space division on the well-conditioned k-space "
-                "region) refined by "
-                "total-variation regularised dipole inversion whose data term is "
-                "weighted inside the brain mask only, solved with ADMM (linear FANSI model"
-                f"{cite('milovic2018')}){_paren(detail)}."
+                "Susceptibility was obtained by total-variation regularised dipole inversion "
+                "whose data term is weighted inside the brain mask only (linear FANSI model"
+                f"{cite('milovic2018')}), solved with ADMM from the first step of the rapid "
+                f"two-step inversion{cite('kames2018')} (exact k-space division on the "
+                f"well-conditioned k-space region){_paren(detail)}."
             )
         elif ik == "tkd":
             thr = p("threshold", "delta")
