@@ -43,7 +43,7 @@ ANALYSIS_LEVELS: tuple[str, str] = ("participant", "group")
 
 UNWRAPPING_METHODS = ("quality", "laplacian")
 BG_REMOVAL_METHODS = ("vsharp", "pdf", "lbv")
-INVERSION_METHODS = ("rts", "tikhonov", "tv", "tkd")
+INVERSION_METHODS = ("rts", "tikhonov", "tv", "tkd", "wtv")  # issue 13: wtv
 REFERENCE_REGIONS = ("brain", "csf", "none")
 SWI_HIGHPASS_METHODS = ("gaussian", "homodyne")
 
@@ -118,7 +118,7 @@ class WorkflowConfig:
 
     unwrapping: str = "quality"
     bg_removal: str = "lbv"
-    inversion: str = "rts"
+    inversion: str = "wtv"  # issue 13 (was "rts")
     reference: str = "brain"
     phase_sign: int = 1
     vsharp_radius_mm: float = 12.0
