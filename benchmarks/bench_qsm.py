@@ -39,17 +39,28 @@ from bids_qsm.qsm.reference import reference_chi
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-#: name -> QSMOptions fields. "previous" is the release before issue 13 (V-SHARP, RTS with 4
+#: name -> QSMOptions fields. "default" is LBV + weighted-data-term TV (wtv, since issue 13);
+#: "lbv+rts" the default before it; "previous" the release before issue 13 (V-SHARP, RTS with 4
 #: LSMR iterations over the whole kernel, Gaussian-only MCPC-3D-S offset, no Chimap erosion).
 METHODS: dict[str, dict] = {
     "default": {},
-    "vsharp+rts": {"bg_removal": "vsharp"},
-    "pdf+rts": {"bg_removal": "pdf"},
+    "lbv+rts": {"inversion": "rts"},
+    "vsharp+rts": {"bg_removal": "vsharp", "inversion": "rts"},
+    "vsharp+wtv": {"bg_removal": "vsharp"},
+    "pdf+rts": {"bg_removal": "pdf", "inversion": "rts"},
+    "pdf+wtv": {"bg_removal": "pdf"},
     "lbv+tikhonov": {"inversion": "tikhonov"},
     "lbv+tv": {"inversion": "tv"},
     "lbv+tkd": {"inversion": "tkd"},
+    "lbv+wtv-mag": {"wtv_weight": "magnitude"},
+    "lbv+wtv10": {"wtv_max_iter": 10},
+    "lbv+wtv40": {"wtv_max_iter": 40},
+    "lbv+wtv-mu0.1": {"wtv_mu2": 0.1},
+    "lbv+wtv-rts5": {"rts_max_iter": 5},
+    "lbv+wtv-rts0": {"rts_max_iter": 0},
     "previous": {
         "bg_removal": "vsharp",
+        "inversion": "rts",
         "rts_lsmr_iter": 4,
         "mcpc_poly_degree": 0,
         "chimap_erosion_mm": 0.0,

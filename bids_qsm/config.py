@@ -121,7 +121,7 @@ class WorkflowConfig:
 
     unwrapping: str = "quality"
     bg_removal: str = "lbv"
-    inversion: str = "rts"
+    inversion: str = "wtv"
     reference: str = "brain"
     phase_sign: int = 1
     vsharp_radius_mm: float = 12.0

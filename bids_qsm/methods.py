@@ -13,7 +13,7 @@ UNWRAPPING_METHODS: tuple[str, ...] = ("quality", "laplacian")
 #: Background field removal (``--bg-removal``); keys of ``qsm.stages.BG_REMOVAL_REGISTRY``.
 BG_REMOVAL_METHODS: tuple[str, ...] = ("vsharp", "pdf", "lbv")
 #: Dipole inversion (``--inversion``); keys of ``qsm.stages.INVERSION_REGISTRY``.
-INVERSION_METHODS: tuple[str, ...] = ("rts", "tikhonov", "tv", "tkd")
+INVERSION_METHODS: tuple[str, ...] = ("rts", "tikhonov", "tv", "tkd", "wtv")
 #: Susceptibility reference (``--reference``).
 REFERENCE_REGIONS: tuple[str, ...] = ("brain", "csf", "none")
 #: SWI high-pass filter (``--swi-highpass``).

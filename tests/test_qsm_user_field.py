@@ -71,7 +71,8 @@ def test_interface_inverts_a_user_local_field(tmp_path: Path) -> None:
     c = [(n - 1) / 2 + ci for n, ci in zip(ph.brain.shape, centre, strict=True)]
     sel = sum((idx[a] - c[a]) ** 2 for a in range(3)) <= (radius - 1.5) ** 2
     frac = (chi[sel].mean() - chi[mask & (ph.chi_ppm == 0)].mean()) / value
-    assert 0.8 < frac < 1.1, frac  # measured 0.87 (RTS on the true local field)
+    # Measured 0.99 with the weighted TV default (0.87 with RTS on the true local field).
+    assert 0.93 < frac < 1.05, frac
     # A total field on another grid is refused, naming the file.
     bad = save_array(ppm_to_hz(ph.total_field_ppm, 3.0)[:-2], aff, tmp_path / "total.nii")
     files.pop("local_field_file")

@@ -106,6 +106,7 @@ def test_other_algorithm_choices_change_text() -> None:
     assert "Laplacian method" not in base
     # Defaults (issue 13): LBV, exact RTS step 1, polynomial offset, Chimap erosion.
     assert "(LBV)" in base and "exact k-space division" in base
+    assert "weighted inside the brain mask only" in base and "μ2 = 0.03" in base  # wtv
     assert "polynomial of degree 3" in base and "outer 2 mm" in base
     assert "cerebrospinal fluid" in csf
     assert "negated" in flip and "negated" not in base

@@ -249,8 +249,10 @@ def build_parser() -> BidsQsmArgumentParser:
         "--inversion",
         dest="workflow.inversion",
         choices=INVERSION_METHODS,
-        help="dipole inversion: 'rts' rapid two-step, 'tikhonov' iterative Tikhonov, 'tv' "
-        f"TV-ADMM, 'tkd' truncated k-space division (quick look only) (default: {_WF.inversion})",
+        help="dipole inversion: 'wtv' TV with a data term weighted inside the brain mask only "
+        "(ADMM from RTS step 1; the most accurate on the simulator, see docs/methods_qsm.md), "
+        "'rts' rapid two-step, 'tikhonov' iterative Tikhonov, 'tv' TV-ADMM, 'tkd' truncated "
+        f"k-space division (quick look only) (default: {_WF.inversion})",
     )
     g.add_argument(
         "--reference",

@@ -337,12 +337,13 @@ class InvertField(SimpleInterface):
         acq = _acquisition(meta)
         local, _ = load_array(self.inputs.local_box_file)
         f_mask, _ = load_array(self.inputs.local_mask_box_file, bool)
-        _, affine = load_array(self.inputs.combined_mag_file)
+        combined, affine = load_array(self.inputs.combined_mag_file)
         r2 = self.inputs.r2star_box_file
         r2_box = load_array(r2)[0] if isdefined(r2) and r2 else None
         opt = QSMOptions(**(self.inputs.options or {}))
+        box = _box(state)
         chi, f_mask = stages.invert_field(
-            local, f_mask, acq["vs"], acq["b0"], opt, self.inputs.threads
+            local, f_mask, acq["vs"], acq["b0"], opt, self.inputs.threads, combined[box]
         )
         t1 = time.perf_counter()
         chi, ref_value = stages.reference_susceptibility(chi, f_mask, opt, None, r2_box)

@@ -4,8 +4,9 @@ Default pipeline (ISMRM consensus 2024): magnitude brain mask; MCPC-3D-S offset 
 exact (quality-guided) spatial unwrap and temporal unwrapping of the echoes; SNR-weighted field
 fit over TE; voxels with relative fit residual > 0.3 excluded, then voxels that are not brain
 tissue by their signal decay (R2* above 100 Hz at 3 T: bone and air partial volume) excluded
-without hole filling; a 1-voxel erosion; V-SHARP (12 mm down to two voxels);
-RTS inversion; whole-brain reference. Every stage is a function of its own module and can be
+without hole filling; a 1-voxel erosion; LBV background removal; weighted-data-term TV
+inversion (``wtv``, from RTS step 1), a 2 mm erosion of the reported mask; whole-brain
+reference. Every stage is a function of its own module and can be
 called separately; all work happens inside the mask bounding box.
 """
 
@@ -47,7 +48,7 @@ class QSMOptions:
 
     unwrapping: str = "quality"
     bg_removal: str = "lbv"
-    inversion: str = "rts"
+    inversion: str = "wtv"
     reference: str = "brain"
     phase_sign: int = 1
     # mask
@@ -95,6 +96,14 @@ class QSMOptions:
     rts_tol: float = 1e-2
     rts_max_iter: int = 20
     rts_lsmr_iter: int | None = None  # None: exact on the well-conditioned cone
+    # weighted-data-term TV ("wtv", bids_qsm.qsm.wtv), started from RTS
+    wtv_lambda: float = 3e-4
+    wtv_mu1: float | None = None  # None: 100 * wtv_lambda
+    wtv_mu2: float = 0.03
+    wtv_tol: float = 0.0  # 0: exactly wtv_max_iter iterations
+    wtv_max_iter: int = 20
+    wtv_weight: str = "mask"  # "mask" (1 inside) or "magnitude" (combined magnitude)
+    wtv_rts_iter: int = 0  # RTS step-2 iterations of the start (0: step 1 only)
     # reference / R2*
     csf_r2star_max_hz: float = 5.0
     r2star_max_hz: float = 1000.0
@@ -139,7 +148,8 @@ INVERSION_OPTIONS: tuple[str, ...] = (
     "inversion", "reference", "chimap_erosion_mm", "inversion_pad_mm", "tkd_threshold",
     "tikhonov_lambda", "tikhonov_reg", "tikhonov_tol", "tikhonov_max_iter", "tv_lambda",
     "tv_rho", "tv_tol", "tv_max_iter", "rts_delta", "rts_mu", "rts_rho", "rts_tol",
-    "rts_max_iter", "rts_lsmr_iter", "csf_r2star_max_hz",
+    "rts_max_iter", "rts_lsmr_iter", "wtv_lambda", "wtv_mu1", "wtv_mu2", "wtv_tol",
+    "wtv_max_iter", "wtv_weight", "wtv_rts_iter", "csf_r2star_max_hz",
 )  # fmt: skip
 
 
@@ -271,7 +281,7 @@ def reconstruct_qsm(
         prep.field_ppm, prep.mask, inp.vs, inp.b0, opt, threads, user_local
     )
     tick("background")
-    chi, f_mask = invert_field(local, f_mask, inp.vs, inp.b0, opt, threads)
+    chi, f_mask = invert_field(local, f_mask, inp.vs, inp.b0, opt, threads, inp.combined[box])
     tick("inversion")
     csf_box = np.asarray(csf_mask, bool)[box] if csf_mask is not None else None
     chi, ref_value = reference_susceptibility(chi, f_mask, opt, csf_box, prep.r2star_hz)

@@ -39,6 +39,7 @@ from .mask import brain_mask, erode_mask, erode_voxels, largest_component, refin
 from .phase import apply_phase_sign, combine_magnitude
 from .r2star import fit_r2star
 from .reference import csf_mask_from_r2star, reference_chi
+from .wtv import invert_wtv
 
 if TYPE_CHECKING:
     from .pipeline import QSMOptions
@@ -79,7 +80,7 @@ def _bg_lbv(field_ppm, mask, vs, b0, opt, radii, threads):
     return lbv(field_ppm, mask, vs, tol=opt.lbv_tol, max_iter=opt.lbv_max_iter, threads=threads)
 
 
-def _inv_rts(local, mask, vs, b0, opt, threads):
+def _inv_rts(local, mask, vs, b0, opt, threads, magnitude=None):
     return rts(
         local, mask, vs, b0, delta=opt.rts_delta, mu=opt.rts_mu, rho=opt.rts_rho,
         tol=opt.rts_tol, max_iter=opt.rts_max_iter, lsmr_iter=opt.rts_lsmr_iter,
@@ -87,7 +88,7 @@ def _inv_rts(local, mask, vs, b0, opt, threads):
     )  # fmt: skip
 
 
-def _inv_tikhonov(local, mask, vs, b0, opt, threads):
+def _inv_tikhonov(local, mask, vs, b0, opt, threads, magnitude=None):
     return tikhonov(
         local, mask, vs, b0, lam=opt.tikhonov_lambda, reg=opt.tikhonov_reg,
         tol=opt.tikhonov_tol, max_iter=opt.tikhonov_max_iter, pad_mm=opt.inversion_pad_mm,
@@ -95,18 +96,25 @@ def _inv_tikhonov(local, mask, vs, b0, opt, threads):
     )  # fmt: skip
 
 
-def _inv_tv(local, mask, vs, b0, opt, threads):
+def _inv_tv(local, mask, vs, b0, opt, threads, magnitude=None):
     return tv_admm(
         local, mask, vs, b0, lam=opt.tv_lambda, rho=opt.tv_rho, tol=opt.tv_tol,
         max_iter=opt.tv_max_iter, pad_mm=opt.inversion_pad_mm, threads=threads,
     )  # fmt: skip
 
 
-def _inv_tkd(local, mask, vs, b0, opt, threads):
+def _inv_tkd(local, mask, vs, b0, opt, threads, magnitude=None):
     return tkd(
         local, mask, vs, b0, threshold=opt.tkd_threshold, pad_mm=opt.inversion_pad_mm,
         threads=threads,
     )  # fmt: skip
+
+
+def _inv_wtv(local, mask, vs, b0, opt, threads, magnitude=None):
+    if magnitude is None and opt.wtv_weight == "magnitude":
+        raise ValueError("wtv_weight = 'magnitude' needs the combined magnitude")
+    mag = magnitude if magnitude is not None else mask.astype(np.float32)
+    return invert_wtv(local, mask, vs, b0, mag, opt, threads)
 
 
 #: Background-removal methods by name (the order is the documented order of the choices).
@@ -121,6 +129,7 @@ INVERSION_REGISTRY: dict[str, InversionMethod] = {
     "tikhonov": _inv_tikhonov,
     "tv": _inv_tv,
     "tkd": _inv_tkd,
+    "wtv": _inv_wtv,
 }
 
 UNWRAPPING: tuple[str, ...] = UNWRAPPING_METHODS
@@ -142,6 +151,8 @@ ALGORITHM_NAMES = {
     "tikhonov": "iterative Tikhonov (conjugate gradients)",
     "tv": "total variation by ADMM (Bilgic 2014)",
     "tkd": "thresholded k-space division, TKD (Shmueli 2009)",
+    "wtv": "TV with a data term weighted inside the mask only, ADMM (FANSI-like linear model, "
+    "Milovic 2018), started from RTS step 1 (Kames 2018)",
 }
 
 
@@ -357,10 +368,12 @@ def invert_field(
     b0: np.ndarray,
     opt: QSMOptions,
     threads: int = 2,
+    magnitude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(susceptibility ppm, reported mask): ``INVERSION_REGISTRY[opt.inversion]``, then the
-    outer ``opt.chimap_erosion_mm`` of the mask left out."""
-    chi = INVERSION_REGISTRY[opt.inversion](local, mask, vs, b0, opt, threads)
+    outer ``opt.chimap_erosion_mm`` of the mask left out. ``magnitude`` (the combined
+    magnitude on the same grid) is the data weight of ``wtv`` with ``wtv_weight="magnitude"``."""
+    chi = INVERSION_REGISTRY[opt.inversion](local, mask, vs, b0, opt, threads, magnitude)
     if opt.chimap_erosion_mm > 0:
         eroded = largest_component(erode_mask(mask, vs, opt.chimap_erosion_mm))
         if eroded.any():

@@ -193,6 +193,16 @@ REFERENCES: dict[str, Reference] = {
             doi="10.1016/j.neuroimage.2017.11.018",
         ),
         _r(
+            "milovic2018",
+            "Milovic C, Bilgic B, Zhao B, Acosta-Cabronero J, Tejos C",
+            "Fast nonlinear susceptibility inversion with variational regularization",
+            "Magn Reson Med",
+            2018,
+            "80(2)",
+            "814-821",
+            doi="10.1002/mrm.27073",
+        ),
+        _r(
             "tikhonov1963",
             "Tikhonov AN",
             "Solution of incorrectly formulated problems and the regularization method",

@@ -268,6 +268,22 @@ def _inversion_text(q: Mapping[str, Any], cite: _Citer) -> list[str]:
                 "Susceptibility was obtained by total-variation regularised dipole inversion "
                 f"solved with ADMM{cite('bilgic2014')}{_paren(detail)}."
             )
+        elif ik == "wtv":
+            detail = _clauses(
+                [
+                    ("λ", p("lambda", "lam")),
+                    ("μ2", p("mu2")),
+                    ("iterations", p("max_iter", "iterations")),
+                    ("data weight", p("weight")),
+                ]
+            )
+            s.append(
+                "Susceptibility was obtained by total-variation regularised dipole inversion "
+                "whose data term is weighted inside the brain mask only (linear FANSI model"
+                f"{cite('milovic2018')}), solved with ADMM from the first step of the rapid "
+                f"two-step inversion{cite('kames2018')} (exact k-space division on the "
+                f"well-conditioned k-space region){_paren(detail)}."
+            )
         elif ik == "tkd":
             thr = p("threshold", "delta")
             s.append(
