@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bids_qsm.atlas.antsutil import levels as _levels
 from bids_qsm.atlas.qc import dice, registration_figure, structure_dice
-from bids_qsm.atlas.registration import _levels
 from bids_qsm.atlas.registry import (
     aal3_files,
     load_atlas,
