@@ -40,8 +40,10 @@ from bids_qsm.atlas.antsutil import (
     box_shape,
     check_same_grid,
     combine_magnitude,
+    labels_at,
     move_atomic,
     run_ants,
+    sample_linear,
     save,
     template_coords,
     voxel_mm,
@@ -345,31 +347,26 @@ def _warp_to_gre(
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray, tuple]:
     """Labels, warped template (and its brain mask), template coordinates on the GRE grid.
 
-    Only the brain mask's bounding box (+10 mm) is resampled: ``genericLabel`` costs about one
-    linear interpolation per label and output voxel. Returns (labels, (template, template
-    brain mask), template coordinates in the box, the box slices)."""
-    import ants
-
+    Only the brain mask's bounding box (+10 mm) is resampled. The template coordinates of
+    every GRE voxel are computed once through the composite (three linear warps); labels
+    (``genericLabel``: :func:`.antsutil.labels_at`, identical to ANTs' interpolator and
+    independent of the number of labels), template and template mask (trilinear) are then
+    sampled at them. Returns (labels, (template, template brain mask), template
+    coordinates in the box, the box slices)."""
     sub, sub_affine = bbox(mask, gre_affine, margin_mm=10.0)
     gre_ref = nib_to_ants(nib.Nifti1Image(np.zeros(box_shape(sub), np.float32), sub_affine))
     xfm = [str(transforms[KEY_FROM_TEMPLATE])]
-    tpl = nib_to_ants(atlas.template_img)
-    tpl_mask = nib_to_ants(
-        nib.Nifti1Image(atlas.template_mask().astype(np.float32), atlas.template_img.affine)
-    )
     with itk_threads(threads):
-        lab = ants.apply_transforms(
-            gre_ref, nib_to_ants(atlas.labels_img), xfm, interpolator=p.label_interpolation
-        )
-        wmask = ants.apply_transforms(gre_ref, tpl_mask, xfm, interpolator="linear")
-        wtpl = ants.apply_transforms(gre_ref, tpl, xfm, interpolator="linear")
-        coords = template_coords(atlas, gre_ref, xfm)
+        coords, inside = template_coords(atlas, gre_ref, xfm)
+    if p.label_interpolation != "genericLabel":
+        raise ValueError(f"label_interpolation {p.label_interpolation!r}: only genericLabel")
+    tpl_mask = nib.Nifti1Image(atlas.template_mask().astype(np.float32), atlas.template_img.affine)
     labels = np.zeros(mask.shape, np.int32)
-    labels[sub] = np.rint(lab.numpy()).astype(np.int32)
+    labels[sub] = labels_at(atlas.labels_img, coords, inside)
     wmask_full = np.zeros(mask.shape, bool)
-    wmask_full[sub] = wmask.numpy() > 0.5
+    wmask_full[sub] = sample_linear(tpl_mask, coords, inside) > 0.5
     wtpl_full = np.zeros(mask.shape, np.float32)
-    wtpl_full[sub] = wtpl.numpy()
+    wtpl_full[sub] = sample_linear(atlas.template_img, coords, inside)
     return labels, (wtpl_full, wmask_full), coords, sub
 
 
