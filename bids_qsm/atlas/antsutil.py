@@ -156,18 +156,20 @@ def labels_at(
     pts = np.asarray(coords, dtype=np.float64).reshape(3, -1)
     keep = np.ones(pts.shape[1], bool) if inside is None else np.asarray(inside).reshape(-1)
     out = np.zeros(pts.shape[1], np.int32)
-    hi = np.asarray(lab.shape, dtype=np.float64)[:, None] - 1.0
+    n_vox = np.asarray(lab.shape, dtype=np.int64)[:, None]
     corners = [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
     for s in range(0, pts.shape[1], chunk):
         ijk = inv[:3, :3] @ pts[:, s : s + chunk] + inv[:3, 3:4]
-        ok = np.all((ijk >= 0.0) & (ijk <= hi), axis=0) & keep[s : s + chunk]
+        ok = _in_buffer(ijk, n_vox) & keep[s : s + chunk]
         ijk = ijk[:, ok]
-        base = np.minimum(np.floor(ijk).astype(np.int64), (hi - 1).astype(np.int64))
+        base = np.floor(ijk).astype(np.int64)
         frac = ijk - base
         cl = np.empty((8, ijk.shape[1]), np.int32)
         cw = np.empty((8, ijk.shape[1]), np.float64)
         for k, (a, b, c) in enumerate(corners):
-            cl[k] = lab[base[0] + a, base[1] + b, base[2] + c]
+            # ITK's linear interpolator: neighbours beyond the edge repeat the edge voxel
+            i, j, m = (np.clip(base[d] + o, 0, n_vox[d, 0] - 1) for d, o in enumerate((a, b, c)))
+            cl[k] = lab[i, j, m]
             cw[k] = (
                 (frac[0] if a else 1.0 - frac[0])
                 * (frac[1] if b else 1.0 - frac[1])
@@ -184,6 +186,11 @@ def labels_at(
     return out.reshape(np.asarray(coords).shape[1:])
 
 
+def _in_buffer(ijk: np.ndarray, n_vox: np.ndarray) -> np.ndarray:
+    """Continuous indices inside ITK's buffer (half a voxel beyond the edge voxel centres)."""
+    return np.all((ijk >= -0.5) & (ijk <= n_vox - 0.5), axis=0)
+
+
 def sample_linear(img: nib.Nifti1Image, coords: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """Trilinear samples (float32) of ``img`` at world points (mm, RAS, (3, ...)); 0 outside
     the image or where ``inside`` is False."""
@@ -193,6 +200,7 @@ def sample_linear(img: nib.Nifti1Image, coords: np.ndarray, inside: np.ndarray) 
     pts = np.asarray(coords, dtype=np.float64).reshape(3, -1)
     ijk = inv[:3, :3] @ pts + inv[:3, 3:4]
     data = np.asarray(img.dataobj, dtype=np.float32)
-    val = ndimage.map_coordinates(data, ijk, order=1, mode="constant", cval=0.0)
-    val[~np.asarray(inside).reshape(-1)] = 0.0
+    val = ndimage.map_coordinates(data, ijk, order=1, mode="nearest")
+    val[~(np.asarray(inside).reshape(-1) & _in_buffer(ijk, np.asarray(data.shape)[:, None]))] = 0
+
     return val.astype(np.float32).reshape(np.asarray(coords).shape[1:])

@@ -50,7 +50,7 @@ class RegistrationParams:
     """
 
     grid_mm: float = 2.0
-    grid_at_least_voxel: bool = False
+    grid_at_least_voxel: bool = True
     crop_margin_mm: float = 12.0
     rigid_iterations: tuple[int, ...] = (500, 250)
     affine_iterations: tuple[int, ...] = (500, 250)
@@ -69,7 +69,7 @@ class RegistrationParams:
     syn_total_sigma: float = 0.0
     mi_bins: int = 32
     sampling_rate: float = 0.3
-    cc_radius: int = 2
+    cc_radius: int = 1
     t1w_syn_metric: str = "MI"
     gre_syn_metric: str = "MI"
     iron_weight: float = 0.75
