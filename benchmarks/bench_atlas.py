@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -80,7 +81,9 @@ def run_case(sim, chi, atlas, with_t1w: bool, threads: int, seed: int, params=No
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     d, err, slope = evaluate(reg.labels, sim.labels, chi, atlas.structures)
     load = (load0 + os.getloadavg()[0]) / 2
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak so far
     return {"dice": d, "err": err, "slope": slope, "wall": wall, "cpu": cpu, "load": load,
+            "rss_mb": rss_mb,
             "qc": {k: v for k, v in reg.qc.items() if k not in ("status", "limits")},
             "steps": reg.timings_s, "grid_mm": reg.parameters["RegistrationGridMM"]}  # fmt: skip
 
@@ -99,6 +102,7 @@ def print_tables(results: dict[str, dict]) -> bool:
         vals = [results[n]["err"].get(k, float("nan")) for n in names]
         print(f"{k:24s}" + "".join(f"{v:{w}.1f}" for v in vals))
     for label, key, fmt in (("slope of regional means", "slope", "{:.3f}"),
+                            ("peak memory (MB)", "rss_mb", "{:.0f}"),
                             ("registration wall (s)", "wall", "{:.1f}"),
                             ("registration CPU (s)", "cpu", "{:.1f}"),
                             ("load average", "load", "{:.1f}")):  # fmt: skip
