@@ -10,11 +10,12 @@ Method
   maps template <-> GRE world directly and one composite transform per direction suffices.
 * Template -> subject: ``antsRegistration`` with rigid, affine and regularized SyN stages
   (Mattes MI; cross-correlation is available for the T1w), the template as the fixed image
-  resampled to a coarse registration grid (default 2 mm: the SyN displacement field lives on
-  it, which keeps the run time and the transform files small), multi-resolution shrink
-  factors, winsorized intensities and a fixed random seed.
+  resampled to a coarse registration grid (default 2 mm, never finer than the GRE voxels:
+  the SyN displacement field lives on it, which keeps the run time and the transform files
+  small), multi-resolution shrink factors, winsorized intensities and a fixed random seed.
 * Labels: the atlas labels (1 mm template grid) are carried to the GRE grid with the inverse
-  composite and ``genericLabel`` interpolation (label-preserving, smooth boundaries).
+  composite and ``genericLabel`` interpolation (label-preserving, smooth boundaries),
+  sampled at the template coordinates of the GRE voxels (:func:`.antsutil.labels_at`).
 
 Transform files (ITK composite HDF5 written by antsRegistration, each holding the affine and
 the displacement field; ``mode-image`` as in fMRIPrep: the ``from-A_to-B`` file resamples an
