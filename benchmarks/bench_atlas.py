@@ -9,7 +9,8 @@ means, the registration QC values, wall and CPU time, and the load average; then
 issue-12 targets with the worst case.
 
 Usage: ``.venv/bin/python benchmarks/bench_atlas.py [--preset full] [--seeds 1 2 3]
-[--threads 2] [--json out.json]`` (the ITK thread count is fixed before ANTs is first used).
+[--threads 2] [--json out.json] [--params '{"cc_radius": 2}']`` (``--params``: JSON overrides of
+``RegistrationParams``; the ITK thread count is fixed before ANTs is first used).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -58,7 +60,7 @@ def evaluate(labels, truth, chi, structures) -> tuple[dict, dict, float]:
     return d, err, slope
 
 
-def run_case(sim, chi, atlas, with_t1w: bool, threads: int, seed: int) -> dict:
+def run_case(sim, chi, atlas, with_t1w: bool, threads: int, seed: int, params=None) -> dict:
     """Register one subject (GRE-only or with its T1w) and evaluate it."""
     import nibabel as nib
     import numpy as np
@@ -74,14 +76,16 @@ def run_case(sim, chi, atlas, with_t1w: bool, threads: int, seed: int) -> dict:
         c0, w0 = time.process_time(), time.perf_counter()
         reg = register_atlas(
             mag, mask, atlas, Path(tmp), "sub-bench", t1w=t1, threads=threads, seed=seed,
-            iron=iron,
+            iron=iron, params=params,
         )  # fmt: skip
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     d, err, slope = evaluate(reg.labels, sim.labels, chi, atlas.structures)
     load = (load0 + os.getloadavg()[0]) / 2
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak so far
     return {"dice": d, "err": err, "slope": slope, "wall": wall, "cpu": cpu, "load": load,
+            "rss_mb": rss_mb,
             "qc": {k: v for k, v in reg.qc.items() if k not in ("status", "limits")},
-            "steps": reg.timings_s}  # fmt: skip
+            "steps": reg.timings_s, "grid_mm": reg.parameters["RegistrationGridMM"]}  # fmt: skip
 
 
 def print_tables(results: dict[str, dict]) -> bool:
@@ -98,6 +102,7 @@ def print_tables(results: dict[str, dict]) -> bool:
         vals = [results[n]["err"].get(k, float("nan")) for n in names]
         print(f"{k:24s}" + "".join(f"{v:{w}.1f}" for v in vals))
     for label, key, fmt in (("slope of regional means", "slope", "{:.3f}"),
+                            ("peak memory (MB)", "rss_mb", "{:.0f}"),
                             ("registration wall (s)", "wall", "{:.1f}"),
                             ("registration CPU (s)", "cpu", "{:.1f}"),
                             ("load average", "load", "{:.1f}")):  # fmt: skip
@@ -135,14 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--cases", nargs="+", default=["GRE", "T1w"], choices=["GRE", "T1w"])
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--params", default="{}", help="JSON overrides of RegistrationParams")
     args = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
 
+    from bids_qsm.atlas.registration import RegistrationParams
     from bids_qsm.atlas.registry import load_atlas
     from bids_qsm.qsm.pipeline import reconstruct_qsm
     from bids_qsm.simulate.subject import simulate_subject
 
     atlas = load_atlas()
+    over = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.params).items()}
+    params = RegistrationParams(**over)
     results: dict[str, dict] = {}
     for seed in args.seeds:
         t0 = time.perf_counter()
@@ -156,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
               f"scale {sim.deformation.info.get('Scale')}", flush=True)  # fmt: skip
         for with_t1w in [c == "T1w" for c in args.cases]:
             name = f"{'T1w' if with_t1w else 'GRE'}/s{seed}"
-            res = run_case(sim, q.chi_ppm, atlas, with_t1w, args.threads, seed)
+            res = run_case(sim, q.chi_ppm, atlas, with_t1w, args.threads, seed, params)
             results[name] = res
             print(f"  {name}: wall {res['wall']:.1f} s, CPU {res['cpu']:.1f} s, load "
                   f"{res['load']:.1f}, steps {res['steps']}", flush=True)  # fmt: skip
         del sim, q
-    print(f"\npreset={args.preset} threads={args.threads} seeds={args.seeds}")
+    grids = sorted({r["grid_mm"] for r in results.values()})
+    print(f"\npreset={args.preset} threads={args.threads} seeds={args.seeds} grid_mm={grids} "
+          f"params={over or 'defaults'}")  # fmt: skip
     ok = print_tables(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

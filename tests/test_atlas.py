@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bids_qsm.atlas.antsutil import levels as _levels
 from bids_qsm.atlas.qc import dice, registration_figure, structure_dice
-from bids_qsm.atlas.registration import _levels
 from bids_qsm.atlas.registry import (
     aal3_files,
     load_atlas,
@@ -224,3 +224,64 @@ def test_registration_figure(tmp_path: Path, atlas) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="differ in shape"):
         registration_figure(mag, nib.Nifti1Image(data[:-1], aff), tmp_path / "bad.png")
+
+
+def test_labels_at_matches_ants_generic_label() -> None:
+    """The numpy genericLabel sampler gives ANTs' genericLabel labels (and the per-label
+    trilinear argmax it is defined by) on an oblique, shifted grid."""
+    import ants
+
+    from bids_qsm.atlas.antsutil import labels_at
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((24, 22, 20), np.int32)
+    for k, c in enumerate(rng.uniform(4, 17, (6, 3)), start=1):
+        idx = np.indices(lab.shape)
+        lab[sum((idx[i] - c[i]) ** 2 for i in range(3)) < rng.uniform(9, 30)] = 3 * k + 2
+    src = nib.Nifti1Image(lab, np.diag([1.5, 1.5, 1.5, 1.0]))
+    rot = nib.eulerangles.euler2mat(0.3, -0.2, 0.1)
+    ref_aff = np.eye(4)
+    ref_aff[:3, :3] = rot * 1.1
+    ref_aff[:3, 3] = [2.3, -1.7, 0.9]
+    shape = (26, 24, 22)
+    coords = nib.affines.apply_affine(ref_aff, np.indices(shape).reshape(3, -1).T).T
+    ours = labels_at(src, coords.reshape(3, *shape))
+    ref = nib_to_ants(nib.Nifti1Image(np.zeros(shape, np.float32), ref_aff))
+    theirs = ants.apply_transforms(
+        ref, nib_to_ants(src.__class__(lab.astype(np.float32), src.affine)), [],
+        interpolator="genericLabel",
+    ).numpy()  # fmt: skip
+    assert (ours > 0).sum() > 500
+    assert np.array_equal(ours, np.rint(theirs).astype(np.int32))
+    # brute force: trilinear indicator of every label, argmax (ties -> smallest label)
+    from scipy import ndimage
+
+    ijk = np.linalg.inv(src.affine)[:3, :3] @ coords + np.linalg.inv(src.affine)[:3, 3:4]
+    inside = np.all((ijk >= 0) & (ijk <= np.array(lab.shape)[:, None] - 1), axis=0)
+    vals = [np.unique(lab)]
+    ind = np.stack(
+        [ndimage.map_coordinates((lab == v).astype(float), ijk, order=1) for v in vals[0]]
+    )
+    brute = np.where(inside, vals[0][np.argmax(ind, axis=0)], 0).reshape(shape)
+    assert (brute != ours).sum() <= 0.002 * brute.size  # float ties only
+
+
+def test_registration_grid_and_masks_without_null(tmp_path: Path) -> None:
+    from bids_qsm.atlas.registration import RegistrationParams, registration_grid_mm
+    from bids_qsm.atlas.stages import registration_args
+
+    p = RegistrationParams()
+    assert registration_grid_mm(p, np.diag([3.0, 3.0, 3.0, 1.0])) == 3.0
+    assert registration_grid_mm(p, np.diag([1.0, 1.0, 1.2, 1.0])) == p.grid_mm
+    off = RegistrationParams(grid_at_least_voxel=False)
+    assert registration_grid_mm(off, np.diag([3.0, 3.0, 3.0, 1.0])) == off.grid_mm
+    f, m, k = tmp_path / "f.nii.gz", tmp_path / "m.nii.gz", tmp_path / "k.nii.gz"
+    args, stages = registration_args(f, m, k, "MI", p, 0, "out_", None, None, grid_mm=3.0)
+    assert not any("NULL" in a for a in args)  # ANTs printed "file NULL does not exist"
+    assert args.count("--masks") == 1 and args[args.index("--masks") + 1] == str(k)
+    conv = args[args.index("--convergence") + 1]
+    assert conv.endswith(f",{p.linear_convergence[0]:g},{p.linear_convergence[1]}]")
+    assert stages[2]["GridMM"] == 3.0 and stages[2]["Convergence"]["WindowSize"] > 0
+    dgm = {"fixed": f, "mask": k, "iron_fixed": None, "size_mm": [1, 1, 1], "grid": 1.0}
+    args, _ = registration_args(f, m, k, "MI", p, 0, "out_", None, dgm)
+    assert not any("NULL" in a for a in args) and args.count("--masks") == 4

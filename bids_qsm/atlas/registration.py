@@ -10,11 +10,12 @@ Method
   maps template <-> GRE world directly and one composite transform per direction suffices.
 * Template -> subject: ``antsRegistration`` with rigid, affine and regularized SyN stages
   (Mattes MI; cross-correlation is available for the T1w), the template as the fixed image
-  resampled to a coarse registration grid (default 2 mm: the SyN displacement field lives on
-  it, which keeps the run time and the transform files small), multi-resolution shrink
-  factors, winsorized intensities and a fixed random seed.
+  resampled to a coarse registration grid (default 2 mm, never finer than the GRE voxels:
+  the SyN displacement field lives on it, which keeps the run time and the transform files
+  small), multi-resolution shrink factors, winsorized intensities and a fixed random seed.
 * Labels: the atlas labels (1 mm template grid) are carried to the GRE grid with the inverse
-  composite and ``genericLabel`` interpolation (label-preserving, smooth boundaries).
+  composite and ``genericLabel`` interpolation (label-preserving, smooth boundaries),
+  sampled at the template coordinates of the GRE voxels (:func:`.antsutil.labels_at`).
 
 Transform files (ITK composite HDF5 written by antsRegistration, each holding the affine and
 the displacement field; ``mode-image`` as in fMRIPrep: the ``from-A_to-B`` file resamples an
@@ -27,33 +28,51 @@ image of space A onto space B)::
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
+from bids_qsm.atlas.antsutil import (
+    bbox,
+    box_shape,
+    check_same_grid,
+    combine_magnitude,
+    labels_at,
+    move_atomic,
+    run_ants,
+    sample_linear,
+    save,
+    template_coords,
+    voxel_mm,
+)
 from bids_qsm.atlas.qc import dice, registration_qc
 from bids_qsm.atlas.registry import Atlas
 from bids_qsm.atlas.stages import (
     RegistrationParams,
-    _stage,
     dgm_images,
     iron_images,
     registration_args,
 )
-from bids_qsm.atlas.transforms import (
-    itk_affine_to_ras,
-    itk_threads,
-    nib_to_ants,
-    xfm_name,
-)
+from bids_qsm.atlas.t1w import t1w_to_gre_world
+from bids_qsm.atlas.transforms import itk_threads, nib_to_ants, xfm_name
 from bids_qsm.errors import InputDataError, OutputError
+
+__all__ = [
+    "KEY_FROM_TEMPLATE",
+    "KEY_T1W_TO_GRE",
+    "KEY_TO_TEMPLATE",
+    "AtlasRegistration",
+    "RegistrationParams",
+    "combine_magnitude",
+    "labels_from_template",
+    "register_atlas",
+    "registration_grid_mm",
+    "warp_to_template",
+]
 
 #: Keys of :attr:`AtlasRegistration.transforms`.
 KEY_TO_TEMPLATE = "GRE_to_template"
@@ -92,44 +111,16 @@ class AtlasRegistration:
     qc: dict = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- helpers
-def combine_magnitude(img: nib.Nifti1Image) -> np.ndarray:
-    """Root-sum-of-squares over echoes (4D) or the 3D magnitude itself (float32)."""
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim == 4:
-        data = np.sqrt((data**2).sum(axis=3))
-    if data.ndim != 3:
-        raise InputDataError(f"GRE magnitude must be 3D or 4D, got shape {data.shape}")
-    return np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def _run_ants(args: list[str], threads: int) -> None:
-    if os.environ.get("BIDS_QSM_ANTS_VERBOSE"):
-        args = [*args, "--verbose", "1"]
-    import ants
-
-    with itk_threads(threads):
-        ants.registration(fixed=args, moving=None)
-
-
-def _save(img: nib.Nifti1Image, path: Path) -> Path:
-    nib.save(img, path)
-    return path
-
-
-def _move_atomic(src: Path, dst: Path) -> Path:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst
-
-
-def _check_same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image, what: str) -> None:
-    if a.shape[:3] != b.shape[:3] or not np.allclose(a.affine, b.affine, atol=1e-3):
-        raise InputDataError(f"{what}: brain mask and GRE magnitude are on different grids")
-
-
 # --------------------------------------------------------------------------- main API
+def registration_grid_mm(p: RegistrationParams, gre_affine: np.ndarray) -> float:
+    """Spacing (mm) of the registration grid: ``p.grid_mm``, or with ``p.grid_at_least_voxel``
+    not finer than the GRE's smallest voxel edge (rounded to 0.01 mm)."""
+    g = float(p.grid_mm)
+    if p.grid_at_least_voxel:
+        g = max(g, round(float(voxel_mm(gre_affine).min()), 2))
+    return g
+
+
 def register_atlas(
     gre_mag: nib.Nifti1Image,
     gre_mask: nib.Nifti1Image,
@@ -158,303 +149,226 @@ def register_atlas(
     iron : optional iron map on the GRE grid (susceptibility, ppm): adds the iron channel to
         the SyN metrics (see :mod:`bids_qsm.atlas.stages`).
     """
-    import ants
-
     p = params or RegistrationParams()
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the transform directory ({exc})", path=out_dir) from exc
-    _check_same_grid(gre_mag, gre_mask, prefix)
+    check_same_grid(gre_mag, gre_mask, prefix)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-
     mag = combine_magnitude(gre_mag)
     mask = np.asarray(gre_mask.dataobj) > 0
     if mask.sum() < 1000:
         raise InputDataError(f"{prefix}: brain mask has fewer than 1000 voxels")
+    if iron is not None and tuple(iron.shape[:3]) != mask.shape:
+        raise InputDataError(f"{prefix}: iron map and GRE magnitude differ in shape")
     gre_affine = np.asarray(gre_mag.affine, dtype=float)
-    gre_brain = nib.Nifti1Image((mag * mask).astype(np.float32), gre_affine)
-    gre_mask_img = nib.Nifti1Image(mask.astype(np.uint8), gre_affine)
-
-    parameters: dict = {
-        "Software": f"ANTs via antspyx {ants.__version__} (antsRegistration)",
-        "Template": atlas.template_name,
-        "Atlas": atlas.name,
-        "RegistrationGridMM": p.grid_mm,
-        "RandomSeed": int(seed),
-        "Threads": int(threads),
-        "BitwiseReproducible": int(threads) == 1,  # ITK's thread pool sums in arrival order
-        "Winsorize": list(p.winsorize),
-        "LabelInterpolation": p.label_interpolation,
-    }
-
+    grid = registration_grid_mm(p, gre_affine)
+    parameters = _base_parameters(atlas, p, grid, seed, threads)
     with tempfile.TemporaryDirectory(prefix=".atlasreg-", dir=out_dir) as tmpd:
         tmp = Path(tmpd)
-        # -------- fixed image: the template on the registration grid
         t0 = time.perf_counter()
-        tpl = nib_to_ants(atlas.template_img)
-        tpl_mask = nib_to_ants(
-            nib.Nifti1Image(atlas.template_mask().astype(np.float32), atlas.template_img.affine)
+        fixed = _fixed_images(atlas, grid, p, tmp)
+        moving_path, syn_metric = _subject_image(
+            mag, mask, gre_affine, t1w, tmp, p, threads, seed, timings, parameters
         )
-        g = float(p.grid_mm)
-        tpl_g = ants.resample_image(tpl, (g, g, g), use_voxels=False, interp_type=0)
-        tpl_mask_g = ants.resample_image(tpl_mask, (g, g, g), use_voxels=False, interp_type=0)
-        # crop the fixed grid to the brain + margin: SyN cost scales with its voxel count
-        brain_g = ants.threshold_image(tpl_mask_g, 0.5, 2.0)
-        margin = max(1, int(round(p.crop_margin_mm / g)))
-        tpl_g = ants.crop_image(tpl_g, ants.iMath(brain_g, "MD", margin))
-        tpl_mask_g = ants.resample_image_to_target(brain_g, tpl_g, interp_type="nearestNeighbor")
-        fixed_path = tmp / "fixed.nii.gz"
-        ants.image_write(tpl_g, str(fixed_path))
-        fixed_mask = ants.iMath(tpl_mask_g, "MD", 3)
-        fixed_mask_path = tmp / "fixed_mask.nii.gz"
-        ants.image_write(fixed_mask, str(fixed_mask_path))
-
-        # -------- subject image (GRE, or the T1w moved into the GRE world)
-        if t1w is None:
-            moving_path = _save(gre_brain, tmp / "moving.nii.gz")
-            syn_metric = p.gre_syn_metric
-            parameters["SubjectImage"] = "GRE magnitude (RSS over echoes) masked by brain mask"
-        else:
-            moving_path, rigid_path, rigid_info = _t1w_to_gre_world(
-                t1w, gre_brain, gre_mask_img, tmp, p, threads, seed, timings
-            )
-            dst = out_dir / xfm_name(prefix, "T1w", "GRE", "mat")
-            _move_atomic(rigid_path, dst)
-            syn_metric = p.t1w_syn_metric
-            parameters["SubjectImage"] = (
-                "T1w, rigidly aligned to the GRE (Mattes MI) and masked by the dilated GRE "
-                "brain mask"
-            )
-            parameters["T1wToGRE"] = rigid_info
-        timings["prepare"] = time.perf_counter() - t0 - timings.get("rigid_T1w_to_GRE", 0.0)
-
-        # -------- template <- subject: rigid, affine, SyN (+ deep gray matter SyN)
-        t0 = time.perf_counter()
-        iron_paths = None
-        if iron is not None:
-            if tuple(iron.shape[:3]) != mask.shape:
-                raise InputDataError(f"{prefix}: iron map and GRE magnitude differ in shape")
-            iron_paths = iron_images(atlas, iron, mask, tpl_g, tmp, p)
-            if iron_paths is not None:
-                parameters["IronChannel"] = iron_paths[2]
-        # the deep gray matter stage runs at the template's resolution, but not finer than
-        # the subject's voxels (a 3 mm GRE gains nothing from a 1 mm stage)
-        gre_vox = float(np.sqrt((gre_affine[:3, :3] ** 2).sum(axis=0)).min())
-        dgm_grid = max(float(p.dgm_grid_mm), round(gre_vox, 3))
-        dgm = dgm_images(atlas, tpl, tmp, p, iron_paths, dgm_grid) if p.dgm_stage else None
-        outprefix = str(tmp / "reg_")
-        args, stages = registration_args(
-            fixed_path, moving_path, fixed_mask_path, syn_metric, p, seed, outprefix,
-            iron_paths, dgm, t1w is not None,
-        )  # fmt: skip
-        _run_ants(args, threads)
-        timings["registration"] = time.perf_counter() - t0
-        parameters["TemplateToSubject"] = {"Initialization": "centres of mass", "Stages": stages}
-        fwd = Path(outprefix + "Composite.h5")
-        inv = Path(outprefix + "InverseComposite.h5")
-        if not (fwd.is_file() and inv.is_file()):
-            raise RuntimeError(f"antsRegistration wrote no composite transform in {tmp}")
-        transforms: dict[str, Path] = {
-            KEY_TO_TEMPLATE: _move_atomic(
-                fwd, out_dir / xfm_name(prefix, "GRE", atlas.template_name, "h5")
-            ),
-            KEY_FROM_TEMPLATE: _move_atomic(
-                inv, out_dir / xfm_name(prefix, atlas.template_name, "GRE", "h5")
-            ),
-        }
         if t1w is not None:
-            transforms[KEY_T1W_TO_GRE] = out_dir / xfm_name(prefix, "T1w", "GRE", "mat")
-
-    # -------- labels, template and template mask onto the GRE grid
+            _move_atomic_rigid(tmp, out_dir, prefix)
+        timings["prepare"] = time.perf_counter() - t0 - timings.get("rigid_T1w_to_GRE", 0.0)
+        t0 = time.perf_counter()
+        transforms = _template_stage(
+            atlas, fixed, moving_path, syn_metric, mask, gre_affine, iron, tmp, out_dir,
+            prefix, p, grid, seed, threads, t1w is not None, parameters,
+        )  # fmt: skip
+        timings["registration"] = time.perf_counter() - t0
+    if t1w is not None:
+        transforms[KEY_T1W_TO_GRE] = out_dir / xfm_name(prefix, "T1w", "GRE", "mat")
     t0 = time.perf_counter()
-    # resample only inside the brain mask's bounding box (+10 mm): genericLabel costs about
-    # one linear interpolation per label and output voxel
-    sub, sub_affine = _bbox(mask, gre_affine, margin_mm=10.0)
-    gre_ref = nib_to_ants(nib.Nifti1Image(np.zeros(_shape(sub), np.float32), sub_affine))
-    xfm = [str(transforms[KEY_FROM_TEMPLATE])]
-    with itk_threads(threads):
-        lab = ants.apply_transforms(
-            gre_ref, nib_to_ants(atlas.labels_img), xfm, interpolator=p.label_interpolation
-        )
-        wmask = ants.apply_transforms(gre_ref, tpl_mask, xfm, interpolator="linear")
-        wtpl = ants.apply_transforms(gre_ref, tpl, xfm, interpolator="linear")
-        coords = _template_coords(atlas, gre_ref, xfm)
-    labels = np.zeros(mask.shape, np.int32)
-    labels[sub] = np.rint(lab.numpy()).astype(np.int32)
-    wmask_full = np.zeros(mask.shape, bool)
-    wmask_full[sub] = wmask.numpy() > 0.5
-    brain_dice = dice(wmask_full, mask)
-    wtpl_full = np.zeros(mask.shape, np.float32)
-    wtpl_full[sub] = wtpl.numpy()
+    labels, wtpl, coords, sub = _warp_to_gre(atlas, transforms, mask, gre_affine, p, threads)
+    brain_dice = dice(wtpl[1], mask)
     timings["warp_labels"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     iron_arr = None
     if iron is not None:
         iron_arr = np.nan_to_num(np.asarray(iron.dataobj, dtype=np.float32)[sub]) * mask[sub]
     qc = registration_qc(
-        mag[sub] * mask[sub],
-        mask[sub],
-        wtpl_full[sub],
-        labels[sub],
-        coords,
-        gre_affine,
-        atlas.structures,
-        iron_arr,
-    )
+        mag[sub] * mask[sub], mask[sub], wtpl[0][sub], labels[sub], coords, gre_affine,
+        atlas.structures, iron_arr,
+    )  # fmt: skip
     timings["qc"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
-
-    labels_img = nib.Nifti1Image(labels, gre_affine)
-    warped = nib.Nifti1Image(wtpl_full, gre_affine)
     return AtlasRegistration(
         labels=labels,
         transforms=transforms,
         brain_dice=float(brain_dice),
         timings_s={k: round(v, 2) for k, v in timings.items()},
         parameters=parameters,
-        warped_template=warped,
-        labels_img=labels_img,
+        warped_template=nib.Nifti1Image(wtpl[0], gre_affine),
+        labels_img=nib.Nifti1Image(labels, gre_affine),
         qc=qc,
     )
 
 
-def _template_coords(atlas: Atlas, gre_ref, xfm: list[str]) -> np.ndarray:
-    """Template world coordinates (mm, (3, X, Y, Z)) of every voxel of ``gre_ref``.
-
-    Linear interpolation of the template's coordinate images is exact (they are linear)."""
+def _base_parameters(
+    atlas: Atlas, p: RegistrationParams, grid: float, seed: int, threads: int
+) -> dict:
     import ants
 
-    aff = atlas.template_img.affine
-    shape = atlas.template_img.shape[:3]
-    out = []
-    for k in range(3):
-        lin = [np.arange(n, dtype=np.float32) for n in shape]
-        val = sum(
-            np.float32(aff[k, j]) * np.reshape(lin[j], [-1 if i == j else 1 for i in range(3)])
-            for j in range(3)
-        ) + np.float32(aff[k, 3])
-        img = nib_to_ants(nib.Nifti1Image(np.broadcast_to(val, shape).astype(np.float32), aff))
-        out.append(ants.apply_transforms(gre_ref, img, xfm, interpolator="linear").numpy())
-    return np.stack(out)
+    return {
+        "Software": f"ANTs via antspyx {ants.__version__} (antsRegistration)",
+        "Template": atlas.template_name,
+        "Atlas": atlas.name,
+        "RegistrationGridMM": grid,
+        "RandomSeed": int(seed),
+        "Threads": int(threads),
+        "BitwiseReproducible": int(threads) == 1,  # ITK's thread pool sums in arrival order
+        "Winsorize": list(p.winsorize),
+        "LabelInterpolation": p.label_interpolation,
+        "RegistrationParams": asdict(p),
+    }
 
 
-def _bbox(
-    mask: np.ndarray, affine: np.ndarray, margin_mm: float
-) -> tuple[tuple[slice, slice, slice], np.ndarray]:
-    """Bounding box of ``mask`` grown by ``margin_mm`` (clipped), and the affine of that box."""
-    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    idx = np.argwhere(mask)
-    pad = np.ceil(margin_mm / vox).astype(int)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
-    sub = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    sub_affine = affine.copy()
-    sub_affine[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
-    return sub, sub_affine  # type: ignore[return-value]
+def _fixed_images(atlas: Atlas, grid: float, p: RegistrationParams, tmp: Path) -> dict:
+    """The template (and its brain mask) on the registration grid, cropped to the brain +
+    ``p.crop_margin_mm``; the metric mask is the brain mask dilated by 3 voxels."""
+    import ants
+
+    tpl = nib_to_ants(atlas.template_img)
+    tpl_mask = nib_to_ants(
+        nib.Nifti1Image(atlas.template_mask().astype(np.float32), atlas.template_img.affine)
+    )
+    g = (grid, grid, grid)
+    tpl_g = ants.resample_image(tpl, g, use_voxels=False, interp_type=0)
+    tpl_mask_g = ants.resample_image(tpl_mask, g, use_voxels=False, interp_type=0)
+    # crop the fixed grid to the brain + margin: SyN cost scales with its voxel count
+    brain_g = ants.threshold_image(tpl_mask_g, 0.5, 2.0)
+    margin = max(1, int(round(p.crop_margin_mm / grid)))
+    tpl_g = ants.crop_image(tpl_g, ants.iMath(brain_g, "MD", margin))
+    tpl_mask_g = ants.resample_image_to_target(brain_g, tpl_g, interp_type="nearestNeighbor")
+    fixed_path = tmp / "fixed.nii.gz"
+    ants.image_write(tpl_g, str(fixed_path))
+    mask_path = tmp / "fixed_mask.nii.gz"
+    ants.image_write(ants.iMath(tpl_mask_g, "MD", 3), str(mask_path))
+    return {"tpl": tpl, "tpl_mask": tpl_mask, "grid_img": tpl_g, "path": fixed_path,
+            "mask_path": mask_path}  # fmt: skip
 
 
-def _shape(sub: tuple[slice, ...]) -> tuple[int, ...]:
-    return tuple(s.stop - s.start for s in sub)
-
-
-def _levels(
-    targets_mm: tuple[float, ...], voxel_mm: float, iterations: tuple[int, ...]
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]]:
-    """Shrink factors reaching the target resolutions (mm) on a grid of ``voxel_mm``.
-
-    Levels that collapse to the same shrink factor are merged. Returns (iterations, shrink
-    factors, smoothing sigmas in voxels of the full-resolution grid).
-    """
-    its: list[int] = []
-    shrinks: list[int] = []
-    for t, n in zip(targets_mm, iterations, strict=True):
-        f = max(1, int(round(t / voxel_mm)))
-        if shrinks and shrinks[-1] == f:
-            its[-1] = max(its[-1], n)
-            continue
-        shrinks.append(f)
-        its.append(n)
-    smooth = tuple(0.5 * (f - 1) for f in shrinks)
-    return tuple(its), tuple(shrinks), smooth
-
-
-def _t1w_to_gre_world(
-    t1w: nib.Nifti1Image,
-    gre_brain: nib.Nifti1Image,
-    gre_mask_img: nib.Nifti1Image,
+def _subject_image(
+    mag: np.ndarray,
+    mask: np.ndarray,
+    gre_affine: np.ndarray,
+    t1w: nib.Nifti1Image | None,
     tmp: Path,
     p: RegistrationParams,
     threads: int,
     seed: int,
     timings: dict[str, float],
-) -> tuple[Path, Path, dict]:
-    """Rigid T1w -> GRE, then the T1w header moved into the GRE world and brain-masked.
+    parameters: dict,
+) -> tuple[Path, str]:
+    """The moving image (masked GRE, or the T1w moved into the GRE world) and its SyN metric."""
+    gre_brain = nib.Nifti1Image((mag * mask).astype(np.float32), gre_affine)
+    if t1w is None:
+        parameters["SubjectImage"] = "GRE magnitude (RSS over echoes) masked by brain mask"
+        return save(gre_brain, tmp / "moving.nii.gz"), p.gre_syn_metric
+    gre_mask_img = nib.Nifti1Image(mask.astype(np.uint8), gre_affine)
+    moving_path, _, rigid_info = t1w_to_gre_world(
+        t1w, gre_brain, gre_mask_img, tmp, p, threads, seed, timings
+    )
+    parameters["SubjectImage"] = (
+        "T1w, rigidly aligned to the GRE (Mattes MI) and masked by the dilated GRE brain mask"
+    )
+    parameters["T1wToGRE"] = rigid_info
+    return moving_path, p.t1w_syn_metric
 
-    The fixed image is the masked GRE (metric sampled in the GRE brain mask only, so the
-    T1w may keep its skull), identity start (same scanner frame). Returns the path of the
-    masked T1w (now in the GRE world), the rigid ``.mat`` (``from-T1w_to-GRE`` in
-    ``mode-image`` terms) and the stage parameters.
-    """
-    import ants
 
-    t0 = time.perf_counter()
-    data = np.asarray(t1w.dataobj, dtype=np.float32)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputDataError(f"T1w must be a 3D image, got shape {data.shape}")
-    t1 = nib.Nifti1Image(np.nan_to_num(data), t1w.affine)
-    t1_path = _save(t1, tmp / "t1w.nii.gz")
-    gre_path = _save(gre_brain, tmp / "gre_brain.nii.gz")
-    gre_mask_path = _save(gre_mask_img, tmp / "gre_mask.nii.gz")
-    gre_vox = float(np.sqrt((gre_brain.affine[:3, :3] ** 2).sum(axis=0)).min())
-    its, shrink, smooth = _levels(p.rigid_t1w_levels_mm, gre_vox, p.rigid_t1w_iterations)
-    f, m = str(gre_path), str(t1_path)
-    outprefix = str(tmp / "rigid_")
-    args = [
-        "--dimensionality", "3",
-        "--float", "1",
-        "--collapse-output-transforms", "1",
-        "--output", f"[{outprefix}]",
-        "--interpolation", "Linear",
-        "--winsorize-image-intensities", f"[{p.winsorize[0]},{p.winsorize[1]}]",
-        "--use-histogram-matching", "0",
-        "--random-seed", str(int(seed)),
-    ]  # fmt: skip
-    metric = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]"
-    args += _stage("Rigid[0.1]", metric, its, shrink, smooth, masks=str(gre_mask_path))
-    _run_ants(args, threads)
-    rigid = Path(outprefix + "0GenericAffine.mat")
-    if not rigid.is_file():
-        raise RuntimeError(f"antsRegistration wrote no rigid transform in {tmp}")
-    # the rigid maps GRE points -> T1w points: move the T1w header into the GRE world
-    r_ras = itk_affine_to_ras(rigid)
-    t1_world = nib.Nifti1Image(t1.get_fdata(dtype=np.float32), np.linalg.inv(r_ras) @ t1.affine)
-    # brain mask: GRE mask (in the GRE world) onto the moved T1w grid, dilated by ~3 mm
-    with itk_threads(threads):
-        m_t1 = ants.apply_transforms(
-            fixed=nib_to_ants(t1_world),
-            moving=nib_to_ants(gre_mask_img),
-            transformlist=[],
-            interpolator="linear",
-        )
-    vox = float(np.sqrt((t1.affine[:3, :3] ** 2).sum(axis=0)).mean())
-    m_arr = ndimage.binary_dilation(m_t1.numpy() > 0.5, iterations=max(1, int(round(3.0 / vox))))
-    brain = nib.Nifti1Image(t1_world.get_fdata(dtype=np.float32) * m_arr, t1_world.affine)
-    moving_path = _save(brain, tmp / "t1w_brain_greworld.nii.gz")
-    timings["rigid_T1w_to_GRE"] = time.perf_counter() - t0
-    info = {
-        "Transform": "Rigid[0.1]",
-        "Fixed": "GRE magnitude masked by the brain mask (metric mask: brain mask)",
-        "Metric": f"MI[bins={p.mi_bins},Regular,{p.sampling_rate}]",
-        "Iterations": list(its),
-        "ShrinkFactors": list(shrink),
-        "SmoothingSigmasVox": list(smooth),
+def _move_atomic_rigid(tmp: Path, out_dir: Path, prefix: str) -> None:
+    move_atomic(tmp / "rigid_0GenericAffine.mat", out_dir / xfm_name(prefix, "T1w", "GRE", "mat"))
+
+
+def _template_stage(
+    atlas: Atlas,
+    fixed: dict,
+    moving_path: Path,
+    syn_metric: str,
+    mask: np.ndarray,
+    gre_affine: np.ndarray,
+    iron: nib.Nifti1Image | None,
+    tmp: Path,
+    out_dir: Path,
+    prefix: str,
+    p: RegistrationParams,
+    grid: float,
+    seed: int,
+    threads: int,
+    t1w: bool,
+    parameters: dict,
+) -> dict[str, Path]:
+    """Template <- subject: rigid, affine, SyN (+ deep gray matter SyN); saved composites."""
+    iron_paths = None
+    if iron is not None:
+        iron_paths = iron_images(atlas, iron, mask, fixed["grid_img"], tmp, p)
+        if iron_paths is not None:
+            parameters["IronChannel"] = iron_paths[2]
+    # the deep gray matter stage runs at the template's resolution, but not finer than
+    # the subject's voxels (a 3 mm GRE gains nothing from a 1 mm stage)
+    dgm = None
+    if p.dgm_stage:
+        dgm_grid = max(float(p.dgm_grid_mm), round(float(voxel_mm(gre_affine).min()), 3))
+        dgm = dgm_images(atlas, fixed["tpl"], tmp, p, iron_paths, dgm_grid)
+    outprefix = str(tmp / "reg_")
+    args, stages = registration_args(
+        fixed["path"], moving_path, fixed["mask_path"], syn_metric, p, seed, outprefix,
+        iron_paths, dgm, t1w, grid_mm=grid,
+    )  # fmt: skip
+    run_ants(args, threads)
+    parameters["TemplateToSubject"] = {"Initialization": "centres of mass", "Stages": stages}
+    fwd = Path(outprefix + "Composite.h5")
+    inv = Path(outprefix + "InverseComposite.h5")
+    if not (fwd.is_file() and inv.is_file()):
+        raise RuntimeError(f"antsRegistration wrote no composite transform in {tmp}")
+    return {
+        KEY_TO_TEMPLATE: move_atomic(
+            fwd, out_dir / xfm_name(prefix, "GRE", atlas.template_name, "h5")
+        ),
+        KEY_FROM_TEMPLATE: move_atomic(
+            inv, out_dir / xfm_name(prefix, atlas.template_name, "GRE", "h5")
+        ),
     }
-    return moving_path, rigid, info
+
+
+def _warp_to_gre(
+    atlas: Atlas,
+    transforms: dict[str, Path],
+    mask: np.ndarray,
+    gre_affine: np.ndarray,
+    p: RegistrationParams,
+    threads: int,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray, tuple]:
+    """Labels, warped template (and its brain mask), template coordinates on the GRE grid.
+
+    Only the brain mask's bounding box (+10 mm) is resampled. The template coordinates of
+    every GRE voxel are computed once through the composite (three linear warps); labels
+    (``genericLabel``: :func:`.antsutil.labels_at`, identical to ANTs' interpolator and
+    independent of the number of labels), template and template mask (trilinear) are then
+    sampled at them. Returns (labels, (template, template brain mask), template
+    coordinates in the box, the box slices)."""
+    sub, sub_affine = bbox(mask, gre_affine, margin_mm=10.0)
+    gre_ref = nib_to_ants(nib.Nifti1Image(np.zeros(box_shape(sub), np.float32), sub_affine))
+    xfm = [str(transforms[KEY_FROM_TEMPLATE])]
+    with itk_threads(threads):
+        coords, inside = template_coords(atlas, gre_ref, xfm)
+    if p.label_interpolation != "genericLabel":
+        raise ValueError(f"label_interpolation {p.label_interpolation!r}: only genericLabel")
+    tpl_mask = nib.Nifti1Image(atlas.template_mask().astype(np.float32), atlas.template_img.affine)
+    labels = np.zeros(mask.shape, np.int32)
+    labels[sub] = labels_at(atlas.labels_img, coords, inside)
+    wmask_full = np.zeros(mask.shape, bool)
+    wmask_full[sub] = sample_linear(tpl_mask, coords, inside) > 0.5
+    wtpl_full = np.zeros(mask.shape, np.float32)
+    wtpl_full[sub] = sample_linear(atlas.template_img, coords, inside)
+    return labels, (wtpl_full, wmask_full), coords, sub
 
 
 def _transform_path(transforms: dict[str, Path] | Path | str) -> Path:

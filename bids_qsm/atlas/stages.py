@@ -41,20 +41,26 @@ class RegistrationParams:
     """Registration settings (iterations per level, shrink factors, smoothing in voxels).
 
     ``grid_mm`` is the spacing (mm) of the template grid of the linear and whole-brain SyN
-    stages; shrink factors are relative to it. ``syn_type`` is ``SyN`` or ``BSplineSyN``
-    (mesh ``bspline_mesh_mm``). Metrics: ``MI`` (Mattes) or ``CC`` (radius ``cc_radius``
-    voxels). See the module docstring for the iron channel and the deep gray matter stage.
+    stages; shrink factors are relative to it. With ``grid_at_least_voxel`` the grid is
+    never finer than the subject's GRE voxels (a 3 mm GRE is registered on a 3 mm grid).
+    ``*_convergence`` = (threshold, window) of ANTs' convergence test per level.
+    ``syn_type`` is ``SyN`` or ``BSplineSyN`` (mesh ``bspline_mesh_mm``). Metrics: ``MI``
+    (Mattes) or ``CC`` (radius ``cc_radius`` voxels). See the module docstring for the iron
+    channel and the deep gray matter stage.
     """
 
     grid_mm: float = 2.0
+    grid_at_least_voxel: bool = True
     crop_margin_mm: float = 12.0
     rigid_iterations: tuple[int, ...] = (500, 250)
     affine_iterations: tuple[int, ...] = (500, 250)
     linear_shrink: tuple[int, ...] = (4, 2)
     linear_smooth_vox: tuple[float, ...] = (2, 1)
+    linear_convergence: tuple[float, int] = (1e-6, 10)
     syn_iterations: tuple[int, ...] = (60, 40, 20)
     syn_shrink: tuple[int, ...] = (4, 2, 1)
     syn_smooth_vox: tuple[float, ...] = (2, 1, 0)
+    syn_convergence: tuple[float, int] = (1e-6, 10)
     syn_gradient_step: float = 0.2
     syn_type: str = "SyN"
     bspline_mesh_mm: float = 26.0
@@ -63,7 +69,7 @@ class RegistrationParams:
     syn_total_sigma: float = 0.0
     mi_bins: int = 32
     sampling_rate: float = 0.3
-    cc_radius: int = 2
+    cc_radius: int = 1
     t1w_syn_metric: str = "MI"
     gre_syn_metric: str = "MI"
     iron_weight: float = 0.75
@@ -82,15 +88,19 @@ class RegistrationParams:
     label_interpolation: str = "genericLabel"
 
 
-def _stage(
+def stage_args(
     transform: str,
     metric: str | list[str],
     iterations: tuple[int, ...],
     shrink: tuple[int, ...],
     smooth: tuple[float, ...],
+    convergence: tuple[float, int],
     masks: str | None = None,
 ) -> list[str]:
-    """antsRegistration arguments of one stage (several metrics = a multi-channel metric)."""
+    """antsRegistration arguments of one stage (several metrics = a multi-channel metric).
+
+    ``convergence`` is (threshold, window): a level stops once the slope of the metric over
+    the last ``window`` iterations falls below ``threshold`` (ANTs' convergence test)."""
     if not len(iterations) == len(shrink) == len(smooth):
         raise ValueError("iterations, shrink factors and smoothing sigmas differ in length")
     metrics = [metric] if isinstance(metric, str) else list(metric)
@@ -99,7 +109,7 @@ def _stage(
         args += ["--metric", m]
     args += [
         "--convergence",
-        f"[{'x'.join(str(i) for i in iterations)},1e-6,10]",
+        f"[{'x'.join(str(i) for i in iterations)},{convergence[0]:g},{int(convergence[1])}]",
         "--shrink-factors",
         "x".join(str(s) for s in shrink),
         "--smoothing-sigmas",
@@ -210,6 +220,18 @@ def _syn_metrics(
     return out, desc
 
 
+def _stage_info(transform: str, metric: str, its, shrink, smooth, conv, grid: float) -> dict:
+    return {
+        "Transform": transform,
+        "Metric": metric,
+        "Iterations": list(its),
+        "ShrinkFactors": list(shrink),
+        "SmoothingSigmasVox": list(smooth),
+        "Convergence": {"Threshold": conv[0], "WindowSize": conv[1]},
+        "GridMM": grid,
+    }
+
+
 def registration_args(
     fixed: Path,
     moving: Path,
@@ -221,8 +243,18 @@ def registration_args(
     iron: tuple | None,
     dgm: dict | None,
     t1w: bool = False,
+    grid_mm: float | None = None,
 ) -> tuple[list[str], list[dict]]:
-    """All antsRegistration arguments and the stage descriptions for the sidecar."""
+    """All antsRegistration arguments and the stage descriptions for the sidecar.
+
+    ``grid_mm`` is the spacing of ``fixed`` (the registration grid, default ``p.grid_mm``).
+    Masks: with ``p.syn_fixed_mask`` one ``--masks`` option (the dilated template brain
+    mask) serves every stage; with the deep gray matter stage each stage gets its own mask
+    (linear and whole-brain stages the same brain mask, the box stage its box mask).
+    Masks are given as a single fixed-image path: ``[mask,NULL]`` made ANTs print
+    "file NULL does not exist".
+    """
+    g = float(grid_mm if grid_mm is not None else p.grid_mm)
     iron_w = p.iron_weight_t1w if t1w else p.iron_weight
     f, m = str(fixed), str(moving)
     mi = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]"
@@ -238,40 +270,35 @@ def registration_args(
         "--initial-moving-transform", f"[{f},{m},1]",
         "--random-seed", str(int(seed)),
     ]  # fmt: skip
+    if dgm is not None and not p.syn_fixed_mask:
+        raise ValueError("the deep gray matter stage needs syn_fixed_mask=True")
+    per_stage = str(fixed_mask) if dgm is not None else None
     lin = f"MI[bins={p.mi_bins},Regular,{p.sampling_rate}]"
     stages: list[dict] = []
     for tr, its in (("Rigid[0.1]", p.rigid_iterations), ("Affine[0.1]", p.affine_iterations)):
-        # antsRegistration needs one mask per stage once any stage has its own
-        no_mask = "[NULL,NULL]" if dgm is not None else None
-        args += _stage(tr, mi, its, p.linear_shrink, p.linear_smooth_vox, no_mask)
-        stages.append(
-            {"Transform": tr, "Metric": lin, "Iterations": list(its),
-             "ShrinkFactors": list(p.linear_shrink),
-             "SmoothingSigmasVox": list(p.linear_smooth_vox), "GridMM": p.grid_mm}
-        )  # fmt: skip
+        conv = p.linear_convergence
+        args += stage_args(tr, mi, its, p.linear_shrink, p.linear_smooth_vox, conv, per_stage)
+        stages.append(_stage_info(tr, lin, its, p.linear_shrink, p.linear_smooth_vox, conv, g))
     if p.syn_type == "BSplineSyN":
         syn = f"BSplineSyN[{p.syn_gradient_step},{p.bspline_mesh_mm:g},0,3]"
     else:
         syn = f"SyN[{p.syn_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
     metrics, desc = _syn_metrics(fixed, moving, syn_metric, iron_w, p, iron)
-    masks = f"[{fixed_mask},NULL]" if p.syn_fixed_mask else ("[NULL,NULL]" if dgm else None)
-    args += _stage(syn, metrics, p.syn_iterations, p.syn_shrink, p.syn_smooth_vox, masks)
-    stages.append(
-        {"Transform": syn, "Metric": desc, "Iterations": list(p.syn_iterations),
-         "ShrinkFactors": list(p.syn_shrink), "SmoothingSigmasVox": list(p.syn_smooth_vox),
-         "GridMM": p.grid_mm, "FixedMask": "template brain mask dilated by 3 voxels"}
-    )  # fmt: skip
+    masks = str(fixed_mask) if p.syn_fixed_mask else None
+    its, shr, smo, conv = p.syn_iterations, p.syn_shrink, p.syn_smooth_vox, p.syn_convergence
+    args += stage_args(syn, metrics, its, shr, smo, conv, masks)
+    info = _stage_info(syn, desc, its, shr, smo, conv, g)
+    if p.syn_fixed_mask:
+        info["FixedMask"] = "template brain mask dilated by 3 voxels (also for the linear stages)"
+    stages.append(info)
     if dgm is not None:
         dsyn = f"SyN[{p.dgm_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
         d_iron = (dgm["iron_fixed"], iron[1]) if iron is not None else None
         metrics, desc = _syn_metrics(dgm["fixed"], moving, syn_metric, iron_w, p, d_iron)
-        args += _stage(
-            dsyn, metrics, p.dgm_iterations, p.dgm_shrink, p.dgm_smooth_vox, f"[{dgm['mask']},NULL]"
-        )
-        stages.append(
-            {"Transform": dsyn, "Metric": desc, "Iterations": list(p.dgm_iterations),
-             "ShrinkFactors": list(p.dgm_shrink), "SmoothingSigmasVox": list(p.dgm_smooth_vox),
-             "GridMM": dgm["grid"], "Region": "deep gray matter box",
-             "BoxSizeMM": dgm["size_mm"], "BoxMarginMM": p.dgm_margin_mm}
-        )  # fmt: skip
+        its, shr, smo = p.dgm_iterations, p.dgm_shrink, p.dgm_smooth_vox
+        args += stage_args(dsyn, metrics, its, shr, smo, conv, str(dgm["mask"]))
+        info = _stage_info(dsyn, desc, its, shr, smo, conv, dgm["grid"])
+        info.update(Region="deep gray matter box", BoxSizeMM=dgm["size_mm"],
+                    BoxMarginMM=p.dgm_margin_mm)  # fmt: skip
+        stages.append(info)
     return args, stages
