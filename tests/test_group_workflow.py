@@ -170,6 +170,7 @@ def test_cli_exit_codes_and_one_line(tmp_path, capsys) -> None:
     assert len(err) == 1 and "participants.tsv" in err[0] and "'group'" in err[0]
 
 
+@pytest.mark.slow  # 20-49 s measured (load 5-10, 2 cores): two group-level runs
 def test_exclusions_honoured_and_outputs_byte_identical_on_rerun(tmp_path) -> None:
     """--exclude-participants (label + TSV) leaves them out of every model; the tables, the
     report and its figures are byte-identical when the group level runs again."""

@@ -46,6 +46,7 @@ def test_deformation_amplitude_smoothness_and_invertibility() -> None:
     np.testing.assert_allclose(coords[10, 20, 5], d.template_mm(pts)[:, 0], atol=1e-3)
 
 
+@pytest.mark.slow  # 30-41 s measured in the fast set (load 5-18, 2 cores)
 def test_subjects_differ_in_anatomy_and_rigid_keeps_template() -> None:
     a = simulate_subject("tiny", 1, **CLEAN)
     b = simulate_subject("tiny", 2, **CLEAN)
@@ -62,6 +63,7 @@ def test_subjects_differ_in_anatomy_and_rigid_keeps_template() -> None:
     assert a.labels.max() > 0 and a.brain_mask[a.labels > 0].all()
 
 
+@pytest.mark.slow  # 38-41 s measured in the fast set (load 5-18, 2 cores)
 def test_atrophy_volumes_follow_edss_and_keep_iron() -> None:
     kw = {**CLEAN, "group": "MS", "edss": 6.0, "disease_duration": 15.0, "null_effect": True}
     atro = simulate_subject("tiny", 4, atrophy=True, **kw)
