@@ -141,17 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", nargs="+", default=["GRE", "T1w"], choices=["GRE", "T1w"])
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--params", default="{}", help="JSON overrides of RegistrationParams")
+    ap.add_argument("--sloppy", action="store_true", help="start from the --sloppy preset")
     args = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
 
+    from dataclasses import asdict
+
     from bids_qsm.atlas.registration import RegistrationParams
     from bids_qsm.atlas.registry import load_atlas
+    from bids_qsm.atlas.stages import SLOPPY_PARAMS
     from bids_qsm.qsm.pipeline import reconstruct_qsm
     from bids_qsm.simulate.subject import simulate_subject
 
     atlas = load_atlas()
     over = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.params).items()}
-    params = RegistrationParams(**over)
+    base = asdict(SLOPPY_PARAMS) if args.sloppy else {}
+    params = RegistrationParams(**{**base, **over})
     results: dict[str, dict] = {}
     for seed in args.seeds:
         t0 = time.perf_counter()

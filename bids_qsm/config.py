@@ -136,6 +136,7 @@ class WorkflowConfig:
     atlas_template: Path | None = None
     atlas_name: str | None = None
     skip_registration: bool = False
+    sloppy: bool = False
 
     @property
     def custom_atlas(self) -> bool:

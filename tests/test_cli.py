@@ -140,7 +140,7 @@ def test_version_and_help(capsys) -> None:
         "--unwrapping", "--bg-removal", "--inversion", "--reference", "--phase-sign",
         "--vsharp-radius", "--brain-mask-source", "--swi-highpass", "--swi-mask-power",
         "--minip-thickness", "--apt-threshold", "--atlas", "--atlas-labels", "--atlas-table",
-        "--atlas-template", "--atlas-name", "--skip-registration", "--random-seed",
+        "--atlas-template", "--atlas-name", "--skip-registration", "--sloppy", "--random-seed",
         "--covariates", "--clinical-columns", "--group-column", "--control-label",
         "--voxelwise", "--n-permutations",
     ):  # fmt: skip

@@ -116,12 +116,9 @@ def test_test_retest_within_tolerance(two_sessions: dict[str, Path]) -> None:
     assert diff_ppb.max() <= 10.0, diff_ppb.round(2).to_dict()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="3 ppb not met by this one subject: measured 4.25 ppb; the QSM reconstruction "
-    "itself varies by 3.5 ppb between its two sessions (native grids, true labels; 2.8 ppb "
-    "without head repositioning), the subject-space resampling adds about 0.7 ppb. Over the 8 "
-    "controls of benchmarks/bench_longitudinal.py the mean is 1.68 ppb (per subject 1.2-3.2)",
-)
 def test_test_retest_target(two_sessions: dict[str, Path]) -> None:
-    assert _retest_ppb(two_sessions).mean() <= TEST_RETEST_PPB
+    """Issue 17 target on this subject (no change planted): mean |chi difference| over the
+    DGM <= 3 ppb (it was 4.25 ppb with the former RTS default, the weighted-TV default meets it).
+    """
+    diff_ppb = _retest_ppb(two_sessions)
+    assert diff_ppb.mean() <= TEST_RETEST_PPB, diff_ppb.round(2).to_dict()

@@ -86,6 +86,7 @@ def test_one_failing_subject_does_not_lose_the_others(
         {},
         {"inversion": "tkd", "bg_removal": "pdf", "unwrapping": "laplacian"},
         {"skip_registration": True, "reference": "none"},
+        {"sloppy": True},
     ],
 )
 def test_workflow_graph_over_options(two_subjects: Path, options: dict) -> None:
@@ -111,6 +112,7 @@ def test_workflow_graph_over_options(two_subjects: Path, options: dict) -> None:
             assert qsm.inputs.options[key] == options[key]
     reg = wf.get_node("gre_wf.atlas_wf.register")
     assert reg.inputs.skip is bool(options.get("skip_registration", False))
+    assert reg.inputs.sloppy is bool(options.get("sloppy", False))
 
 
 def test_user_brain_mask_replaces_the_automatic_one(two_subjects: Path, tmp_path: Path) -> None:

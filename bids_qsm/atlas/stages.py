@@ -46,9 +46,11 @@ class RegistrationParams:
     ``*_convergence`` = (threshold, window) of ANTs' convergence test per level.
     ``syn_type`` is ``SyN`` or ``BSplineSyN`` (mesh ``bspline_mesh_mm``). Metrics: ``MI``
     (Mattes) or ``CC`` (radius ``cc_radius`` voxels). See the module docstring for the iron
-    channel and the deep gray matter stage.
+    channel and the deep gray matter stage. ``quality`` names the preset ("default", or
+    "sloppy": :data:`SLOPPY_PARAMS`, for demos and tests only).
     """
 
+    quality: str = "default"
     grid_mm: float = 2.0
     grid_at_least_voxel: bool = True
     crop_margin_mm: float = 12.0
@@ -86,6 +88,22 @@ class RegistrationParams:
     rigid_t1w_iterations: tuple[int, ...] = (300, 150, 50)
     rigid_t1w_levels_mm: tuple[float, ...] = (6.0, 3.0, 2.0)
     label_interpolation: str = "genericLabel"
+
+
+#: ``--sloppy`` (as fMRIPrep's): fewer linear and SyN iterations, above all at the finest level,
+#: which dominates the cost (docs/atlas.md). About 3 times faster, with lower Dice of the small
+#: nuclei (pallidum, nigra, red nucleus): for demos and tests only, never for a study.
+SLOPPY_PARAMS = RegistrationParams(
+    quality="sloppy",
+    rigid_iterations=(200, 100),
+    affine_iterations=(200, 100),
+    syn_iterations=(40, 20, 5),
+)
+
+
+def registration_params(sloppy: bool = False) -> RegistrationParams:
+    """The registration preset: :class:`RegistrationParams` defaults, or :data:`SLOPPY_PARAMS`."""
+    return SLOPPY_PARAMS if sloppy else RegistrationParams()
 
 
 def stage_args(

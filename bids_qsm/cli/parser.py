@@ -359,6 +359,14 @@ def build_parser() -> BidsQsmArgumentParser:
         action="store_true",
         help="do not register the atlas (no regional tables); QSM, R2* and SWI maps only",
     )
+    g.add_argument(
+        "--sloppy",
+        dest="workflow.sloppy",
+        action="store_true",
+        help="fast, lower-quality atlas registration (fewer iterations; lower Dice of the small "
+        "nuclei): for demos and tests only, never for a study; recorded in the sidecars and "
+        "flagged in the report",
+    )
 
     # ------------------------------------------------------------------ group level
     g = parser.add_argument_group("Group level")

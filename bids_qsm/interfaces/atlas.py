@@ -55,6 +55,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     seed = traits.Int(0, usedefault=True)
     skip = traits.Bool(False, usedefault=True, desc="skip registration (--skip-registration)")
     skip_reason = traits.Str(_SKIP_REASON, usedefault=True, desc="reason recorded when skipped")
+    sloppy = traits.Bool(False, usedefault=True, desc="fast low-quality registration (--sloppy)")
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -76,6 +77,7 @@ class RegisterAtlas(SimpleInterface):
 
         from bids_qsm.atlas.qc import registration_figure
         from bids_qsm.atlas.registration import register_atlas
+        from bids_qsm.atlas.stages import registration_params
         from bids_qsm.specs import atlas_from_spec
 
         mag_img = nib.load(self.inputs.mag_file)
@@ -112,6 +114,7 @@ class RegisterAtlas(SimpleInterface):
             threads=self.inputs.threads,
             seed=self.inputs.seed,
             iron=iron,
+            params=registration_params(self.inputs.sloppy),
         )
         self._results["dseg_file"] = save_array(
             reg.labels, mag_img.affine, os.path.join(cwd, "dseg.nii"), dtype=np.int16

@@ -138,6 +138,7 @@ def _register_template(config: Any, subject: str, template: nib.Nifti1Image,
                        work: Path, threads: int):  # fmt: skip
     """The atlas registered once to the subject template (None when skipped)."""
     from bids_qsm.atlas.registration import register_atlas
+    from bids_qsm.atlas.stages import registration_params
     from bids_qsm.interfaces.atlas import registration_feasible
     from bids_qsm.workflows.specs import atlas_from_spec, atlas_spec_from_config
 
@@ -150,6 +151,7 @@ def _register_template(config: Any, subject: str, template: nib.Nifti1Image,
     reg = register_atlas(
         template, tmask, atlas, out_dir=work, prefix=f"sub-{subject}_space-subject",
         t1w=t1w, threads=threads, seed=int(config.execution.random_seed or 0), iron=iron,
+        params=registration_params(bool(config.workflow.sloppy)),
     )  # fmt: skip
     return reg, ""
 

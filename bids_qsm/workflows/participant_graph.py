@@ -164,9 +164,11 @@ def init_atlas_wf(
     threads: int,
     seed: int,
     skip: bool,
+    sloppy: bool = False,
     name: str = "atlas_wf",
 ) -> pe.Workflow:
-    """Template-to-subject registration (antspyx affine + SyN) and atlas labels in GRE space."""
+    """Template-to-subject registration (antspyx affine + SyN) and atlas labels in GRE space
+    (``sloppy``: the fast low-quality preset of ``--sloppy``)."""
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(
         IdentityInterface(["mag_file", "mask_file", "t1w_file", "iron_file"]), name="inputnode"
@@ -174,7 +176,9 @@ def init_atlas_wf(
     outs = ["dseg_file", "transforms", "figure_file", "params_file"]
     outputnode = pe.Node(IdentityInterface(outs), name="outputnode")
     reg = pe.Node(
-        RegisterAtlas(atlas=atlas, prefix=prefix, threads=threads, seed=seed, skip=skip),
+        RegisterAtlas(
+            atlas=atlas, prefix=prefix, threads=threads, seed=seed, skip=skip, sloppy=sloppy
+        ),
         name="register",
         n_procs=threads,
         mem_gb=2.5,
@@ -269,6 +273,7 @@ def init_gre_wf(
         threads=threads,
         seed=int(config.execution.random_seed or 0),
         skip=bool(config.workflow.skip_registration),
+        sloppy=bool(config.workflow.sloppy),
     )
     if acquisition.t1w:
         atlas_wf.get_node("register").inputs.t1w_file = str(acquisition.t1w)

@@ -33,6 +33,12 @@ def _sidecar(path: Path) -> dict[str, Any]:
     return json.loads(side.read_text()) if side.is_file() else {}
 
 
+def registration_quality(reg: dict[str, Any]) -> str:
+    """The registration preset recorded in an ``AtlasRegistration`` sidecar entry."""
+    params = (reg.get("parameters") or {}).get("RegistrationParams") or {}
+    return str(params.get("quality", "default"))
+
+
 def _atlas_name(config: Config) -> str:
     return config.workflow.atlas_spec().name
 
@@ -157,6 +163,11 @@ def acquisition_figures(
     warnings: list[str] = []
     if reg.get("skipped"):
         warnings.append(f"Atlas registration skipped: {reg.get('reason', 'no reason recorded')}.")
+    if registration_quality(reg) == "sloppy":
+        warnings.append(
+            "Atlas registration run with --sloppy (fast, lower quality: fewer iterations): "
+            "for demos and tests only, do not use these regional values in a study."
+        )
     in_mask = chi[mask]
     qc: dict[str, Any] = {
         "mask_volume_ml": float(mask.sum() * float(np.prod(vs)) / 1000.0),

@@ -65,6 +65,12 @@ def _atlas_text(at: Mapping[str, Any], cite: _Citer) -> list[str]:
         if soft is not None:
             txt += f" in {soft}{cite('tustison2021')}"
         s.append(txt + ".")
+    rp = _get(at, "RegistrationParams") or {}
+    if isinstance(rp, Mapping) and rp.get("quality") == "sloppy":
+        s.append(
+            "The registration used the fast low-quality preset (--sloppy: fewer iterations), "
+            "meant for demonstrations and tests; its regional values are not for publication."
+        )
     if _get(at, "GREtoT1w") is not None:
         s.append("The T1w image was aligned rigidly to the GRE (mutual information).")
     interp = _get(at, "LabelInterpolation", "label_interpolation")
