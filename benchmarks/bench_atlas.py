@@ -9,7 +9,7 @@ means, the registration QC values, wall and CPU time, and the load average; then
 issue-12 targets with the worst case.
 
 Usage: ``.venv/bin/python benchmarks/bench_atlas.py [--preset full] [--seeds 1 2 3]
-[--threads 2] [--json out.json] [--params '{"cc_radius": 2}']`` (``--params``: JSON overrides of
+[--threads 2] [--json out.json] [--params '{"cc_radius": 2}']`` (``--sloppy``: start from the ``--sloppy`` preset; ``--params``: JSON overrides of
 ``RegistrationParams``; the ITK thread count is fixed before ANTs is first used).
 """
 
@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         del sim, q
     grids = sorted({r["grid_mm"] for r in results.values()})
     print(f"\npreset={args.preset} threads={args.threads} seeds={args.seeds} grid_mm={grids} "
-          f"params={over or 'defaults'}")  # fmt: skip
+          f"params={'sloppy preset' if args.sloppy else 'defaults'}"
+          f"{' + ' + str(over) if over else ''}")  # fmt: skip
     ok = print_tables(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
