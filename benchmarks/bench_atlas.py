@@ -9,8 +9,9 @@ means, the registration QC values, wall and CPU time, and the load average; then
 issue-12 targets with the worst case.
 
 Usage: ``.venv/bin/python benchmarks/bench_atlas.py [--preset full] [--seeds 1 2 3]
-[--threads 2] [--json out.json] [--params '{"cc_radius": 2}']`` (``--sloppy``: start from the ``--sloppy`` preset; ``--params``: JSON overrides of
-``RegistrationParams``; the ITK thread count is fixed before ANTs is first used).
+[--threads 2] [--json out.json] [--sloppy] [--params '{"cc_radius": 2}']`` (``--sloppy``: start
+from the ``--sloppy`` preset; ``--params``: JSON overrides of ``RegistrationParams``; the ITK
+thread count is fixed before ANTs is first used).
 """
 
 from __future__ import annotations
