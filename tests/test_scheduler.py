@@ -168,3 +168,29 @@ def test_citation_is_the_same_whichever_subject_writes_it(tmp_path: Path) -> Non
     second = write_citation(cfg, tmp_path).read_bytes()
     assert first == second
     assert b"0.0123" not in first and b"0.012" not in first
+
+
+def test_longitudinal_step_is_published_for_the_heartbeat(tmp_path: Path, monkeypatch) -> None:
+    """The longitudinal step (subject space + one ANTs registration, outside Nipype's graph)
+    is published as the running stage, so the parent's heartbeat keeps printing."""
+    import types
+
+    import bids_qsm.workflows.longitudinal as L
+    from bids_qsm.workflows import scheduler as S
+
+    status = tmp_path / "01"
+    tracker = S.StageTracker("01", status)
+    seen: list[str] = []
+
+    def fake_run(config, subject, acquisitions, threads):
+        seen.append(status.read_text(encoding="utf-8"))
+        return None
+
+    monkeypatch.setattr(L, "run_longitudinal", fake_run)
+    acqs = [types.SimpleNamespace(session=s, source_prefix=f"sub-01_ses-{s}") for s in "12"]
+    S._run_longitudinal_step(None, "01", acqs, 1, tracker, status)
+    assert len(seen) == 1 and seen[0].startswith("longitudinal subject space")
+    assert status.read_text(encoding="utf-8") == "" and tracker.current is None
+    # one session: nothing runs, nothing is published
+    S._run_longitudinal_step(None, "01", acqs[:1], 1, tracker, status)
+    assert len(seen) == 1

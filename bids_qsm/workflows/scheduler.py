@@ -120,9 +120,36 @@ class StageTracker(logging.Handler):
             self._publish()
             LOGGER.info("sub-%s: %s done (%.1f s)", self.subject, label, float(elapsed or 0))
 
+    def set_stage(self, label: str | None) -> None:
+        """Mark a stage outside Nipype's graph (e.g. the longitudinal step) as running."""
+        self.current = label
+        self._publish()
+
     def activity(self) -> str | None:
         """What the heartbeat says: the running stage of this subject (None between nodes)."""
         return f"{self.current} of sub-{self.subject}" if self.current else None
+
+
+def _run_longitudinal_step(
+    config: Config,
+    subject: str,
+    acquisitions: Sequence[Any],
+    threads: int,
+    tracker: StageTracker,
+    status_file: Path | None,
+) -> None:
+    """Subject space and the one atlas registration of a subject with several sessions, with
+    the same heartbeat as the graph's stages (nothing to do for one session)."""
+    from bids_qsm.workflows.longitudinal import run_longitudinal, session_acquisitions
+
+    if not session_acquisitions(list(acquisitions)):
+        return
+    tracker.set_stage("longitudinal subject space and atlas registration (ANTs)")
+    try:
+        with heartbeat(tracker.activity if status_file is None else (lambda: None), LOGGER):
+            run_longitudinal(config, subject, list(acquisitions), threads)
+    finally:
+        tracker.set_stage(None)
 
 
 def _limit_blas_threads(threads: int) -> None:
@@ -173,9 +200,7 @@ def run_one_subject(
             with heartbeat(tracker.activity if status_file is None else (lambda: None), LOGGER):
                 graph = wf.run(**plugin)
             pgraph.write_stage_timings(graph, log_dir)
-            from bids_qsm.workflows.longitudinal import run_longitudinal  # issue 17
-
-            run_longitudinal(config, subject, list(acquisitions), threads)  # issue 17
+            _run_longitudinal_step(config, subject, acquisitions, threads, tracker, status_file)
         except Exception as exc:  # a failing subject must not stop the others
             sources = {pgraph._wf_name(a): a.all_files()[0] for a in acquisitions}
             error = subject_error(subject, log_dir, sources, exc)
