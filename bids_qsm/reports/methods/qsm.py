@@ -209,6 +209,25 @@ def _background_text(q: Mapping[str, Any], cite: _Citer) -> list[str]:
     return s
 
 
+def _wtv_text(p: Any, cite: _Citer) -> str:
+    """The weighted-data-term TV inversion (``p``: its parameter lookup)."""
+    detail = _clauses(
+        [
+            ("λ", p("lambda", "lam")),
+            ("μ2", p("mu2")),
+            ("iterations", p("max_iter", "iterations")),
+            ("data weight", p("weight")),
+        ]
+    )
+    return (
+        "Susceptibility was obtained by total-variation regularised dipole inversion "
+        "whose data term is weighted inside the brain mask only (linear FANSI model"
+        f"{cite('milovic2018')}), solved with ADMM from the first step of the rapid "
+        f"two-step inversion{cite('kames2018')} (exact k-space division on the "
+        f"well-conditioned k-space region){_paren(detail)}."
+    )
+
+
 def _inversion_text(q: Mapping[str, Any], cite: _Citer) -> list[str]:
     """Dipole inversion, the reported-map erosion, padding and the B0 direction."""
     s: list[str] = []
@@ -269,21 +288,7 @@ def _inversion_text(q: Mapping[str, Any], cite: _Citer) -> list[str]:
                 f"solved with ADMM{cite('bilgic2014')}{_paren(detail)}."
             )
         elif ik == "wtv":
-            detail = _clauses(
-                [
-                    ("λ", p("lambda", "lam")),
-                    ("μ2", p("mu2")),
-                    ("iterations", p("max_iter", "iterations")),
-                    ("data weight", p("weight")),
-                ]
-            )
-            s.append(
-                "Susceptibility was obtained by total-variation regularised dipole inversion "
-                "whose data term is weighted inside the brain mask only (linear FANSI model"
-                f"{cite('milovic2018')}), solved with ADMM from the first step of the rapid "
-                f"two-step inversion{cite('kames2018')} (exact k-space division on the "
-                f"well-conditioned k-space region){_paren(detail)}."
-            )
+            s.append(_wtv_text(p, cite))
         elif ik == "tkd":
             thr = p("threshold", "delta")
             s.append(
