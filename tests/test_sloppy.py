@@ -30,3 +30,25 @@ def test_sidecar_quality_read_back_and_methods_text() -> None:
     assert "--sloppy" in text and "not for publication" in text
     plain = {"atlas": "AAL3", "RegistrationParams": asdict(RegistrationParams())}
     assert "--sloppy" not in " ".join(_atlas_text(plain, lambda key: ""))
+
+
+def test_box_stage_replaces_the_finest_whole_brain_level_on_fine_data() -> None:
+    """1 mm GRE: whole-brain SyN stops at 4 mm and the 2 mm level runs in the deep gray
+    matter box; 2 mm and 3 mm GRE keep the three-level whole-brain SyN (docs/atlas.md)."""
+    from pathlib import Path
+
+    from bids_qsm.atlas.stages import registration_args, use_dgm_stage
+
+    p = RegistrationParams()
+    assert use_dgm_stage(p, 1.0) and not use_dgm_stage(p, 2.0) and not use_dgm_stage(p, 3.0)
+    assert use_dgm_stage(RegistrationParams(dgm_stage=True), 3.0)
+    assert not use_dgm_stage(RegistrationParams(dgm_stage=False), 1.0)
+    f = Path("f.nii.gz")
+    box = {"fixed": f, "mask": f, "iron_fixed": f, "size_mm": [90.0, 100.0, 80.0], "grid": 2.0}
+    for dgm, n_stages, syn_its in ((box, 4, [60, 40]), (None, 3, [60, 40, 20])):
+        args, stages = registration_args(f, f, f, "MI", p, 0, "o_", (f, f, {}), dgm)
+        assert len(stages) == n_stages and stages[2]["Iterations"] == syn_its
+        assert args.count("--transform") == n_stages
+    assert stages[2]["GridMM"] == 2.0
+    _, stages = registration_args(f, f, f, "MI", p, 0, "o_", None, box)
+    assert stages[3]["Iterations"] == [30, 15] and stages[3]["Region"] == "deep gray matter box"

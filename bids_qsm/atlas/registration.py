@@ -56,6 +56,7 @@ from bids_qsm.atlas.stages import (
     dgm_images,
     iron_images,
     registration_args,
+    use_dgm_stage,
 )
 from bids_qsm.atlas.t1w import t1w_to_gre_world
 from bids_qsm.atlas.transforms import itk_threads, nib_to_ants, xfm_name
@@ -314,9 +315,11 @@ def _template_stage(
     # the deep gray matter stage runs at the template's resolution, but not finer than
     # the subject's voxels (a 3 mm GRE gains nothing from a 1 mm stage)
     dgm = None
-    if p.dgm_stage:
-        dgm_grid = max(float(p.dgm_grid_mm), round(float(voxel_mm(gre_affine).min()), 3))
+    gre_vox = float(voxel_mm(gre_affine).min())
+    if use_dgm_stage(p, gre_vox):
+        dgm_grid = max(float(p.dgm_grid_mm), round(gre_vox, 3))
         dgm = dgm_images(atlas, fixed["tpl"], tmp, p, iron_paths, dgm_grid)
+    parameters["DeepGrayMatterStage"] = dgm is not None
     outprefix = str(tmp / "reg_")
     args, stages = registration_args(
         fixed["path"], moving_path, fixed["mask_path"], syn_metric, p, seed, outprefix,

@@ -9,12 +9,17 @@ Stages (all in one ``antsRegistration`` call, template = fixed, subject = moving
    With an iron map (the subject's chi) the metric is multi-channel: magnitude (or T1w)
    against the template plus the iron map against the synthetic iron template
    (:mod:`.iron`), weights ``1 - iron_weight`` and ``iron_weight``.
-3. Optional deep gray matter SyN (``dgm_stage``, off by default: on the small preset it
-   lowered thalamus, pallidum, accumbens and SN Dice against the whole-brain stage alone):
-   the same metrics at full template resolution
-   (``dgm_grid_mm``) on a box around the basal ganglia, thalami, midbrain and mesial temporal
-   structures (:data:`.iron.DGM_BOX_STRUCTURES`, grown by ``dgm_margin_mm``); the metric mask
-   leaves a ``dgm_margin_mm / 2`` rim so the field vanishes smoothly at the box edge.
+3. Deep gray matter SyN (``dgm_stage``; ``None`` = automatic: used when the GRE's finest
+   voxel edge is at most ``dgm_auto_max_voxel_mm``, i.e. for data finer than the 2 mm grid):
+   the same metrics on a box around the basal ganglia, thalami, midbrain and mesial
+   temporal structures (:data:`.iron.DGM_BOX_STRUCTURES`, grown by ``dgm_margin_mm``) at
+   ``dgm_grid_mm`` (2 mm, never finer than the GRE voxels), levels 2x and 1x that grid; the
+   metric mask leaves a ``dgm_margin_mm / 2`` rim so the field vanishes smoothly at the box
+   edge. With ``dgm_replaces_finest`` the whole-brain SyN then stops one level earlier: its
+   finest level, about two thirds of the registration's time on 1 mm data, runs only in the
+   box where the regional table is measured (about a sixth of the brain's grid). On 2 mm
+   data the box schedule lowered the pallidum, nigra and red nucleus (small preset), so
+   there the whole-brain schedule is kept (docs/atlas.md "Accuracy and speed").
 
 Determinism: the sampling of the linear stages is ``Regular`` (jittered by the fixed
 ``--random-seed``); the SyN metrics use every voxel. The same inputs, seed and ITK thread
@@ -77,8 +82,10 @@ class RegistrationParams:
     iron_weight: float = 0.75
     iron_weight_t1w: float = 0.5
     iron_metric: str = "CC"
-    dgm_stage: bool = False
-    dgm_grid_mm: float = 1.0
+    dgm_stage: bool | None = None
+    dgm_auto_max_voxel_mm: float = 1.5
+    dgm_replaces_finest: bool = True
+    dgm_grid_mm: float = 2.0
     dgm_margin_mm: float = 10.0
     dgm_iterations: tuple[int, ...] = (30, 15)
     dgm_shrink: tuple[int, ...] = (2, 1)
@@ -98,7 +105,27 @@ SLOPPY_PARAMS = RegistrationParams(
     rigid_iterations=(200, 100),
     affine_iterations=(200, 100),
     syn_iterations=(40, 20, 5),
+    dgm_iterations=(15, 5),
 )
+
+
+def use_dgm_stage(p: RegistrationParams, gre_voxel_mm: float) -> bool:
+    """Whether the deep gray matter box stage runs: ``p.dgm_stage``, or when it is ``None``
+    (automatic) for GRE voxels (finest edge, mm) of at most ``p.dgm_auto_max_voxel_mm``."""
+    if p.dgm_stage is None:
+        return float(gre_voxel_mm) <= float(p.dgm_auto_max_voxel_mm)
+    return bool(p.dgm_stage)
+
+
+def whole_brain_syn_levels(
+    p: RegistrationParams, with_dgm: bool
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]]:
+    """(iterations, shrink factors, smoothing) of the whole-brain SyN: without its finest
+    level when the box stage runs and ``p.dgm_replaces_finest`` (and it has several levels)."""
+    its, shr, smo = p.syn_iterations, p.syn_shrink, p.syn_smooth_vox
+    if with_dgm and p.dgm_replaces_finest and len(its) > 1:
+        return its[:-1], shr[:-1], smo[:-1]
+    return its, shr, smo
 
 
 def registration_params(sloppy: bool = False) -> RegistrationParams:
@@ -303,7 +330,8 @@ def registration_args(
         syn = f"SyN[{p.syn_gradient_step},{p.syn_flow_sigma},{p.syn_total_sigma}]"
     metrics, desc = _syn_metrics(fixed, moving, syn_metric, iron_w, p, iron)
     masks = str(fixed_mask) if p.syn_fixed_mask else None
-    its, shr, smo, conv = p.syn_iterations, p.syn_shrink, p.syn_smooth_vox, p.syn_convergence
+    its, shr, smo = whole_brain_syn_levels(p, dgm is not None)
+    conv = p.syn_convergence
     args += stage_args(syn, metrics, its, shr, smo, conv, masks)
     info = _stage_info(syn, desc, its, shr, smo, conv, g)
     if p.syn_fixed_mask:

@@ -40,12 +40,14 @@ def _atlas_text(at: Mapping[str, Any], cite: _Citer) -> list[str]:
     t2s = _get(at, "TemplateToSubject", "registration")
     transforms: list[str] = []
     syn = False
+    region = None
     if isinstance(t2s, Mapping):
         stages = _get(t2s, "Stages", "stages") or []
         for st in stages if isinstance(stages, list | tuple) else []:
             tr = str(_get(st, "Transform", "transform", default=""))
             transforms.append(tr.split("[")[0].lower())
             syn = syn or tr.lower().startswith("syn")
+            region = _get(st, "Region", default=None) or region
     elif isinstance(t2s, str):
         syn = "syn" in t2s.lower()
         transforms.append(t2s)
@@ -60,6 +62,8 @@ def _atlas_text(at: Mapping[str, Any], cite: _Citer) -> list[str]:
             txt += f" ({subj})"
         if chain:
             txt += f" with {chain} stages"
+            if region:
+                txt += f" (the last restricted to a {region})"
         if syn:
             txt += cite("avants2008")
         if soft is not None:
