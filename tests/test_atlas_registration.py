@@ -87,8 +87,9 @@ def test_register_tiny_fast(tmp_path: Path, atlas) -> None:
     stages = reg.parameters["TemplateToSubject"]["Stages"]
     assert [s["Transform"].split("[")[0] for s in stages] == ["Rigid", "Affine", "SyN", "SyN"]
     assert (
-        stages[2]["Iterations"] == [30, 20, 5] and stages[3]["GridMM"] == 3.0
-    )  # not finer than the GRE
+        stages[2]["Iterations"] == [30, 20] and stages[3]["GridMM"] == 3.0
+    )  # the box replaces the finest whole-brain level; its grid is not finer than the GRE
+    assert reg.parameters["DeepGrayMatterStage"] is True
     assert "iron CC" in stages[2]["Metric"] and "iron CC" in stages[3]["Metric"]
     assert reg.parameters["IronChannel"]["Metric"] == "CC"
     assert {"dgm_local_cc", "jacobian_p01", "iron_contrast_min_ppb", "status"} <= set(reg.qc)
