@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,8 @@ def main() -> None:
     cmd = [sys.executable, "-m", "bids_qsm", str(bids), str(out), "participant", "-w", str(work),
            "--nprocs", str(args.nprocs), "--skip-bids-validation"]  # fmt: skip
     peak = 0.0
+    load0 = os.getloadavg()[0]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the simulation, if run above
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done = threading.Event()
@@ -100,6 +103,10 @@ def main() -> None:
     print(f"| **whole participant level (process wall)** | **{wall:.1f}** |")
     print()
     print(f"peak resident memory of the process tree: {peak / 1024:.2f} GB")
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # the waited-for process tree
+    cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime
+    print(f"CPU time of the process tree: {cpu:.1f} s; load average "
+          f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
     print("targets: <= 180 s wall, <= 6 GB peak")
 
 
