@@ -52,3 +52,14 @@ def test_box_stage_replaces_the_finest_whole_brain_level_on_fine_data() -> None:
     assert stages[2]["GridMM"] == 2.0
     _, stages = registration_args(f, f, f, "MI", p, 0, "o_", None, box)
     assert stages[3]["Iterations"] == [30, 15] and stages[3]["Region"] == "deep gray matter box"
+
+
+def test_methods_text_names_the_box_stage() -> None:
+    stages = [{"Transform": t} for t in ("Rigid[0.1]", "Affine[0.1]", "SyN[0.2,3,0]")]
+    at = {"atlas": "AAL3", "TemplateToSubject": {"Stages": stages}}
+    assert "restricted" not in " ".join(_atlas_text(at, lambda key: ""))
+    box = {"Transform": "SyN[0.2,3,0]", "Region": "deep gray matter box"}
+    at["TemplateToSubject"] = {"Stages": [*stages, box]}
+    assert "the last restricted to a deep gray matter box" in " ".join(
+        _atlas_text(at, lambda k: "")
+    )
