@@ -9,17 +9,17 @@ Stages (all in one ``antsRegistration`` call, template = fixed, subject = moving
    With an iron map (the subject's chi) the metric is multi-channel: magnitude (or T1w)
    against the template plus the iron map against the synthetic iron template
    (:mod:`.iron`), weights ``1 - iron_weight`` and ``iron_weight``.
-3. Deep gray matter SyN (``dgm_stage``; ``None`` = automatic: used when the GRE's finest
-   voxel edge is at most ``dgm_auto_max_voxel_mm``, i.e. for data finer than the 2 mm grid):
+3. Optional deep gray matter SyN (``dgm_stage``: ``False`` by default, ``True``, or ``None`` =
+   automatic: used when the GRE's finest voxel edge is at most ``dgm_auto_max_voxel_mm``):
    the same metrics on a box around the basal ganglia, thalami, midbrain and mesial
    temporal structures (:data:`.iron.DGM_BOX_STRUCTURES`, grown by ``dgm_margin_mm``) at
    ``dgm_grid_mm`` (2 mm, never finer than the GRE voxels), levels 2x and 1x that grid; the
    metric mask leaves a ``dgm_margin_mm / 2`` rim so the field vanishes smoothly at the box
-   edge. With ``dgm_replaces_finest`` the whole-brain SyN then stops one level earlier: its
-   finest level, about two thirds of the registration's time on 1 mm data, runs only in the
-   box where the regional table is measured (about a sixth of the brain's grid). On 2 mm
-   data the box schedule lowered the pallidum, nigra and red nucleus (small preset), so
-   there the whole-brain schedule is kept (docs/atlas.md "Accuracy and speed").
+   edge. With ``dgm_replaces_finest`` the whole-brain SyN then stops one level earlier, so
+   its finest level (about two thirds of the registration's time on 1 mm data) runs only in
+   the box: less than half the work, but on the full preset (3 seeds) the GRE-only pallidum
+   read 13-20 ppb low and the slope of the regional means fell to 0.87-0.89, so it stays
+   off (docs/atlas.md "Accuracy and speed").
 
 Determinism: the sampling of the linear stages is ``Regular`` (jittered by the fixed
 ``--random-seed``); the SyN metrics use every voxel. The same inputs, seed and ITK thread
@@ -82,7 +82,7 @@ class RegistrationParams:
     iron_weight: float = 0.75
     iron_weight_t1w: float = 0.5
     iron_metric: str = "CC"
-    dgm_stage: bool | None = None
+    dgm_stage: bool | None = False
     dgm_auto_max_voxel_mm: float = 1.5
     dgm_replaces_finest: bool = True
     dgm_grid_mm: float = 2.0
