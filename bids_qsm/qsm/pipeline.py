@@ -58,9 +58,15 @@ class QSMOptions:
     # Voxels with R2* above this (Hz) are not brain tissue (bone/air partial volume) and leave
     # the mask, holes included; None: 100 Hz x B0 / 3 T; 0 disables (multi-echo only).
     mask_r2star_max_hz: float | None = None
+    # Voxels whose combined magnitude is below this fraction of the median in the mask have no
+    # usable phase (bone, air) and leave the mask, holes included; 0 disables.
+    mask_magnitude_min: float = 0.1
     mask_erosion_vox: int = 1  # erosion before background removal (consensus: 1 voxel)
     # unwrapping / phase offset (MCPC-3D-S)
     unwrap_downsample: int | None = None  # None: auto, coarse grid of about 2 mm; 1: full res
+    # voxels with residual > residual_threshold are unwrapped again in time from their
+    # neighbours' field (repairs 2 pi errors of the spatial unwrap; multi-echo, quality only)
+    unwrap_repair: bool = True
     mcpc_sigma_vox: tuple[float, float, float] = (10.0, 10.0, 5.0)
     mcpc_refine_passes: int = 1
     mcpc_poly_degree: int = 3  # polynomial part of the offset fitted first (0: Gaussian only)
@@ -137,7 +143,9 @@ class QSMOptions:
 #: the sidecar), so that changing a later stage reuses the cached earlier ones.
 FIELD_OPTIONS: tuple[str, ...] = (
     "unwrapping", "phase_sign", "mask_threshold_scale", "mask_opening_radius_mm",
-    "residual_threshold", "mask_r2star_max_hz", "mask_erosion_vox", "unwrap_downsample",
+    "residual_threshold", "mask_r2star_max_hz", "mask_magnitude_min", "mask_erosion_vox",
+    "unwrap_downsample",
+    "unwrap_repair",
     "mcpc_sigma_vox", "mcpc_refine_passes", "mcpc_poly_degree", "r2star_max_hz",
 )  # fmt: skip
 BACKGROUND_OPTIONS: tuple[str, ...] = (
