@@ -86,6 +86,8 @@ def weighted_tv(
     w2f = w2 * f
     w2_mu = (np.float32(1) / (w2 + np.float32(mu2))).astype(np.float32)
     thr = np.float32(lam / mu1)
+    mu2_d = (np.float32(mu2 / mu1) * D).astype(np.float32)
+    inv *= np.float32(mu1)
     acc = np.empty(shape, np.float32)
     n_iter = 0
     for _ in range(max_iter):
@@ -94,10 +96,12 @@ def weighted_tv(
         for a in range(3):
             z1[a] -= s1[a]  # z1 - s1 (restored below from the new z1)
             _grad_adjoint_add(z1[a], a, h[a], acc)
-        X = rfft3(acc, threads)
-        X *= np.float32(mu1)
+        X = rfft3(acc, threads)  # X = inv (mu1 F[acc] + mu2 D F[z2 - s2]), mu1 folded in
         z2 -= s2
-        X += np.float32(mu2) * D * rfft3(z2, threads)
+        Z2 = rfft3(z2, threads)
+        Z2 *= mu2_d
+        X += Z2
+        del Z2
         X *= inv
         dx = irfft3(X * D, shape, threads)
         x_new = irfft3(X, shape, threads)
@@ -108,13 +112,19 @@ def weighted_tv(
             np.clip(r, -thr, thr, out=s1[a])  # new s1 = r - soft(r) = clip(r)
             r -= s1[a]  # z1 = soft(r)
         dx += s2  # r2 = D x + s2
-        np.multiply(w2f + np.float32(mu2) * dx, w2_mu, out=z2)
+        np.multiply(dx, np.float32(mu2), out=z2)  # z2 = (W^2 f + mu2 r2) / (W^2 + mu2)
+        z2 += w2f
+        z2 *= w2_mu
         np.subtract(dx, z2, out=s2)
-        x -= x_new
-        change = float(np.sqrt(np.vdot(x, x)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30))
+        if tol > 0:
+            x -= x_new
+            change = float(
+                np.sqrt(np.vdot(x, x)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30)
+            )
+            if change < tol:
+                x = x_new
+                break
         x = x_new
-        if change < tol:
-            break
     out = np.zeros(mask.shape, np.float32)
     out[sl] = x[region]
     out[~mask] = 0
