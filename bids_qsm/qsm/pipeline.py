@@ -108,6 +108,7 @@ class QSMOptions:
     wtv_mu2: float = 0.03
     wtv_tol: float = 0.0  # 0: exactly wtv_max_iter iterations
     wtv_max_iter: int = 20
+    wtv_relax: float = 1.0  # ADMM over-relaxation factor (1: plain ADMM)
     wtv_weight: str = "mask"  # "mask" (1 inside) or "magnitude" (combined magnitude)
     wtv_rts_iter: int = 0  # RTS step-2 iterations of the start (0: step 1 only)
     # reference / R2*
@@ -157,7 +158,7 @@ INVERSION_OPTIONS: tuple[str, ...] = (
     "tikhonov_lambda", "tikhonov_reg", "tikhonov_tol", "tikhonov_max_iter", "tv_lambda",
     "tv_rho", "tv_tol", "tv_max_iter", "rts_delta", "rts_mu", "rts_rho", "rts_tol",
     "rts_max_iter", "rts_lsmr_iter", "wtv_lambda", "wtv_mu1", "wtv_mu2", "wtv_tol",
-    "wtv_max_iter", "wtv_weight", "wtv_rts_iter", "csf_r2star_max_hz",
+    "wtv_max_iter", "wtv_relax", "wtv_weight", "wtv_rts_iter", "csf_r2star_max_hz",
 )  # fmt: skip
 
 

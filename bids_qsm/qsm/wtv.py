@@ -36,6 +36,7 @@ def weighted_tv(
     mu2: float = 1.0,
     tol: float = 0.0,
     max_iter: int = 20,
+    relax: float = 1.0,
     pad_mm: float = 12.0,
     threads: int = 2,
 ) -> tuple[np.ndarray, int]:
@@ -55,6 +56,8 @@ def weighted_tv(
         ``max_iter`` iterations, the default: a relative change depends on the image content,
         e.g. it is below 1e-3 after one iteration on a phantom with 0.5 ppm cylinders);
     max_iter : number of iterations (cap).
+    relax : ADMM over-relaxation factor (1: plain ADMM; 1.5-1.8 usually converge faster to
+        the same minimiser).
 
     Returns the susceptibility map and the number of iterations run.
     """
@@ -106,16 +109,32 @@ def weighted_tv(
         dx = irfft3(X * D, shape, threads)
         x_new = irfft3(X, shape, threads)
         del X
+        # Over-relaxation (Boyd 2011, 3.4.3): A x is replaced by relax A x + (1 - relax) z_old;
+        # z1 and z2 hold z_old - s_old here, so r = relax A x + (1 - relax) z + (2 - relax) s.
+        a_x, a_z, a_s = np.float32(relax), np.float32(1 - relax), np.float32(2 - relax)
         for a in range(3):
-            r = _grad_forward(x_new, a, h[a], z1[a])  # r = grad x + s1, in place of z1
-            r += s1[a]
+            g = _grad_forward(x_new, a, h[a], acc)
+            r = z1[a]
+            if relax == 1.0:
+                np.add(g, s1[a], out=r)
+            else:
+                r *= a_z
+                r += a_x * g
+                r += a_s * s1[a]
             np.clip(r, -thr, thr, out=s1[a])  # new s1 = r - soft(r) = clip(r)
             r -= s1[a]  # z1 = soft(r)
-        dx += s2  # r2 = D x + s2
-        np.multiply(dx, np.float32(mu2), out=z2)  # z2 = (W^2 f + mu2 r2) / (W^2 + mu2)
+        if relax == 1.0:
+            dx += s2
+        else:
+            z2 *= a_z
+            dx *= a_x
+            dx += z2
+            dx += a_s * s2
+        r2 = dx
+        np.multiply(r2, np.float32(mu2), out=z2)  # z2 = (W^2 f + mu2 r2) / (W^2 + mu2)
         z2 += w2f
         z2 *= w2_mu
-        np.subtract(dx, z2, out=s2)
+        np.subtract(r2, z2, out=s2)
         if tol > 0:
             x -= x_new
             change = float(
@@ -159,6 +178,7 @@ def invert_wtv(
         local, mask, voxel_size, b0_dir,
         weight=magnitude if opt.wtv_weight == "magnitude" else None, x0=x0,
         lam=opt.wtv_lambda, mu1=opt.wtv_mu1, mu2=opt.wtv_mu2, tol=opt.wtv_tol,
-        max_iter=opt.wtv_max_iter, pad_mm=opt.inversion_pad_mm, threads=threads,
+        max_iter=opt.wtv_max_iter, relax=opt.wtv_relax, pad_mm=opt.inversion_pad_mm,
+        threads=threads,
     )  # fmt: skip
     return chi
