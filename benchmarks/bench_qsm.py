@@ -58,6 +58,10 @@ METHODS: dict[str, dict] = {
     "lbv+wtv-mu0.1": {"wtv_mu2": 0.1},
     "lbv+wtv-rts5": {"rts_max_iter": 5},
     "lbv+wtv-rts0": {"rts_max_iter": 0},
+    "lbv+wtv-relax": {"wtv_relax": 1.7, "wtv_max_iter": 12},
+    # the field preparation before issue 13's edge fixes (coarse-grid rounding at the mask
+    # edge, no repair of failed echo fits, no magnitude criterion)
+    "nofix": {"unwrap_edge_grow": False, "unwrap_repair": False, "mask_magnitude_min": 0.0},
     "previous": {
         "bg_removal": "vsharp",
         "inversion": "rts",

@@ -267,6 +267,7 @@ def fit_field(
     mcpc_refine_passes: int = 1,
     mcpc_poly_degree: int = 3,
     downsample: int | None = None,
+    edge_grow: bool = True,
     threads: int = 2,
 ) -> FieldFit:
     """Total field (Hz) from multi-echo (or single-echo) magnitude and phase (rad).
@@ -289,7 +290,7 @@ def fit_field(
     if unwrapping == "quality":
 
         def unwrapper(p: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
-            return unwrap_quality(p, m, w, downsample=ds)
+            return unwrap_quality(p, m, w, downsample=ds, grow=edge_grow)
 
     elif unwrapping == "laplacian":
 

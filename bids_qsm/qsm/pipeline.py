@@ -64,6 +64,8 @@ class QSMOptions:
     mask_erosion_vox: int = 1  # erosion before background removal (consensus: 1 voxel)
     # unwrapping / phase offset (MCPC-3D-S)
     unwrap_downsample: int | None = None  # None: auto, coarse grid of about 2 mm; 1: full res
+    # on the coarse grid: edge and steep-phase voxels unwrapped by growing from sure ones
+    unwrap_edge_grow: bool = True
     # voxels with residual > residual_threshold are unwrapped again in time from their
     # neighbours' field (repairs 2 pi errors of the spatial unwrap; multi-echo, quality only)
     unwrap_repair: bool = True
@@ -145,9 +147,8 @@ class QSMOptions:
 FIELD_OPTIONS: tuple[str, ...] = (
     "unwrapping", "phase_sign", "mask_threshold_scale", "mask_opening_radius_mm",
     "residual_threshold", "mask_r2star_max_hz", "mask_magnitude_min", "mask_erosion_vox",
-    "unwrap_downsample",
-    "unwrap_repair",
-    "mcpc_sigma_vox", "mcpc_refine_passes", "mcpc_poly_degree", "r2star_max_hz",
+    "unwrap_downsample", "unwrap_edge_grow", "unwrap_repair", "mcpc_sigma_vox",
+    "mcpc_refine_passes", "mcpc_poly_degree", "r2star_max_hz",
 )  # fmt: skip
 BACKGROUND_OPTIONS: tuple[str, ...] = (
     "bg_removal", "vsharp_max_radius_mm", "vsharp_min_radius_mm", "vsharp_step_mm",

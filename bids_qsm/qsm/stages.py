@@ -267,6 +267,7 @@ def _fit_or_user_field(
             mcpc_refine_passes=opt.mcpc_refine_passes,
             mcpc_poly_degree=opt.mcpc_poly_degree,
             downsample=opt.unwrap_downsample,
+            edge_grow=opt.unwrap_edge_grow,
             threads=threads,
         )
         return fit, m_box

@@ -38,6 +38,7 @@ def unwrap_quality(
     weight: np.ndarray | None = None,
     downsample: int = 1,
     max_uncertain_fraction: float = 0.01,
+    grow: bool = True,
 ) -> np.ndarray:
     """Exact quality-guided 3D unwrapping of ``phase`` (rad) inside ``mask``.
 
@@ -52,6 +53,10 @@ def unwrap_quality(
     2-voxel average by less than pi, i.e. wherever spatial unwrapping is well posed at all,
     and about 8x faster for a factor of 2. If more than ``max_uncertain_fraction`` (1 %) of the
     mask strays more than pi/2 from the coarse solution, the full-resolution unwrapper is used.
+    Otherwise, with ``grow``, only the sure voxels (inside the coarse mask, within pi/4 of the
+    coarse solution, and not next to a voxel that is not) keep the coarse rounding; the others
+    (mainly the mask edge, where the nearest-value extension of the coarse solution misses
+    steep fields next to bone and sinuses) are unwrapped by :func:`grow_unwrap` from them.
     """
     phase = np.asarray(phase, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
@@ -80,7 +85,7 @@ def unwrap_quality(
             uncertain = dev[m] > np.float32(np.pi / 2)
             if uncertain.mean() > max_uncertain_fraction:
                 un = _skimage_unwrap(ph, m)
-            else:
+            elif grow:
                 # Voxels well inside the coarse mask and close to the coarse model are sure;
                 # the others (mask edge, steep phase) are unwrapped by growing from them.
                 inside = upsample_linear(mc.astype(np.float32), downsample, ph.shape) > 0.99
