@@ -109,7 +109,7 @@ class QSMOptions:
     wtv_mu1: float | None = None  # None: 100 * wtv_lambda
     wtv_mu2: float = 0.03
     wtv_tol: float = 0.0  # 0: exactly wtv_max_iter iterations
-    wtv_max_iter: int = 20
+    wtv_max_iter: int = 25
     wtv_relax: float = 1.0  # ADMM over-relaxation factor (1: plain ADMM)
     wtv_weight: str = "mask"  # "mask" (1 inside) or "magnitude" (combined magnitude)
     wtv_rts_iter: int = 0  # RTS step-2 iterations of the start (0: step 1 only)
