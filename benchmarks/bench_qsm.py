@@ -39,7 +39,8 @@ from bids_qsm.qsm.reference import reference_chi
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-#: name -> QSMOptions fields. "default" is LBV + weighted-data-term TV (wtv, since issue 13);
+#: name -> QSMOptions fields. "default" is LBV + weighted-data-term TV (wtv, since issue 13;
+#: 25 iterations);
 #: "lbv+rts" the default before it; "previous" the release before issue 13 (V-SHARP, RTS with 4
 #: LSMR iterations over the whole kernel, Gaussian-only MCPC-3D-S offset, no Chimap erosion).
 METHODS: dict[str, dict] = {
@@ -54,6 +55,8 @@ METHODS: dict[str, dict] = {
     "lbv+tkd": {"inversion": "tkd"},
     "lbv+wtv-mag": {"wtv_weight": "magnitude"},
     "lbv+wtv10": {"wtv_max_iter": 10},
+    "lbv+wtv14": {"wtv_max_iter": 14},
+    "lbv+wtv20": {"wtv_max_iter": 20},
     "lbv+wtv40": {"wtv_max_iter": 40},
     "lbv+wtv-mu0.1": {"wtv_mu2": 0.1},
     "lbv+wtv-rts5": {"rts_max_iter": 5},
