@@ -8,8 +8,8 @@ and accuracy against the ground truth inside the method's Chimap mask: NRMSE, HF
 challenge 2.0 definitions, cross-checked against qsm-ci's scorer in tests/test_qsm_metrics.py;
 ``--qsm-ci`` also scores with qsm-ci itself), deep gray matter (thalamus, caudate, putamen,
 pallidum, substantia nigra, red nucleus; left and right) slope of regional means and mean
-absolute regional error (ppb), the rim (outer 5 mm) minus centre mean error (ppb), and the qsm-
-forward ``simple`` phantom's slope of cylinder means against truth (3 T, TE 4/9/14/19 ms, peak
+absolute regional error (ppb), the rim (outer 5 mm) minus centre mean error (ppb), and the
+qsm-forward ``simple`` phantom's slope of cylinder means against truth (3 T, TE 4/9/14/19 ms, peak
 SNR 100, phase offset and shim field on; the seed is its random seed). Truth is referenced to
 the mean over the same mask as the reconstruction.
 
