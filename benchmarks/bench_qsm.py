@@ -2,7 +2,8 @@
 
 For every method (a full pipeline run, magnitude + phase -> referenced Chimap) and every seed it
 prints: wall time, FFT-pair equivalents (wall time / one rfftn+irfftn pair on the acquisition
-grid, timed just before and after the run), the transform pairs counted (every scipy.fft
+grid, timed just before and after the run), the same by CPU time (process CPU time over that of
+one pair: less load-dependent), the transform pairs counted (every scipy.fft
 transform of the run weighted by n log n relative to the acquisition grid), peak RSS increase,
 and accuracy against the ground truth inside the method's Chimap mask: NRMSE, HFEN, XSIM (QSM
 challenge 2.0 definitions, cross-checked against qsm-ci's scorer in tests/test_qsm_metrics.py;
@@ -105,15 +106,27 @@ class RssSampler:
         self._thread.join()
 
 
+def cpu_s() -> float:
+    """CPU time (s, user + system, all threads) of this process so far."""
+    t = os.times()
+    return t.user + t.system
+
+
 def fft_pair_time(shape: tuple[int, ...], threads: int, repeats: int = 3) -> float:
     """Median wall time (s) of one rfftn + irfftn pair of float32 on ``shape``."""
+    return fft_pair_times(shape, threads, repeats)[0]
+
+
+def fft_pair_times(shape: tuple[int, ...], threads: int, repeats: int = 3) -> tuple[float, float]:
+    """Median wall and CPU time (s) of one rfftn + irfftn pair of float32 on ``shape``."""
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_s()
         sfft.irfftn(sfft.rfftn(x, workers=threads), s=shape, workers=threads)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        walls.append(time.perf_counter() - t)
+        cpus.append(cpu_s() - c)
+    return float(np.median(walls)), float(np.median(cpus))
 
 
 class FftCounter:
@@ -255,19 +268,21 @@ def main() -> None:
         for name in args.methods:
             opt = QSMOptions(**METHODS[name])
             base = RssSampler.rss()
-            before = fft_pair_time(sub.mag.shape[:3], args.threads)
+            before = fft_pair_times(sub.mag.shape[:3], args.threads)
             with RssSampler() as sampler, FftCounter(sub.mag.shape[:3]) as counter:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_s()
                 res = reconstruct_qsm(
                     sub.mag, sub.phase, sub.te_s, sub.b0_tesla, sub.voxel_size, sub.b0_dir,
                     opt, threads=args.threads,
                 )  # fmt: skip
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, cpu_s() - c0
             # The pair time around the run (mean of before and after): under a varying load
-            # one measurement per seed gave pair equivalents off by 30 % and more.
-            pair = 0.5 * (before + fft_pair_time(sub.mag.shape[:3], args.threads))
+            # one measurement per seed gave pair equivalents off by 30 % and more. CPU time
+            # (all threads, includes the RSS sampler's small share) is less load-dependent.
+            after = fft_pair_times(sub.mag.shape[:3], args.threads)
+            pair, pair_cpu = 0.5 * (before[0] + after[0]), 0.5 * (before[1] + after[1])
             row = {"method": name, "seed": seed, "wall s": wall, "FFTpairs": wall / pair,
-                   "counted pairs": counter.pairs,
+                   "CPU s": cpu, "CPU pairs": cpu / pair_cpu, "counted pairs": counter.pairs,
                    "RSS+GB": (sampler.peak - base) / 1e9}  # fmt: skip
             row.update(accuracy(res.chi_ppm, sub, res.mask))
             row["fwd slope"] = np.nan if ph is None else sphere_slope(ph, opt, args.threads)
