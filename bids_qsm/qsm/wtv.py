@@ -109,32 +109,7 @@ def weighted_tv(
         dx = irfft3(X * D, shape, threads)
         x_new = irfft3(X, shape, threads)
         del X
-        # Over-relaxation (Boyd 2011, 3.4.3): A x is replaced by relax A x + (1 - relax) z_old;
-        # z1 and z2 hold z_old - s_old here, so r = relax A x + (1 - relax) z + (2 - relax) s.
-        a_x, a_z, a_s = np.float32(relax), np.float32(1 - relax), np.float32(2 - relax)
-        for a in range(3):
-            g = _grad_forward(x_new, a, h[a], acc)
-            r = z1[a]
-            if relax == 1.0:
-                np.add(g, s1[a], out=r)
-            else:
-                r *= a_z
-                r += a_x * g
-                r += a_s * s1[a]
-            np.clip(r, -thr, thr, out=s1[a])  # new s1 = r - soft(r) = clip(r)
-            r -= s1[a]  # z1 = soft(r)
-        if relax == 1.0:
-            dx += s2
-        else:
-            z2 *= a_z
-            dx *= a_x
-            dx += z2
-            dx += a_s * s2
-        r2 = dx
-        np.multiply(r2, np.float32(mu2), out=z2)  # z2 = (W^2 f + mu2 r2) / (W^2 + mu2)
-        z2 += w2f
-        z2 *= w2_mu
-        np.subtract(r2, z2, out=s2)
+        _update_splits(x_new, dx, z1, s1, z2, s2, acc, h, thr, relax, mu2, w2f, w2_mu)
         if tol > 0:
             x -= x_new
             change = float(
@@ -148,6 +123,53 @@ def weighted_tv(
     out[sl] = x[region]
     out[~mask] = 0
     return out, n_iter
+
+
+def _update_splits(
+    x_new: np.ndarray,
+    dx: np.ndarray,
+    z1: list[np.ndarray],
+    s1: list[np.ndarray],
+    z2: np.ndarray,
+    s2: np.ndarray,
+    scratch: np.ndarray,
+    h: list[float],
+    thr: np.float32,
+    relax: float,
+    mu2: float,
+    w2f: np.ndarray,
+    w2_mu: np.ndarray,
+) -> None:
+    """z- and scaled-dual steps of :func:`weighted_tv`, in place (``dx = D x_new`` is consumed).
+
+    On entry ``z1`` and ``z2`` hold ``z - s`` of the previous iteration. TV split: soft
+    threshold of ``r = grad x + s1``; data split: ``z2 = (W^2 f + mu2 r2) / (W^2 + mu2)`` with
+    ``r2 = D x + s2``. Over-relaxation (Boyd 2011, 3.4.3) replaces ``A x`` by
+    ``relax A x + (1 - relax) z_old``, i.e. ``r = relax A x + (1 - relax) (z - s) + (2 - relax) s``.
+    """
+    a_x, a_z, a_s = np.float32(relax), np.float32(1 - relax), np.float32(2 - relax)
+    for a in range(3):
+        g = _grad_forward(x_new, a, h[a], scratch)
+        r = z1[a]
+        if relax == 1.0:
+            np.add(g, s1[a], out=r)
+        else:
+            r *= a_z
+            r += a_x * g
+            r += a_s * s1[a]
+        np.clip(r, -thr, thr, out=s1[a])  # new s1 = r - soft(r) = clip(r)
+        r -= s1[a]  # z1 = soft(r)
+    if relax == 1.0:
+        dx += s2
+    else:
+        z2 *= a_z
+        dx *= a_x
+        dx += z2
+        dx += a_s * s2
+    np.multiply(dx, np.float32(mu2), out=z2)
+    z2 += w2f
+    z2 *= w2_mu
+    np.subtract(dx, z2, out=s2)
 
 
 def invert_wtv(
