@@ -6,9 +6,9 @@ fit over TE (at the mask edge the coarse-grid unwrap is grown from sure voxels, 
 echo fits are unwrapped again in time from their neighbours); voxels with relative fit
 residual > 0.3 excluded, then voxels that are not brain tissue by their signal decay (R2* above
 100 Hz at 3 T: bone and air partial volume) or their magnitude (below 0.1 of the median:
-noise-level bone and air) excluded without hole filling; a 1-voxel erosion; LBV background removal; weighted-data-term TV
-inversion (``wtv``, from RTS step 1), a 2 mm erosion of the reported mask; whole-brain
-reference. Every stage is a function of its own module and can be
+noise-level bone and air) excluded without hole filling; a 1-voxel erosion; LBV background
+removal; weighted-data-term TV inversion (``wtv``, from RTS step 1), a 2 mm erosion of the
+reported mask; whole-brain reference. Every stage is a function of its own module and can be
 called separately; all work happens inside the mask bounding box.
 """
 
