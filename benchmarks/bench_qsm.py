@@ -2,14 +2,17 @@
 
 For every method (a full pipeline run, magnitude + phase -> referenced Chimap) and every seed it
 prints: wall time, FFT-pair equivalents (wall time / one rfftn+irfftn pair on the acquisition
-grid), peak RSS increase, and accuracy against the ground truth inside the method's Chimap
-mask: NRMSE, HFEN, XSIM (QSM challenge 2.0 definitions, cross-checked against qsm-ci's scorer
-in tests/test_qsm_metrics.py; ``--qsm-ci`` also scores with qsm-ci itself), deep gray matter
-(thalamus, caudate, putamen, pallidum, substantia nigra, red nucleus; left and right) slope of
-regional means and mean absolute regional error (ppb), the rim (outer 5 mm) minus centre mean
-error (ppb), and the qsm-forward ``simple`` phantom's slope of cylinder means against truth
-(3 T, TE 4/9/14/19 ms, peak SNR 100, phase offset and shim field on; the seed is its
-random seed). Truth is referenced to the mean over the same mask as the reconstruction.
+grid, timed just before and after the run), the same by CPU time (process CPU time over that of
+one pair: less load-dependent), the transform pairs counted (every scipy.fft
+transform of the run weighted by n log n relative to the acquisition grid), peak RSS increase,
+and accuracy against the ground truth inside the method's Chimap mask: NRMSE, HFEN, XSIM (QSM
+challenge 2.0 definitions, cross-checked against qsm-ci's scorer in tests/test_qsm_metrics.py;
+``--qsm-ci`` also scores with qsm-ci itself), deep gray matter (thalamus, caudate, putamen,
+pallidum, substantia nigra, red nucleus; left and right) slope of regional means and mean
+absolute regional error (ppb), the rim (outer 5 mm) minus centre mean error (ppb), and the
+qsm-forward ``simple`` phantom's slope of cylinder means against truth (3 T, TE 4/9/14/19 ms, peak
+SNR 100, phase offset and shim field on; the seed is its random seed). Truth is referenced to
+the mean over the same mask as the reconstruction.
 
 Peak memory is the process resident set size sampled every 5 ms from /proc/self/statm by a
 background thread, reported as the increase over the RSS before the reconstruction.
@@ -39,7 +42,8 @@ from bids_qsm.qsm.reference import reference_chi
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-#: name -> QSMOptions fields. "default" is LBV + weighted-data-term TV (wtv, since issue 13);
+#: name -> QSMOptions fields. "default" is LBV + weighted-data-term TV (wtv, since issue 13;
+#: 25 iterations);
 #: "lbv+rts" the default before it; "previous" the release before issue 13 (V-SHARP, RTS with 4
 #: LSMR iterations over the whole kernel, Gaussian-only MCPC-3D-S offset, no Chimap erosion).
 METHODS: dict[str, dict] = {
@@ -54,10 +58,16 @@ METHODS: dict[str, dict] = {
     "lbv+tkd": {"inversion": "tkd"},
     "lbv+wtv-mag": {"wtv_weight": "magnitude"},
     "lbv+wtv10": {"wtv_max_iter": 10},
+    "lbv+wtv14": {"wtv_max_iter": 14},
+    "lbv+wtv20": {"wtv_max_iter": 20},
     "lbv+wtv40": {"wtv_max_iter": 40},
     "lbv+wtv-mu0.1": {"wtv_mu2": 0.1},
     "lbv+wtv-rts5": {"rts_max_iter": 5},
     "lbv+wtv-rts0": {"rts_max_iter": 0},
+    "lbv+wtv-relax": {"wtv_relax": 1.7, "wtv_max_iter": 12},
+    # the field preparation before issue 13's edge fixes (coarse-grid rounding at the mask
+    # edge, no repair of failed echo fits, no magnitude criterion)
+    "nofix": {"unwrap_edge_grow": False, "unwrap_repair": False, "mask_magnitude_min": 0.0},
     "previous": {
         "bg_removal": "vsharp",
         "inversion": "rts",
@@ -96,15 +106,66 @@ class RssSampler:
         self._thread.join()
 
 
+def cpu_s() -> float:
+    """CPU time (s, user + system, all threads) of this process so far."""
+    t = os.times()
+    return t.user + t.system
+
+
 def fft_pair_time(shape: tuple[int, ...], threads: int, repeats: int = 3) -> float:
     """Median wall time (s) of one rfftn + irfftn pair of float32 on ``shape``."""
+    return fft_pair_times(shape, threads, repeats)[0]
+
+
+def fft_pair_times(shape: tuple[int, ...], threads: int, repeats: int = 3) -> tuple[float, float]:
+    """Median wall and CPU time (s) of one rfftn + irfftn pair of float32 on ``shape``."""
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_s()
         sfft.irfftn(sfft.rfftn(x, workers=threads), s=shape, workers=threads)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        walls.append(time.perf_counter() - t)
+        cpus.append(cpu_s() - c)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+class FftCounter:
+    """Counts the transforms of ``scipy.fft`` (patched module attributes) during a run.
+
+    Every call is weighted by its size relative to one transform on the acquisition grid,
+    ``n log n / (n0 log n0)`` (real transforms of either direction and DST/DCT alike), and the
+    sum is halved: transform-pair equivalents counted, independent of the machine's load.
+    """
+
+    NAMES = ("rfftn", "irfftn", "fftn", "ifftn", "dstn", "idstn", "dctn", "idctn")
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        n0 = float(np.prod(shape))
+        self.unit = n0 * np.log(n0)
+        self.pairs = 0.0
+        self.calls = 0
+        self._saved: dict[str, object] = {}
+
+    def _wrap(self, fn):
+        def counted(x, *a, **kw):
+            n = float(np.prod(np.shape(x)))
+            if fn.__name__ == "irfftn" and kw.get("s") is not None:
+                n = float(np.prod(kw["s"]))
+            self.pairs += 0.5 * n * np.log(max(n, 2.0)) / self.unit
+            self.calls += 1
+            return fn(x, *a, **kw)
+
+        return counted
+
+    def __enter__(self) -> FftCounter:
+        for name in self.NAMES:
+            self._saved[name] = getattr(sfft, name)
+            setattr(sfft, name, self._wrap(self._saved[name]))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, fn in self._saved.items():
+            setattr(sfft, name, fn)
 
 
 def accuracy(chi: np.ndarray, sub, mask: np.ndarray) -> dict[str, float]:
@@ -207,14 +268,21 @@ def main() -> None:
         for name in args.methods:
             opt = QSMOptions(**METHODS[name])
             base = RssSampler.rss()
-            with RssSampler() as sampler:
-                t0 = time.perf_counter()
+            before = fft_pair_times(sub.mag.shape[:3], args.threads)
+            with RssSampler() as sampler, FftCounter(sub.mag.shape[:3]) as counter:
+                t0, c0 = time.perf_counter(), cpu_s()
                 res = reconstruct_qsm(
                     sub.mag, sub.phase, sub.te_s, sub.b0_tesla, sub.voxel_size, sub.b0_dir,
                     opt, threads=args.threads,
                 )  # fmt: skip
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+            # The pair time around the run (mean of before and after): under a varying load
+            # one measurement per seed gave pair equivalents off by 30 % and more. CPU time
+            # (all threads, includes the RSS sampler's small share) is less load-dependent.
+            after = fft_pair_times(sub.mag.shape[:3], args.threads)
+            pair, pair_cpu = 0.5 * (before[0] + after[0]), 0.5 * (before[1] + after[1])
             row = {"method": name, "seed": seed, "wall s": wall, "FFTpairs": wall / pair,
+                   "CPU s": cpu, "CPU pairs": cpu / pair_cpu, "counted pairs": counter.pairs,
                    "RSS+GB": (sampler.peak - base) / 1e9}  # fmt: skip
             row.update(accuracy(res.chi_ppm, sub, res.mask))
             row["fwd slope"] = np.nan if ph is None else sphere_slope(ph, opt, args.threads)

@@ -279,6 +279,8 @@ def rts(
     del Fk
     x1 = irfft3(X1, shape, threads)
     x1 *= m
+    if max_iter <= 0:  # step 1 only (the start of wtv): no ADMM set-up
+        return _unpad(x1, mask, sl, region)
     well = wc.astype(np.float32) * np.float32(mu)
     K0 = (well * rfft3(x1, threads)).astype(np.complex64)
     x, _ = _admm_tv(well, K0, x1, voxel_size, 1.0, rho, tol, max_iter, threads)

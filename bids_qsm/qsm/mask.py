@@ -122,9 +122,21 @@ def _upsample(x: np.ndarray, f: tuple[int, ...], shape: tuple[int, ...]) -> np.n
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill enclosed holes in 3D and, slice by slice, in every axial plane."""
-    out = ndi.binary_fill_holes(mask)
-    for k in range(out.shape[2]):
-        out[:, :, k] = ndi.binary_fill_holes(out[:, :, k])
+    # Holes are the components of the background that do not touch the border (as
+    # ndi.binary_fill_holes, 6-connected), found by one labelling instead of iterated
+    # dilations; axial holes likewise with in-plane (4-connected) components.
+    out = np.asarray(mask, bool)
+    st2 = np.zeros((3, 3, 3), bool)
+    st2[:, :, 1] = ndi.generate_binary_structure(2, 1)
+    for st, faces in ((None, range(6)), (st2, range(4))):
+        lab, n = ndi.label(~out, structure=st)
+        if n == 0:
+            continue
+        edge = np.zeros(n + 1, bool)
+        for f in faces:
+            edge[np.unique(np.take(lab, 0 if f % 2 == 0 else -1, axis=f // 2))] = True
+        edge[0] = True
+        out = out | ~edge[lab]
     return out
 
 

@@ -37,14 +37,30 @@ def _exponents(degree: int) -> list[tuple[int, int, int]]:
 
 
 def _coords(shape: tuple[int, ...], mask: np.ndarray) -> list[np.ndarray]:
-    """Per-axis voxel coordinates (broadcastable), centred on the mask and scaled to about +-1."""
-    idx = np.argwhere(mask)
-    centre = idx.mean(0)
-    half = np.maximum((idx.max(0) - idx.min(0)) / 2.0, 1.0)
+    """Per-axis 1D voxel coordinates, centred on the mask and scaled to about +-1 (float64)."""
     out = []
     for ax in range(3):
-        c = (np.arange(shape[ax]) - centre[ax]) / half[ax]
-        out.append(c.reshape([-1 if a == ax else 1 for a in range(3)]).astype(np.float64))
+        other = tuple(a for a in range(3) if a != ax)
+        idx = np.flatnonzero(mask.any(axis=other))
+        n = np.count_nonzero(mask, axis=other)
+        centre = float((np.arange(shape[ax]) * n).sum() / max(n.sum(), 1))
+        half = max((float(idx[-1]) - float(idx[0])) / 2.0, 1.0)
+        out.append((np.arange(shape[ax]) - centre) / half)
+    return out
+
+
+def _eval_polynomial(
+    coef: np.ndarray, exps: list[tuple[int, int, int]], coords: list[np.ndarray]
+) -> np.ndarray:
+    """``sum_e coef_e x^e0 y^e1 z^e2`` on the grid (float32), one 3D pass per x power."""
+    cx, cy, cz = coords
+    by_x: dict[int, np.ndarray] = {}
+    for cf, (i, j, k) in zip(coef, exps, strict=True):
+        plane = cf * np.outer(cy**j, cz**k)
+        by_x[i] = by_x[i] + plane if i in by_x else plane
+    out = np.zeros((cx.size, cy.size, cz.size), np.float32)
+    for i, plane in by_x.items():
+        out += (cx**i).astype(np.float32)[:, None, None] * plane.astype(np.float32)[None]
     return out
 
 
@@ -53,12 +69,13 @@ def fit_offset_polynomial(
     mask: np.ndarray,
     weight: np.ndarray,
     degree: int = 3,
-    stride: int = 2,
+    stride: int = 3,
 ) -> np.ndarray:
     """Polynomial (degree ``degree``) fit of a wrapped smooth phase ``po`` (rad) in ``mask``.
 
     Fitted to wrapped neighbour differences along each axis (on every ``stride``-th line across
-    it, to bound memory), weighted by ``min(weight)`` of the pair; the constant by
+    it: ample rows for the 19 coefficients of a cubic and 9x fewer than all lines), weighted
+    by ``min(weight)`` of the pair, by weighted normal equations (float64); the constant by
     the weighted circular mean. Returns the polynomial (rad, float32, not wrapped) on the grid.
     """
     mask = np.asarray(mask, bool)
@@ -70,29 +87,24 @@ def fit_offset_polynomial(
         # Whole lines along ax (their differences telescope: noise averages out best), every
         # stride-th line across it.
         sub = tuple(slice(None) if a == ax else slice(0, None, stride) for a in range(3))
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[ax] = slice(0, -1)
-        hi[ax] = slice(1, None)
-        lo_t, hi_t = tuple(lo), tuple(hi)
-        g = _wrap(po[hi_t] - po[lo_t])[sub]
-        wp = np.minimum(w[lo_t], w[hi_t])[sub]
+        p_s, w_s = po[sub], w[sub]
+        lo = tuple(slice(0, -1) if a == ax else slice(None) for a in range(3))
+        hi = tuple(slice(1, None) if a == ax else slice(None) for a in range(3))
+        wp = np.minimum(w_s[lo], w_s[hi])
         sel = wp > 0
         if not sel.any():
             continue
-        # Monomial differences m(x + e_ax) - m(x) on the selected pairs.
         pts = np.nonzero(sel)
-        cols = []
-        for e in exps:
-            parts_lo, parts_hi = [], []
-            for a in range(3):
-                c = coords[a].ravel()
-                ix = pts[a] if a == ax else pts[a] * stride
-                parts_lo.append(c[ix] ** e[a])
-                parts_hi.append(c[ix + (1 if a == ax else 0)] ** e[a])
-            cols.append(np.prod(parts_hi, axis=0) - np.prod(parts_lo, axis=0))
-        rows_a.append(np.stack(cols, axis=1))
-        rows_b.append(g[sel].astype(np.float64))
+        # Per-axis coordinates of the lower voxel of every pair and the step along ax.
+        c_lo = [coords[a][pts[a] if a == ax else pts[a] * stride] for a in range(3)]
+        c_hi = [coords[a][pts[a] + 1] if a == ax else c_lo[a] for a in range(3)]
+        cols = np.empty((pts[0].size, len(exps)))
+        for n, e in enumerate(exps):
+            m_hi = c_hi[0] ** e[0] * c_hi[1] ** e[1] * c_hi[2] ** e[2]
+            m_lo = c_lo[0] ** e[0] * c_lo[1] ** e[1] * c_lo[2] ** e[2]
+            cols[:, n] = m_hi - m_lo
+        rows_a.append(cols)
+        rows_b.append(_wrap(p_s[hi][sel] - p_s[lo][sel]).astype(np.float64))
         rows_w.append(wp[sel].astype(np.float64))
     if not rows_a:
         return np.zeros(po.shape, np.float32)
@@ -102,14 +114,12 @@ def fit_offset_polynomial(
     coef = np.zeros(len(exps))
     keep = np.ones(b.shape, bool)
     for _ in range(2):  # fit, then refit without outlying differences (residual-based)
-        sw = np.sqrt(wt[keep])
-        coef = np.linalg.lstsq(A[keep] * sw[:, None], b[keep] * sw, rcond=None)[0]
+        wk = np.where(keep, wt, 0.0)
+        aw = A * wk[:, None]
+        coef = np.linalg.lstsq(aw.T @ A, aw.T @ b, rcond=None)[0]
         r = b - A @ coef
         scale = 1.4826 * np.median(np.abs(r[keep])) + 1e-6
         keep = np.abs(r) < 4 * scale
-    poly = np.zeros(po.shape, np.float64)
-    for cf, e in zip(coef, exps, strict=True):
-        poly = poly + cf * (coords[0] ** e[0]) * (coords[1] ** e[1]) * (coords[2] ** e[2])
-    poly = poly.astype(np.float32)
+    poly = _eval_polynomial(coef, exps, coords)
     z = np.sum(w[mask] * np.exp(1j * (po[mask] - poly[mask])))
     return (poly + np.float32(np.angle(z))).astype(np.float32)

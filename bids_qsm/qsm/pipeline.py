@@ -2,11 +2,13 @@
 
 Default pipeline (ISMRM consensus 2024): magnitude brain mask; MCPC-3D-S offset removal with one
 exact (quality-guided) spatial unwrap and temporal unwrapping of the echoes; SNR-weighted field
-fit over TE; voxels with relative fit residual > 0.3 excluded, then voxels that are not brain
-tissue by their signal decay (R2* above 100 Hz at 3 T: bone and air partial volume) excluded
-without hole filling; a 1-voxel erosion; LBV background removal; weighted-data-term TV
-inversion (``wtv``, from RTS step 1), a 2 mm erosion of the reported mask; whole-brain
-reference. Every stage is a function of its own module and can be
+fit over TE (at the mask edge the coarse-grid unwrap is grown from sure voxels, and failed
+echo fits are unwrapped again in time from their neighbours); voxels with relative fit
+residual > 0.3 excluded, then voxels that are not brain tissue by their signal decay (R2* above
+100 Hz at 3 T: bone and air partial volume) or their magnitude (below 0.1 of the median:
+noise-level bone and air) excluded without hole filling; a 1-voxel erosion; LBV background
+removal; weighted-data-term TV inversion (``wtv``, from RTS step 1), a 2 mm erosion of the
+reported mask; whole-brain reference. Every stage is a function of its own module and can be
 called separately; all work happens inside the mask bounding box.
 """
 
@@ -58,9 +60,17 @@ class QSMOptions:
     # Voxels with R2* above this (Hz) are not brain tissue (bone/air partial volume) and leave
     # the mask, holes included; None: 100 Hz x B0 / 3 T; 0 disables (multi-echo only).
     mask_r2star_max_hz: float | None = None
+    # Voxels whose combined magnitude is below this fraction of the median in the mask have no
+    # usable phase (bone, air) and leave the mask, holes included; 0 disables.
+    mask_magnitude_min: float = 0.1
     mask_erosion_vox: int = 1  # erosion before background removal (consensus: 1 voxel)
     # unwrapping / phase offset (MCPC-3D-S)
     unwrap_downsample: int | None = None  # None: auto, coarse grid of about 2 mm; 1: full res
+    # on the coarse grid: edge and steep-phase voxels unwrapped by growing from sure ones
+    unwrap_edge_grow: bool = True
+    # voxels with residual > residual_threshold are unwrapped again in time from their
+    # neighbours' field (repairs 2 pi errors of the spatial unwrap; multi-echo, quality only)
+    unwrap_repair: bool = True
     mcpc_sigma_vox: tuple[float, float, float] = (10.0, 10.0, 5.0)
     mcpc_refine_passes: int = 1
     mcpc_poly_degree: int = 3  # polynomial part of the offset fitted first (0: Gaussian only)
@@ -101,7 +111,8 @@ class QSMOptions:
     wtv_mu1: float | None = None  # None: 100 * wtv_lambda
     wtv_mu2: float = 0.03
     wtv_tol: float = 0.0  # 0: exactly wtv_max_iter iterations
-    wtv_max_iter: int = 20
+    wtv_max_iter: int = 25
+    wtv_relax: float = 1.0  # ADMM over-relaxation factor (1: plain ADMM)
     wtv_weight: str = "mask"  # "mask" (1 inside) or "magnitude" (combined magnitude)
     wtv_rts_iter: int = 0  # RTS step-2 iterations of the start (0: step 1 only)
     # reference / R2*
@@ -137,8 +148,9 @@ class QSMOptions:
 #: the sidecar), so that changing a later stage reuses the cached earlier ones.
 FIELD_OPTIONS: tuple[str, ...] = (
     "unwrapping", "phase_sign", "mask_threshold_scale", "mask_opening_radius_mm",
-    "residual_threshold", "mask_r2star_max_hz", "mask_erosion_vox", "unwrap_downsample",
-    "mcpc_sigma_vox", "mcpc_refine_passes", "mcpc_poly_degree", "r2star_max_hz",
+    "residual_threshold", "mask_r2star_max_hz", "mask_magnitude_min", "mask_erosion_vox",
+    "unwrap_downsample", "unwrap_edge_grow", "unwrap_repair", "mcpc_sigma_vox",
+    "mcpc_refine_passes", "mcpc_poly_degree", "r2star_max_hz",
 )  # fmt: skip
 BACKGROUND_OPTIONS: tuple[str, ...] = (
     "bg_removal", "vsharp_max_radius_mm", "vsharp_min_radius_mm", "vsharp_step_mm",
@@ -149,7 +161,7 @@ INVERSION_OPTIONS: tuple[str, ...] = (
     "tikhonov_lambda", "tikhonov_reg", "tikhonov_tol", "tikhonov_max_iter", "tv_lambda",
     "tv_rho", "tv_tol", "tv_max_iter", "rts_delta", "rts_mu", "rts_rho", "rts_tol",
     "rts_max_iter", "rts_lsmr_iter", "wtv_lambda", "wtv_mu1", "wtv_mu2", "wtv_tol",
-    "wtv_max_iter", "wtv_weight", "wtv_rts_iter", "csf_r2star_max_hz",
+    "wtv_max_iter", "wtv_relax", "wtv_weight", "wtv_rts_iter", "csf_r2star_max_hz",
 )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from ..methods import (
     UNWRAPPING_METHODS,
 )
 from .background import lbv, pdf, vsharp, vsharp_radii
-from .echofit import FieldFit, fit_field
+from .echofit import FieldFit, fit_field, repair_unwrapping
 from .geometry import hz_to_ppm
 from .grid import bounding_box
 from .inversion import rts, tikhonov, tkd, tv_admm
@@ -267,6 +267,7 @@ def _fit_or_user_field(
             mcpc_refine_passes=opt.mcpc_refine_passes,
             mcpc_poly_degree=opt.mcpc_poly_degree,
             downsample=opt.unwrap_downsample,
+            edge_grow=opt.unwrap_edge_grow,
             threads=threads,
         )
         return fit, m_box
@@ -310,9 +311,11 @@ def prepare_field(
     # Work inside the mask bounding box from here on.
     box = bounding_box(bmask, 1)
     fit, m_box = _fit_or_user_field(inp, box, bmask[box], opt, threads)
+    multi = len(inp.te) > 1
+    if multi and inp.user_field is None and opt.unwrap_repair and opt.unwrapping == "quality":
+        fit, _ = repair_unwrapping(fit, inp.mag4[box], inp.te, m_box, opt.residual_threshold)
     tick("unwrap_fit")
 
-    multi = len(inp.te) > 1
     r2 = t2 = None
     if multi:  # R2* is cheap and is needed by the tissue criterion of the mask
         r2, t2 = fit_r2star(inp.mag4[box], inp.te, m_box, r2star_max_hz=opt.r2star_max_hz)
@@ -330,6 +333,13 @@ def prepare_field(
         # filling of the magnitude mask encloses non-brain regions (e.g. skull base next to
         # the midbrain) whose strong field V-SHARP would otherwise treat as local.
         q_mask = refine_mask(q_mask, r2, float(r2_max), fill=False)
+    if opt.mask_magnitude_min > 0:
+        # Signal: bone and air enclosed by the hole filling have noise-level magnitude
+        # (2-6 % of tissue on the simulator), a random phase and a low "R2*" (noise does not
+        # decay); their field spikes became LBV boundary values. Not filled back.
+        mag_box = inp.combined[box]
+        mag_min = np.float32(opt.mask_magnitude_min * float(np.median(mag_box[q_mask])))
+        q_mask = largest_component(q_mask & (mag_box >= mag_min))
     if opt.mask_erosion_vox > 0:
         q_mask = largest_component(erode_voxels(q_mask, inp.vs, opt.mask_erosion_vox))
     field_ppm = hz_to_ppm(fit.field_hz, b0_tesla).astype(np.float32)

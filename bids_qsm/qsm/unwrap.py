@@ -38,6 +38,7 @@ def unwrap_quality(
     weight: np.ndarray | None = None,
     downsample: int = 1,
     max_uncertain_fraction: float = 0.01,
+    grow: bool = True,
 ) -> np.ndarray:
     """Exact quality-guided 3D unwrapping of ``phase`` (rad) inside ``mask``.
 
@@ -52,6 +53,10 @@ def unwrap_quality(
     2-voxel average by less than pi, i.e. wherever spatial unwrapping is well posed at all,
     and about 8x faster for a factor of 2. If more than ``max_uncertain_fraction`` (1 %) of the
     mask strays more than pi/2 from the coarse solution, the full-resolution unwrapper is used.
+    Otherwise, with ``grow``, only the sure voxels (inside the coarse mask, within pi/4 of the
+    coarse solution, and not next to a voxel that is not) keep the coarse rounding; the others
+    (mainly the mask edge, where the nearest-value extension of the coarse solution misses
+    steep fields next to bone and sinuses) are unwrapped by :func:`grow_unwrap` from them.
     """
     phase = np.asarray(phase, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
@@ -76,12 +81,63 @@ def unwrap_quality(
             # Where the fine phase strays more than pi/2 from the coarse model the rounding
             # is uncertain (phase gradients near pi per coarse voxel): then unwrap at full
             # resolution instead.
-            uncertain = np.abs(un - ref)[m] > np.float32(np.pi / 2)
+            dev = np.abs(un - ref)
+            uncertain = dev[m] > np.float32(np.pi / 2)
             if uncertain.mean() > max_uncertain_fraction:
                 un = _skimage_unwrap(ph, m)
+            elif grow:
+                # Voxels well inside the coarse mask and close to the coarse model are sure;
+                # the others (mask edge, steep phase) are unwrapped by growing from them.
+                inside = upsample_linear(mc.astype(np.float32), downsample, ph.shape) > 0.99
+                sure = m & inside & (dev <= np.float32(np.pi / 4))
+                sure &= ndi.binary_erosion(sure)
+                w_fine = np.where(m, w, 0).astype(np.float32)
+                un = grow_unwrap(un, ph, m, sure, w_fine)
     out = np.zeros_like(phase)
     shift = TWO_PI * np.float32(np.round(un[m].mean() / TWO_PI)) if m.any() else 0.0
     out[sl] = np.where(m, un - shift, np.float32(0))
+    return out
+
+
+def grow_unwrap(
+    un: np.ndarray,
+    ph: np.ndarray,
+    mask: np.ndarray,
+    sure: np.ndarray,
+    weight: np.ndarray,
+    max_pass: int = 100,
+) -> np.ndarray:
+    """Unwrap the voxels of ``mask`` outside ``sure`` by growing outwards from ``sure``.
+
+    In every pass each not yet unwrapped voxel with unwrapped 6-neighbours takes the 2 pi
+    multiple of its wrapped phase ``ph`` (rad) closest to the ``weight``-weighted mean of
+    those neighbours (path following, ring by ring). ``un`` holds the unwrapped phase of the
+    ``sure`` voxels (others are replaced where reached; unreached ones keep their value).
+    ``mask`` must be False on the array border. Returns a new float32 array (rad).
+    """
+    out = np.array(un, dtype=np.float32, copy=True)
+    u_f, p_f, w_f = out.ravel(), np.asarray(ph, np.float32).ravel(), weight.ravel()
+    done = np.array(sure, bool, copy=True).ravel()
+    todo = np.flatnonzero(np.asarray(mask, bool).ravel() & ~done)
+    strides = [int(np.prod(out.shape[a + 1 :])) for a in range(out.ndim)]
+    for _ in range(max_pass):
+        if todo.size == 0:
+            break
+        num = np.zeros(todo.size, np.float32)
+        den = np.zeros(todo.size, np.float32)
+        for st in strides:
+            for nb in (todo + st, todo - st):
+                wn = np.where(done[nb], w_f[nb], np.float32(0))
+                num += wn * u_f[nb]
+                den += wn
+        front = den > 0
+        if not front.any():
+            break
+        i = todo[front]
+        pred = num[front] / den[front]
+        u_f[i] = p_f[i] + TWO_PI * np.rint((pred - p_f[i]) / TWO_PI)
+        done[i] = True
+        todo = todo[~front]
     return out
 
 

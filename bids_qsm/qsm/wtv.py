@@ -36,6 +36,7 @@ def weighted_tv(
     mu2: float = 1.0,
     tol: float = 0.0,
     max_iter: int = 20,
+    relax: float = 1.0,
     pad_mm: float = 12.0,
     threads: int = 2,
 ) -> tuple[np.ndarray, int]:
@@ -55,6 +56,8 @@ def weighted_tv(
         ``max_iter`` iterations, the default: a relative change depends on the image content,
         e.g. it is below 1e-3 after one iteration on a phantom with 0.5 ppm cylinders);
     max_iter : number of iterations (cap).
+    relax : ADMM over-relaxation factor (1: plain ADMM; 1.5-1.8 usually converge faster to
+        the same minimiser).
 
     Returns the susceptibility map and the number of iterations run.
     """
@@ -86,6 +89,8 @@ def weighted_tv(
     w2f = w2 * f
     w2_mu = (np.float32(1) / (w2 + np.float32(mu2))).astype(np.float32)
     thr = np.float32(lam / mu1)
+    mu2_d = (np.float32(mu2 / mu1) * D).astype(np.float32)
+    inv *= np.float32(mu1)
     acc = np.empty(shape, np.float32)
     n_iter = 0
     for _ in range(max_iter):
@@ -94,31 +99,77 @@ def weighted_tv(
         for a in range(3):
             z1[a] -= s1[a]  # z1 - s1 (restored below from the new z1)
             _grad_adjoint_add(z1[a], a, h[a], acc)
-        X = rfft3(acc, threads)
-        X *= np.float32(mu1)
+        X = rfft3(acc, threads)  # X = inv (mu1 F[acc] + mu2 D F[z2 - s2]), mu1 folded in
         z2 -= s2
-        X += np.float32(mu2) * D * rfft3(z2, threads)
+        Z2 = rfft3(z2, threads)
+        Z2 *= mu2_d
+        X += Z2
+        del Z2
         X *= inv
         dx = irfft3(X * D, shape, threads)
         x_new = irfft3(X, shape, threads)
         del X
-        for a in range(3):
-            r = _grad_forward(x_new, a, h[a], z1[a])  # r = grad x + s1, in place of z1
-            r += s1[a]
-            np.clip(r, -thr, thr, out=s1[a])  # new s1 = r - soft(r) = clip(r)
-            r -= s1[a]  # z1 = soft(r)
-        dx += s2  # r2 = D x + s2
-        np.multiply(w2f + np.float32(mu2) * dx, w2_mu, out=z2)
-        np.subtract(dx, z2, out=s2)
-        x -= x_new
-        change = float(np.sqrt(np.vdot(x, x)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30))
+        _update_splits(x_new, dx, z1, s1, z2, s2, acc, h, thr, relax, mu2, w2f, w2_mu)
+        if tol > 0:
+            x -= x_new
+            change = float(
+                np.sqrt(np.vdot(x, x)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30)
+            )
+            if change < tol:
+                x = x_new
+                break
         x = x_new
-        if change < tol:
-            break
     out = np.zeros(mask.shape, np.float32)
     out[sl] = x[region]
     out[~mask] = 0
     return out, n_iter
+
+
+def _update_splits(
+    x_new: np.ndarray,
+    dx: np.ndarray,
+    z1: list[np.ndarray],
+    s1: list[np.ndarray],
+    z2: np.ndarray,
+    s2: np.ndarray,
+    scratch: np.ndarray,
+    h: list[float],
+    thr: np.float32,
+    relax: float,
+    mu2: float,
+    w2f: np.ndarray,
+    w2_mu: np.ndarray,
+) -> None:
+    """z- and scaled-dual steps of :func:`weighted_tv`, in place (``dx = D x_new`` is consumed).
+
+    On entry ``z1`` and ``z2`` hold ``z - s`` of the previous iteration. TV split: soft
+    threshold of ``r = grad x + s1``; data split: ``z2 = (W^2 f + mu2 r2) / (W^2 + mu2)`` with
+    ``r2 = D x + s2``. Over-relaxation (Boyd 2011, 3.4.3) replaces ``A x`` by
+    ``relax A x + (1 - relax) z_old``, i.e. ``r = relax A x + (1 - relax) (z - s) + (2 - relax) s``.
+    """
+    a_x, a_z, a_s = np.float32(relax), np.float32(1 - relax), np.float32(2 - relax)
+    for a in range(3):
+        g = _grad_forward(x_new, a, h[a], scratch)
+        r = z1[a]
+        if relax == 1.0:
+            np.add(g, s1[a], out=r)
+        else:
+            r *= a_z
+            r += a_x * g
+            r += a_s * s1[a]
+        np.clip(r, -thr, thr, out=s1[a])  # new s1 = r - soft(r) = clip(r)
+        r -= s1[a]  # z1 = soft(r)
+    if relax == 1.0:
+        dx += s2
+    else:
+        z2 *= a_z
+        dx *= a_x
+        dx += z2
+        dx += a_s * s2
+    np.multiply(dx, np.float32(mu2), out=z2)
+    z2 += w2f
+    z2 *= w2_mu
+    np.subtract(dx, z2, out=s2)
 
 
 def invert_wtv(
@@ -149,6 +200,7 @@ def invert_wtv(
         local, mask, voxel_size, b0_dir,
         weight=magnitude if opt.wtv_weight == "magnitude" else None, x0=x0,
         lam=opt.wtv_lambda, mu1=opt.wtv_mu1, mu2=opt.wtv_mu2, tol=opt.wtv_tol,
-        max_iter=opt.wtv_max_iter, pad_mm=opt.inversion_pad_mm, threads=threads,
+        max_iter=opt.wtv_max_iter, relax=opt.wtv_relax, pad_mm=opt.inversion_pad_mm,
+        threads=threads,
     )  # fmt: skip
     return chi

@@ -135,9 +135,20 @@ def _field_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> lis
         if weighting is not None:
             txt += f" (weights: {weighting})"
         if resid is not None:
+            repair = (
+                " (after a second temporal unwrapping from the field of their neighbours)"
+                if _get(q, "unwrap_repair")
+                else ""
+            )
             txt += (
-                f"; voxels whose relative fit residual exceeded {_num(resid)} were excluded "
-                "from the mask"
+                f"; voxels whose relative fit residual exceeded {_num(resid)}{repair} were "
+                "excluded from the mask"
+            )
+        mag_min = _get(q, "mask_magnitude_min")
+        if isinstance(mag_min, int | float) and mag_min > 0:
+            txt += (
+                f", as were voxels whose combined magnitude was below {_num(mag_min)} of its "
+                "median in the mask (bone and air)"
             )
         s.append(txt + ".")
     return s
