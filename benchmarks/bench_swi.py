@@ -77,6 +77,8 @@ def _simulate(
         "b0": np.float64(sim.b0_tesla),
         "truth_names": np.asarray(rt.structure, dtype=str),
         "truth_chi": np.asarray(rt.chi_mean_ppm, float),
+        # true field of the sources inside the brain (ppm): the noise-free "oracle" phase
+        "local_true_ppm": sim.local_field_ppm.astype(np.float32),
     }
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,7 @@ def subject_measures(
     over the whole structure, or over the ROI with ``mpapt_roi``) and the peer (labels)."""
     from bids_qsm.atlas.structures import aal3_structures
     from bids_qsm.swi.phase_iron import participant_threshold
-    from bids_qsm.swi.validation import phase_iron_scan, structure_values
+    from bids_qsm.swi.validation import oracle_phase_iron, phase_iron_scan, structure_values
 
     structs = aal3_structures()
     mask = d["mask"]
@@ -119,6 +121,10 @@ def subject_measures(
         ours_mean if mpapt_roi else structure_values(res.phase_iron_rad, d["labels"], mask, structs)
     )
     theirs = structure_values(peer, d["labels"], mask, structs)
+    oracle = None
+    if "local_true_ppm" in d:  # noise-free: the true local field through the same filter
+        orc = oracle_phase_iron(scan, d["local_true_ppm"], d["vs"], float(d["b0"]), options)
+        oracle = structure_values(orc, scan.roi_labels, mask, structs)
     for who in (ours, theirs, ours_mean):
         who["basal_ganglia"] = np.concatenate([who[n] for n in BG])
     wb = res.phase_iron_rad[mask]
@@ -126,6 +132,7 @@ def subject_measures(
     return {
         "ours": ours,
         "ours_mean": ours_mean,
+        "oracle_mean": oracle,
         "peer": theirs,
         "peer_mean": theirs,
         "ours_wb": wb[np.isfinite(wb)],
@@ -173,6 +180,14 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
             row[f"{who}_r_mpapt_default"] = _r(
                 chi, [_mpapt(s[who][name], s[f"{who}_default_thr"]) for s in hc]
             )
+        if all(s["oracle_mean"] is not None for s in hc + ms):
+            orc = [float(s["oracle_mean"][name].mean()) for s in hc + ms]
+            ours = [float(s["ours_mean"][name].mean()) for s in hc + ms]
+            row["oracle_min_mean_rad"] = min(orc)
+            row["oracle_n_negative"] = int(sum(o < 0 for o in orc))
+            row["sign_agree"] = int(sum((o > 0) == (v > 0) for o, v in zip(orc, ours, strict=True)))
+            row["n_subjects"] = len(orc)
+            row["oracle_r_mean"] = _r(chi, orc[: len(hc)])
         rows.append(row)
     sweep = {}
     for who in ("ours", "peer"):
@@ -202,7 +217,14 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
                 sd = np.sqrt((np.nanvar(a, ddof=1) + np.nanvar(b, ddof=1)) / 2)
                 diffs[name + "_d"] = diffs[name] / sd if sd > 0 else float("nan")
             effect[who] = diffs
-    return {"rows": rows, "whole_brain": wb, "ms_minus_hc_mpapt": effect, "n_sd_sweep": sweep}
+    below = sum(s["truth"]["pulvinar"] < s["truth"]["thalamus"] for s in hc + ms)
+    return {
+        "rows": rows,
+        "pulvinar_below_thalamus": int(below),
+        "whole_brain": wb,
+        "ms_minus_hc_mpapt": effect,
+        "n_sd_sweep": sweep,
+    }
 
 
 def print_validity(out: dict[str, Any], header: str) -> None:
@@ -221,6 +243,24 @@ def print_validity(out: dict[str, Any], header: str) -> None:
             f"| {r['ours_r_mean']:.2f} | {r['ours_r_mpapt']:.2f} | {r['ours_r_aptvol']:.2f} "
             f"| {r['ours_r_mpapt_default']:.2f} | {r['peer_min_mean_rad']:+.3f} "
             f"| {r['peer_r_mean']:.2f} | {r['peer_r_mpapt']:.2f} |"
+        )
+    if "oracle_min_mean_rad" in out["rows"][0]:
+        print(
+            "\nNoise-free check (the true local field of the simulation through the same "
+            "high-pass, same ROI): the physical sign of each structure's filtered phase.\n\n"
+            "| structure | oracle min mean rad | subjects with oracle < 0 "
+            "| ours sign = oracle sign "
+            "| oracle r(mean) |\n|---|---:|---:|---:|---:|"
+        )
+        for r in out["rows"]:
+            print(
+                f"| {r['structure']} | {r['oracle_min_mean_rad']:+.4f} "
+                f"| {r['oracle_n_negative']}/{r['n_subjects']} "
+                f"| {r['sign_agree']}/{r['n_subjects']} | {r['oracle_r_mean']:.2f} |"
+            )
+        print(
+            f"\nSubjects whose true pulvinar chi is below their true thalamus chi: "
+            f"{out['pulvinar_below_thalamus']}/{out['rows'][0]['n_subjects']}"
         )
     print("\n| r(MP-APT, true chi) at threshold control mean + n SD | " + " | ".join(KEY) + " |")
     print("|---|" + "---:|" * len(KEY))
