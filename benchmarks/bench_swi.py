@@ -86,6 +86,32 @@ def _simulate(
     return d
 
 
+def _measured(
+    preset: str, i: int, group: str, sd: Any, seed: int, cache: Path | None, tag: str,
+    options: Any, dominance: float | None, mpapt_roi: bool,
+) -> dict:  # fmt: skip
+    """:func:`subject_measures` of one simulated subject, cached beside the simulation (pickle
+    keyed by the options and the code version of bids_qsm.swi) when ``cache`` is given."""
+    import hashlib
+    import pickle
+
+    import bids_qsm.swi as swi_pkg
+
+    key = json.dumps([options.to_dict(), dominance, mpapt_roi], sort_keys=True, default=str)
+    src = b"".join(p.read_bytes() for p in sorted(Path(swi_pkg.__file__).parent.glob("*.py")))
+    digest = hashlib.sha1(key.encode() + src).hexdigest()[:12]
+    path = None if cache is None else cache / f"{preset}_{group}_{seed}_{i:02d}{tag}_m-{digest}.pkl"
+    if path is not None and path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    out = subject_measures(_simulate(preset, i, group, sd, seed, cache, tag), options, dominance,
+                           mpapt_roi)  # fmt: skip
+    if path is not None:
+        with open(path, "wb") as fh:
+            pickle.dump(out, fh)
+    return out
+
+
 def _peer_phase_iron(phase: np.ndarray, te_echo: float, ref_te: float) -> np.ndarray:
     """``phase-unwrap`` filtered phase of one echo -> phase iron (rad at ref TE, iron > 0)."""
     import nibabel as nib
@@ -379,18 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     dom = None if dom < 0 else dom
     cache = Path(args.cache) if args.cache else None
     t0 = time.perf_counter()
-    hc = [
-        subject_measures(
-            _simulate(args.preset, i, "HC", sd, args.seed, cache, tag), opt, dom, args.mpapt_roi
-        )
-        for i in range(args.n_controls)
-    ]
-    ms = [
-        subject_measures(
-            _simulate(args.preset, i, "MS", sd, args.seed, cache, tag), opt, dom, args.mpapt_roi
-        )
-        for i in range(args.n_patients)
-    ]
+
+    def measured(i: int, group: str) -> dict:
+        return _measured(args.preset, i, group, sd, args.seed, cache, tag, opt, dom, args.mpapt_roi)
+
+    hc = [measured(i, "HC") for i in range(args.n_controls)]
+    ms = [measured(i, "MS") for i in range(args.n_patients)]
     n_sd = DEFAULT_N_SD if args.n_sd is None else args.n_sd
     out = validity(hc, ms, n_sd, WHOLE_BRAIN_N_SD)
     print_validity(
