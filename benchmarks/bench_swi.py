@@ -19,6 +19,17 @@ and of MP-APT with the true regional chi (bilateral), the minimum over subjects 
 phase-iron (sign), the controls' whole-brain abnormal-phase volume and the MS - HC difference
 of basal-ganglia MP-APT (first ``n_patients`` controls vs the patients).
 
+Noise-free check ("oracle"): the simulation's true local field (the field of the sources inside
+the brain) through the same Gaussian high-pass, phase-quality mask and ROI
+(:func:`bids_qsm.swi.validation.oracle_phase_iron`). Its sign is the physical sign of a
+structure's filtered phase, i.e. of its susceptibility contrast to its surroundings: where it is
+negative (e.g. a pulvinar less paramagnetic than the thalamus around it) no filtered phase can
+honestly be positive. The table gives its minimum over subjects, how often it is negative and
+how often our mean has its sign.
+
+``--cache DIR`` keeps each simulated subject (``.npz``) and its measures (``.pkl``, keyed by the
+options and the source of ``bids_qsm.swi``), so a rerun with other table options is fast.
+
 Needs the peer package: ``pip install phase-unwrap==2.0.0`` (GPL-3.0; benchmark only, not a
 dependency of bids-qsm).
 """
