@@ -275,6 +275,14 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
                 sd = np.sqrt((np.nanvar(a, ddof=1) + np.nanvar(b, ddof=1)) / 2)
                 diffs[name + "_d"] = diffs[name] / sd if sd > 0 else float("nan")
             effect[who] = diffs
+        # the true difference of this sample (planted effect + between-subject variation)
+        effect["truth_ppb"] = {
+            name: 1000
+            * float(
+                np.mean([s["truth"][name] for s in ms]) - np.mean([s["truth"][name] for s in ref])
+            )
+            for name in BG
+        }
     boot = _bootstrap_r_diff(hc, n_sd)
     below = sum(s["truth"]["pulvinar"] < s["truth"]["thalamus"] for s in hc + ms)
     return {
@@ -351,12 +359,18 @@ def print_validity(out: dict[str, Any], header: str) -> None:
         f"| {100 * wb['peer']['max_fraction_participant_default']:.1f} |"
     )
     if out["ms_minus_hc_mpapt"]:
-        print("\n| MS - HC MP-APT (rad; Cohen d) | ours | peer |\n|---|---:|---:|")
+        print(
+            "\n| MS - HC MP-APT (rad; Cohen d) | ours | peer | true chi difference (ppb) |"
+            "\n|---|---:|---:|---:|"
+        )
+        eff = out["ms_minus_hc_mpapt"]
         for name in (*BG, "basal_ganglia"):
-            o, p = out["ms_minus_hc_mpapt"]["ours"], out["ms_minus_hc_mpapt"]["peer"]
+            o, p = eff["ours"], eff["peer"]
+            t = eff["truth_ppb"].get(name)
             print(
                 f"| {name} | {o[name]:+.4f} ({o[name + '_d']:+.1f}) "
-                f"| {p[name]:+.4f} ({p[name + '_d']:+.1f}) |"
+                f"| {p[name]:+.4f} ({p[name + '_d']:+.1f}) "
+                f"| {'' if t is None else f'{t:+.1f}'} |"
             )
 
 
