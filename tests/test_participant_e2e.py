@@ -120,7 +120,7 @@ def test_lesion_table_finds_the_simulated_lesions(tiny_run: dict[str, Path]) -> 
     assert set(table.label) == {"T1lesion", "T2lesion", "SWIphaselesion", "SWImaglesion"}
     tot = table[table.lesion_id == "total"].set_index("label")
     cols = ["nvox", "chi_mean_ppm", "phaseiron_mean_rad", "rim_phaseiron_mean_rad",
-            "rim_minus_core_ppm"]  # fmt: skip
+            "rim_chi_mean_ppm"]  # fmt: skip
     assert np.isfinite(tot.loc["SWIphaselesion", cols].astype(float)).all()
     for src, dst in (("T2lesion", "SWIphaselesion"), ("T1lesion", "SWImaglesion")):
         pd.testing.assert_series_equal(
