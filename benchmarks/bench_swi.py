@@ -158,10 +158,11 @@ def subject_measures(
         ours_mean if mpapt_roi else structure_values(res.phase_iron_rad, d["labels"], mask, structs)
     )
     theirs = structure_values(peer, d["labels"], mask, structs)
-    oracle = None
+    oracle = oracle_all = None
     if "local_true_ppm" in d:  # noise-free: the true local field through the same filter
         orc = oracle_phase_iron(scan, d["local_true_ppm"], d["vs"], float(d["b0"]), options)
         oracle = structure_values(orc, scan.roi_labels, mask, structs)
+        oracle_all = structure_values(orc, d["labels"], mask, structs)  # for MP-APT
     for who in (ours, theirs, ours_mean):
         who["basal_ganglia"] = np.concatenate([who[n] for n in BG])
     wb = res.phase_iron_rad[mask]
@@ -170,6 +171,7 @@ def subject_measures(
         "ours": ours,
         "ours_mean": ours_mean,
         "oracle_mean": oracle,
+        "oracle": oracle_all,
         "peer": theirs,
         "peer_mean": theirs,
         "ours_wb": wb[np.isfinite(wb)],
@@ -246,6 +248,10 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
             row["sign_agree"] = int(sum((o > 0) == (v > 0) for o, v in zip(orc, ours, strict=True)))
             row["n_subjects"] = len(orc)
             row["oracle_r_mean"] = _r(chi, orc[: len(hc)])
+        if all(s.get("oracle") is not None for s in hc):
+            vals = [s["oracle"][name] for s in hc]
+            thr = _threshold(vals, n_sd)
+            row["oracle_r_mpapt"] = _r(chi, [_mpapt(v, thr) for v in vals])
         rows.append(row)
     sweep = {}
     for who in ("ours", "peer"):
@@ -318,13 +324,14 @@ def print_validity(out: dict[str, Any], header: str) -> None:
             "high-pass, same ROI): the physical sign of each structure's filtered phase.\n\n"
             "| structure | oracle min mean rad | subjects with oracle < 0 "
             "| ours sign = oracle sign "
-            "| oracle r(mean) |\n|---|---:|---:|---:|---:|"
+            "| oracle r(mean) | oracle r(MP-APT) |\n|---|---:|---:|---:|---:|---:|"
         )
         for r in out["rows"]:
             print(
                 f"| {r['structure']} | {r['oracle_min_mean_rad']:+.4f} "
                 f"| {r['oracle_n_negative']}/{r['n_subjects']} "
-                f"| {r['sign_agree']}/{r['n_subjects']} | {r['oracle_r_mean']:.2f} |"
+                f"| {r['sign_agree']}/{r['n_subjects']} | {r['oracle_r_mean']:.2f} "
+                f"| {r.get('oracle_r_mpapt', float('nan')):.2f} |"
             )
         print(
             f"\nSubjects whose true pulvinar chi is below their true thalamus chi: "
