@@ -19,6 +19,17 @@ and of MP-APT with the true regional chi (bilateral), the minimum over subjects 
 phase-iron (sign), the controls' whole-brain abnormal-phase volume and the MS - HC difference
 of basal-ganglia MP-APT (first ``n_patients`` controls vs the patients).
 
+Noise-free check ("oracle"): the simulation's true local field (the field of the sources inside
+the brain) through the same Gaussian high-pass, phase-quality mask and ROI
+(:func:`bids_qsm.swi.validation.oracle_phase_iron`). Its sign is the physical sign of a
+structure's filtered phase, i.e. of its susceptibility contrast to its surroundings: where it is
+negative (e.g. a pulvinar less paramagnetic than the thalamus around it) no filtered phase can
+honestly be positive. The table gives its minimum over subjects, how often it is negative and
+how often our mean has its sign.
+
+``--cache DIR`` keeps each simulated subject (``.npz``) and its measures (``.pkl``, keyed by the
+options and the source of ``bids_qsm.swi``), so a rerun with other table options is fast.
+
 Needs the peer package: ``pip install phase-unwrap==2.0.0`` (GPL-3.0; benchmark only, not a
 dependency of bids-qsm).
 """
@@ -77,11 +88,39 @@ def _simulate(
         "b0": np.float64(sim.b0_tesla),
         "truth_names": np.asarray(rt.structure, dtype=str),
         "truth_chi": np.asarray(rt.chi_mean_ppm, float),
+        # true field of the sources inside the brain (ppm): the noise-free "oracle" phase
+        "local_true_ppm": sim.local_field_ppm.astype(np.float32),
     }
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **d)
     return d
+
+
+def _measured(
+    preset: str, i: int, group: str, sd: Any, seed: int, cache: Path | None, tag: str,
+    options: Any, dominance: float | None, mpapt_roi: bool,
+) -> dict:  # fmt: skip
+    """:func:`subject_measures` of one simulated subject, cached beside the simulation (pickle
+    keyed by the options and the code version of bids_qsm.swi) when ``cache`` is given."""
+    import hashlib
+    import pickle
+
+    import bids_qsm.swi as swi_pkg
+
+    key = json.dumps([options.to_dict(), dominance, mpapt_roi], sort_keys=True, default=str)
+    src = b"".join(p.read_bytes() for p in sorted(Path(swi_pkg.__file__).parent.glob("*.py")))
+    digest = hashlib.sha1(key.encode() + src).hexdigest()[:12]
+    path = None if cache is None else cache / f"{preset}_{group}_{seed}_{i:02d}{tag}_m-{digest}.pkl"
+    if path is not None and path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    out = subject_measures(_simulate(preset, i, group, sd, seed, cache, tag), options, dominance,
+                           mpapt_roi)  # fmt: skip
+    if path is not None:
+        with open(path, "wb") as fh:
+            pickle.dump(out, fh)
+    return out
 
 
 def _peer_phase_iron(phase: np.ndarray, te_echo: float, ref_te: float) -> np.ndarray:
@@ -102,7 +141,7 @@ def subject_measures(
     over the whole structure, or over the ROI with ``mpapt_roi``) and the peer (labels)."""
     from bids_qsm.atlas.structures import aal3_structures
     from bids_qsm.swi.phase_iron import participant_threshold
-    from bids_qsm.swi.validation import phase_iron_scan, structure_values
+    from bids_qsm.swi.validation import oracle_phase_iron, phase_iron_scan, structure_values
 
     structs = aal3_structures()
     mask = d["mask"]
@@ -119,6 +158,11 @@ def subject_measures(
         ours_mean if mpapt_roi else structure_values(res.phase_iron_rad, d["labels"], mask, structs)
     )
     theirs = structure_values(peer, d["labels"], mask, structs)
+    oracle = oracle_all = None
+    if "local_true_ppm" in d:  # noise-free: the true local field through the same filter
+        orc = oracle_phase_iron(scan, d["local_true_ppm"], d["vs"], float(d["b0"]), options)
+        oracle = structure_values(orc, scan.roi_labels, mask, structs)
+        oracle_all = structure_values(orc, d["labels"], mask, structs)  # for MP-APT
     for who in (ours, theirs, ours_mean):
         who["basal_ganglia"] = np.concatenate([who[n] for n in BG])
     wb = res.phase_iron_rad[mask]
@@ -126,6 +170,8 @@ def subject_measures(
     return {
         "ours": ours,
         "ours_mean": ours_mean,
+        "oracle_mean": oracle,
+        "oracle": oracle_all,
         "peer": theirs,
         "peer_mean": theirs,
         "ours_wb": wb[np.isfinite(wb)],
@@ -155,6 +201,27 @@ def _r(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(x[ok], y[ok])[0, 1]) if ok.sum() > 2 else float("nan")
 
 
+def _bootstrap_r_diff(hc: list[dict], n_sd: float) -> dict[str, list[float]]:
+    """Paired bootstrap over the controls of r(ours, chi) - r(peer, chi): 2.5/50/97.5 %."""
+    rng = np.random.default_rng(0)
+    boot = {}
+    for name in KEY:  # paired bootstrap over subjects: r(ours) - r(peer)
+        chi = np.array([s["truth"][name] for s in hc])
+        per = {}
+        for who in ("ours", "peer"):
+            vals = [s[who][name] for s in hc]
+            thr = _threshold(vals, n_sd)
+            per[who, "mpapt"] = np.array([_mpapt(v, thr) for v in vals])
+            per[who, "mean"] = np.array([float(s[f"{who}_mean"][name].mean()) for s in hc])
+        for what in ("mean", "mpapt"):
+            d = []
+            for _ in range(2000):
+                i = rng.integers(0, len(hc), len(hc))
+                d.append(_r(chi[i], per["ours", what][i]) - _r(chi[i], per["peer", what][i]))
+            boot[f"{name}|{what}"] = [float(np.nanpercentile(d, q)) for q in (2.5, 50, 97.5)]
+    return boot
+
+
 def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dict[str, Any]:
     """Correlations, signs, whole-brain abnormal volume and MS - HC difference."""
     rows = []
@@ -173,6 +240,18 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
             row[f"{who}_r_mpapt_default"] = _r(
                 chi, [_mpapt(s[who][name], s[f"{who}_default_thr"]) for s in hc]
             )
+        if all(s["oracle_mean"] is not None for s in hc + ms):
+            orc = [float(s["oracle_mean"][name].mean()) for s in hc + ms]
+            ours = [float(s["ours_mean"][name].mean()) for s in hc + ms]
+            row["oracle_min_mean_rad"] = min(orc)
+            row["oracle_n_negative"] = int(sum(o < 0 for o in orc))
+            row["sign_agree"] = int(sum((o > 0) == (v > 0) for o, v in zip(orc, ours, strict=True)))
+            row["n_subjects"] = len(orc)
+            row["oracle_r_mean"] = _r(chi, orc[: len(hc)])
+        if all(s.get("oracle") is not None for s in hc):
+            vals = [s["oracle"][name] for s in hc]
+            thr = _threshold(vals, n_sd)
+            row["oracle_r_mpapt"] = _r(chi, [_mpapt(v, thr) for v in vals])
         rows.append(row)
     sweep = {}
     for who in ("ours", "peer"):
@@ -202,7 +281,24 @@ def validity(hc: list[dict], ms: list[dict], n_sd: float, wb_n_sd: float) -> dic
                 sd = np.sqrt((np.nanvar(a, ddof=1) + np.nanvar(b, ddof=1)) / 2)
                 diffs[name + "_d"] = diffs[name] / sd if sd > 0 else float("nan")
             effect[who] = diffs
-    return {"rows": rows, "whole_brain": wb, "ms_minus_hc_mpapt": effect, "n_sd_sweep": sweep}
+        # the true difference of this sample (planted effect + between-subject variation)
+        effect["truth_ppb"] = {
+            name: 1000
+            * float(
+                np.mean([s["truth"][name] for s in ms]) - np.mean([s["truth"][name] for s in ref])
+            )
+            for name in BG
+        }
+    boot = _bootstrap_r_diff(hc, n_sd)
+    below = sum(s["truth"]["pulvinar"] < s["truth"]["thalamus"] for s in hc + ms)
+    return {
+        "rows": rows,
+        "bootstrap_r_diff": boot,
+        "pulvinar_below_thalamus": int(below),
+        "whole_brain": wb,
+        "ms_minus_hc_mpapt": effect,
+        "n_sd_sweep": sweep,
+    }
 
 
 def print_validity(out: dict[str, Any], header: str) -> None:
@@ -222,6 +318,36 @@ def print_validity(out: dict[str, Any], header: str) -> None:
             f"| {r['ours_r_mpapt_default']:.2f} | {r['peer_min_mean_rad']:+.3f} "
             f"| {r['peer_r_mean']:.2f} | {r['peer_r_mpapt']:.2f} |"
         )
+    if "oracle_min_mean_rad" in out["rows"][0]:
+        print(
+            "\nNoise-free check (the true local field of the simulation through the same "
+            "high-pass, same ROI): the physical sign of each structure's filtered phase.\n\n"
+            "| structure | oracle min mean rad | subjects with oracle < 0 "
+            "| ours sign = oracle sign "
+            "| oracle r(mean) | oracle r(MP-APT) |\n|---|---:|---:|---:|---:|---:|"
+        )
+        for r in out["rows"]:
+            print(
+                f"| {r['structure']} | {r['oracle_min_mean_rad']:+.4f} "
+                f"| {r['oracle_n_negative']}/{r['n_subjects']} "
+                f"| {r['sign_agree']}/{r['n_subjects']} | {r['oracle_r_mean']:.2f} "
+                f"| {r.get('oracle_r_mpapt', float('nan')):.2f} |"
+            )
+        print(
+            f"\nSubjects whose true pulvinar chi is below their true thalamus chi: "
+            f"{out['pulvinar_below_thalamus']}/{out['rows'][0]['n_subjects']}"
+        )
+    print(
+        "\nOurs - peer correlation with true chi, paired bootstrap over the controls (2000 "
+        "resamples): median [95 % interval]\n\n| structure | r(mean) ours - peer "
+        "| r(MP-APT) ours - peer |\n|---|---:|---:|"
+    )
+    for name in KEY:
+        a, b = out["bootstrap_r_diff"][f"{name}|mean"], out["bootstrap_r_diff"][f"{name}|mpapt"]
+        print(
+            f"| {name} | {a[1]:+.2f} [{a[0]:+.2f}, {a[2]:+.2f}] "
+            f"| {b[1]:+.2f} [{b[0]:+.2f}, {b[2]:+.2f}] |"
+        )
     print("\n| r(MP-APT, true chi) at threshold control mean + n SD | " + " | ".join(KEY) + " |")
     print("|---|" + "---:|" * len(KEY))
     for who in ("ours", "peer"):
@@ -240,12 +366,18 @@ def print_validity(out: dict[str, Any], header: str) -> None:
         f"| {100 * wb['peer']['max_fraction_participant_default']:.1f} |"
     )
     if out["ms_minus_hc_mpapt"]:
-        print("\n| MS - HC MP-APT (rad; Cohen d) | ours | peer |\n|---|---:|---:|")
+        print(
+            "\n| MS - HC MP-APT (rad; Cohen d) | ours | peer | true chi difference (ppb) |"
+            "\n|---|---:|---:|---:|"
+        )
+        eff = out["ms_minus_hc_mpapt"]
         for name in (*BG, "basal_ganglia"):
-            o, p = out["ms_minus_hc_mpapt"]["ours"], out["ms_minus_hc_mpapt"]["peer"]
+            o, p = eff["ours"], eff["peer"]
+            t = eff["truth_ppb"].get(name)
             print(
                 f"| {name} | {o[name]:+.4f} ({o[name + '_d']:+.1f}) "
-                f"| {p[name]:+.4f} ({p[name + '_d']:+.1f}) |"
+                f"| {p[name]:+.4f} ({p[name + '_d']:+.1f}) "
+                f"| {'' if t is None else f'{t:+.1f}'} |"
             )
 
 
@@ -339,18 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     dom = None if dom < 0 else dom
     cache = Path(args.cache) if args.cache else None
     t0 = time.perf_counter()
-    hc = [
-        subject_measures(
-            _simulate(args.preset, i, "HC", sd, args.seed, cache, tag), opt, dom, args.mpapt_roi
-        )
-        for i in range(args.n_controls)
-    ]
-    ms = [
-        subject_measures(
-            _simulate(args.preset, i, "MS", sd, args.seed, cache, tag), opt, dom, args.mpapt_roi
-        )
-        for i in range(args.n_patients)
-    ]
+
+    def measured(i: int, group: str) -> dict:
+        return _measured(args.preset, i, group, sd, args.seed, cache, tag, opt, dom, args.mpapt_roi)
+
+    hc = [measured(i, "HC") for i in range(args.n_controls)]
+    ms = [measured(i, "MS") for i in range(args.n_patients)]
     n_sd = DEFAULT_N_SD if args.n_sd is None else args.n_sd
     out = validity(hc, ms, n_sd, WHOLE_BRAIN_N_SD)
     print_validity(

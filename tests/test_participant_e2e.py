@@ -8,6 +8,7 @@ atlas must overlap the true labels, and the lesion table must find the simulated
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     bids = write_bids_dataset(
         root / "bids", preset="tiny", n_controls=1, n_patients=1, seed=7, lesions=True
     )
+    # The simulator draws T2 and T1 lesion masks only; the seed SWI study has four kinds. Stand-in
+    # SWI-phase and SWI-magnitude masks (copies of the T2 and T1 masks) check that all four are
+    # discovered and measured end to end (Deliver 3 of issue 18).
+    anat = bids / "derivatives" / "lesions" / "sub-02" / "anat"
+    for src, dst in (("T2lesion", "SWIphaselesion"), ("T1lesion", "SWImaglesion")):
+        name = "sub-02_label-{}_mask.nii.gz"
+        shutil.copy(anat / name.format(src), anat / name.format(dst))
     out = root / "out"
     code = execute(
         [str(bids), str(out), "participant", "-w", str(root / "work"), "--nprocs", "2",
@@ -107,6 +115,17 @@ def test_lesion_table_finds_the_simulated_lesions(tiny_run: dict[str, Path]) -> 
     true_volume = float((np.asarray(mask.dataobj) > 0).sum() * np.prod(mask.header.get_zooms()))
     assert total.volume_mm3 == pytest.approx(true_volume, rel=0.05)
     assert (t2.lesion_id != "total").sum() >= 1
+    # all four lesion kinds of the seed SWI study, each with rim/core phase iron; a copied mask
+    # gives exactly the values of its source
+    assert set(table.label) == {"T1lesion", "T2lesion", "SWIphaselesion", "SWImaglesion"}
+    tot = table[table.lesion_id == "total"].set_index("label")
+    cols = ["nvox", "chi_mean_ppm", "phaseiron_mean_rad", "rim_phaseiron_mean_rad",
+            "rim_chi_mean_ppm"]  # fmt: skip
+    assert np.isfinite(tot.loc["SWIphaselesion", cols].astype(float)).all()
+    for src, dst in (("T2lesion", "SWIphaselesion"), ("T1lesion", "SWImaglesion")):
+        pd.testing.assert_series_equal(
+            tot.loc[src, cols].astype(float), tot.loc[dst, cols].astype(float), check_names=False
+        )
 
 
 def test_derivatives_pass_the_bids_validator(tiny_run: dict[str, Path]) -> None:

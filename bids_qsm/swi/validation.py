@@ -16,13 +16,13 @@ import numpy as np
 
 from bids_qsm.atlas.structures import StructureDef
 from bids_qsm.qsm.background import vsharp
-from bids_qsm.qsm.geometry import hz_to_ppm
+from bids_qsm.qsm.geometry import hz_to_ppm, ppm_to_hz
 from bids_qsm.qsm.r2star import fit_r2star
 from bids_qsm.swi.dipole_roi import DEFAULT_DOMINANCE, self_positive_labels
-from bids_qsm.swi.highpass import field_from_phase
+from bids_qsm.swi.highpass import field_from_phase, gaussian_highpass, sigma_mm_to_vox
 from bids_qsm.swi.pipeline import SWIOptions, SWIResult, compute_swi
 
-__all__ = ["PhaseIronScan", "phase_iron_scan", "structure_values"]
+__all__ = ["PhaseIronScan", "oracle_phase_iron", "phase_iron_scan", "structure_values"]
 
 
 @dataclass
@@ -33,6 +33,7 @@ class PhaseIronScan:
     roi_labels: np.ndarray  #: labels restricted to the self-positive ROIs
     labels: np.ndarray
     mask: np.ndarray
+    local_mask: np.ndarray | None = None  #: where the background-removed local field is defined
 
 
 def phase_iron_scan(
@@ -79,7 +80,9 @@ def phase_iron_scan(
         if dominance is None
         else self_positive_labels(labels, structures, vs, b0_dir, sigma, mask, dominance=dominance)
     )
-    return PhaseIronScan(res, roi, np.asarray(labels), np.asarray(mask, bool))
+    return PhaseIronScan(
+        res, roi, np.asarray(labels), np.asarray(mask, bool), np.asarray(local_mask, bool) & mask
+    )
 
 
 def structure_values(
@@ -91,4 +94,36 @@ def structure_values(
         labs = sorted({v for s in structures if s.name == name for v in s.labels})
         v = image[np.isin(labels, labs) & mask]
         out[name] = v[np.isfinite(v)]
+    return out
+
+
+def oracle_phase_iron(
+    scan: PhaseIronScan,
+    true_local_field_ppm: np.ndarray,
+    voxel_size: Sequence[float],
+    b0_tesla: float,
+    options: SWIOptions | None = None,
+) -> np.ndarray:
+    """Noise-free phase iron of a simulation: the true local field through the same filter.
+
+    The simulator's field of the sources inside the brain (ppm) is converted to Hz, high-passed
+    with the Gaussian of ``options`` inside the scan's local-field mask and expressed as phase
+    iron at the scan's reference TE (rad, iron positive); NaN where the scan's phase-iron map
+    is NaN (phase-quality mask). Its regional mean is what a perfect field estimate (no noise,
+    exact background removal) would give: the physical sign of a structure's filtered phase,
+    which is its susceptibility *contrast* to its surroundings, not its absolute value.
+    """
+    opt = options or SWIOptions()
+    vs = np.asarray(voxel_size, float)
+    sigma = (
+        tuple(float(v) for v in opt.gaussian_sigma_vox)
+        if opt.gaussian_sigma_vox is not None
+        else sigma_mm_to_vox(opt.gaussian_sigma_mm, vs)
+    )
+    lm = scan.mask if scan.local_mask is None else scan.local_mask
+    hz = ppm_to_hz(np.asarray(true_local_field_ppm, np.float32), b0_tesla).astype(np.float32)
+    ref_te = float(scan.result.parameters["ReferenceEchoTime_s"])
+    out = gaussian_highpass(np.where(lm, hz, 0).astype(np.float32), lm, sigma)
+    out = (out * np.float32(2.0 * np.pi * ref_te)).astype(np.float32)
+    out[~np.isfinite(scan.result.phase_iron_rad)] = np.nan
     return out
