@@ -179,7 +179,7 @@ MIXED_COLUMNS: dict[str, dict[str, str]] = {
     "random_intercept_sd": {"Description": "SD of the participant random intercept (units)."},
     "residual_sd": {"Description": "Residual (within-subject) SD (units)."},
     "reason": {
-        "Description": "Why z, p and q are n/a: model not estimable (singular design, constant "
+        "Description": "Why t, p and q are n/a: model not estimable (singular design, constant "
         f"measure, fewer than 2 participants with 2 timed sessions in a group, residual df < "
         f"{MIN_RESIDUAL_DF}, no convergence, non-finite standard errors). Empty: tested."
     },
