@@ -38,22 +38,23 @@ class FakeRunner:
         return self.result
 
 
+def _fake_runner(monkeypatch: pytest.MonkeyPatch, level: str) -> FakeRunner:
+    """Replace ``bids_qsm.workflows.<level>.run_<level>_level`` by a recording fake."""
+    runner = FakeRunner()
+    module = types.ModuleType(f"bids_qsm.workflows.{level}")
+    setattr(module, f"run_{level}_level", runner)
+    monkeypatch.setitem(sys.modules, f"bids_qsm.workflows.{level}", module)
+    return runner
+
+
 @pytest.fixture
 def fake_participant(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
-    runner = FakeRunner()
-    module = types.ModuleType("bids_qsm.workflows.participant")
-    module.run_participant_level = runner  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bids_qsm.workflows.participant", module)
-    return runner
+    return _fake_runner(monkeypatch, "participant")
 
 
 @pytest.fixture
 def fake_group(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
-    runner = FakeRunner()
-    module = types.ModuleType("bids_qsm.workflows.group")
-    module.run_group_level = runner  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bids_qsm.workflows.group", module)
-    return runner
+    return _fake_runner(monkeypatch, "group")
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

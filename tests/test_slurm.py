@@ -292,52 +292,18 @@ def test_slurm_array_and_dependent_group_job(slurm_cluster, tmp_path):
     job_env = dict(
         env, PATH=f"{VENV_BIN}:{env['PATH']}", TMPDIR=str(scratch), BIDS_QSM_RUNNER="native"
     )
-    array = (
-        subprocess.run(
-            [
-                "sbatch",
-                "--parsable",
-                f"--array=1-{n_subjects}",
-                "--cpus-per-task=1",
-                "--mem=3000",
-                "--time=60",
-                f"--output={logs}/array_%A_%a.log",
-                str(ARRAY),
-                str(bids),
-                str(out),
-                "--omp-nthreads",
-                "1",
-            ],
-            env=job_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .split(";")[0]
-    )
-    group = (
-        subprocess.run(
-            [
-                "sbatch",
-                "--parsable",
-                f"--dependency=afterok:{array}",
-                "--cpus-per-task=1",
-                "--mem=3000",
-                "--time=60",
-                f"--output={logs}/group_%j.log",
-                str(GROUP),
-                str(bids),
-                str(out),
-            ],
-            env=job_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .split(";")[0]
-    )
+
+    def sbatch(*args: str) -> str:
+        """Submit with ``sbatch --parsable``; the job id."""
+        proc = subprocess.run(["sbatch", "--parsable", *args], env=job_env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return proc.stdout.strip().split(";")[0]
+
+    limits = ("--cpus-per-task=1", "--mem=3000", "--time=60")
+    array = sbatch(f"--array=1-{n_subjects}", *limits, f"--output={logs}/array_%A_%a.log",
+                   str(ARRAY), str(bids), str(out), "--omp-nthreads", "1")  # fmt: skip
+    group = sbatch(f"--dependency=afterok:{array}", *limits, f"--output={logs}/group_%j.log",
+                   str(GROUP), str(bids), str(out))  # fmt: skip
 
     # The group job must wait for the array
     pending = _job_states(group, env)[group]
