@@ -200,6 +200,12 @@ def _slurm_unavailable() -> str | None:
     return None
 
 
+def _local_cluster(action: str, root: Path, env: dict) -> subprocess.CompletedProcess:
+    """``scripts/slurm-local.sh start|stop ROOT`` (a private single-node SLURM)."""
+    cmd = ["bash", str(LOCAL), action, str(root)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     reason = _slurm_unavailable()
@@ -207,13 +213,7 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("slurm")
     env = dict(os.environ, PATH=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    start = subprocess.run(
-        ["bash", str(LOCAL), "start", str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    start = _local_cluster("start", root, env)
     if start.returncode != 0:
         pytest.skip(f"SLURM could not start on this machine: {start.stderr.strip()[-800:]}")
     env["SLURM_CONF"] = str(root / "etc" / "slurm.conf")
@@ -221,13 +221,7 @@ def slurm_cluster(tmp_path_factory):
         yield root, env
     finally:
         subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True)
-        stop = subprocess.run(
-            ["bash", str(LOCAL), "stop", str(root)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        stop = _local_cluster("stop", root, env)
         assert stop.returncode == 0, stop.stderr
         for pidfile in ("run/slurmd.pid", "run/slurmctld.pid", "munge/munged.pid"):
             assert not (root / pidfile).exists(), f"{pidfile} left behind"
