@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_PAIR_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAY = REPO / "scripts" / "slurm-array.sh"
@@ -266,12 +267,7 @@ def test_slurm_array_and_dependent_group_job(slurm_cluster, tmp_path):
         [
             str(VENV_BIN / "bids-qsm-simulate"),
             str(bids),
-            "--preset",
-            "tiny",
-            "--n-controls",
-            "1",
-            "--n-patients",
-            "1",
+            *TINY_PAIR_ARGS,
             "--seed",
             "11",
         ],
