@@ -40,28 +40,44 @@ def _apt(threshold: float | None, phase_iron: object, mask: object) -> float | N
     return threshold
 
 
-class _RegionalInputSpec(BaseInterfaceInputSpec):
+class _IronTableInputSpec(BaseInterfaceInputSpec):
+    """Inputs common to the iron tables: the maps, the phase iron and the row entities."""
+
     chi_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
-    qsm_params_file = File(exists=True, mandatory=True, desc="reference region and value")
-    dseg_file = File(desc="atlas labels in GRE space (absent: whole brain only)")
-    r2star_file = File()
-    hpphase_file = File()
     phaseiron_file = File()
-    atlas = traits.Dict(mandatory=True, desc="atlas spec")
     entities = traits.Dict(mandatory=True, desc="participant_id, session_id, acq, run")
     apt_threshold_rad = traits.Either(None, traits.Float, default=None, usedefault=True)
 
 
-class _RegionalOutputSpec(TraitedSpec):
-    stats_file = File(exists=True, desc="regional stats TSV")
+class _IronTableOutputSpec(TraitedSpec):
+    stats_file = File(exists=True, desc="stats TSV (regional or lesion table)")
 
 
-class RegionalStats(SimpleInterface):
+class _IronTable(SimpleInterface):
+    """Base of the table interfaces: one TSV written the same way (n/a, 6 significant digits)."""
+
+    output_spec = _IronTableOutputSpec
+
+    def _write_table(self, df, runtime, name: str):
+        out = os.path.join(runtime.cwd, name)
+        df.to_csv(out, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        self._results["stats_file"] = out
+        return runtime
+
+
+class _RegionalInputSpec(_IronTableInputSpec):
+    qsm_params_file = File(exists=True, mandatory=True, desc="reference region and value")
+    dseg_file = File(desc="atlas labels in GRE space (absent: whole brain only)")
+    r2star_file = File()
+    hpphase_file = File()
+    atlas = traits.Dict(mandatory=True, desc="atlas spec")
+
+
+class RegionalStats(_IronTable):
     """Per-structure susceptibility, R2* and SWI phase-iron statistics."""
 
     input_spec = _RegionalInputSpec
-    output_spec = _RegionalOutputSpec
 
     def _run_interface(self, runtime):
         import numpy as np
@@ -111,30 +127,17 @@ class RegionalStats(SimpleInterface):
             reference_region=params["reference_region"],
             reference_value_ppm=params["reference_value_ppm"],
         )
-        out = os.path.join(runtime.cwd, "regional_stats.tsv")
-        df.to_csv(out, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-        self._results["stats_file"] = out
-        return runtime
+        return self._write_table(df, runtime, "regional_stats.tsv")
 
 
-class _LesionInputSpec(BaseInterfaceInputSpec):
-    chi_file = File(exists=True, mandatory=True)
-    mask_file = File(exists=True, mandatory=True)
+class _LesionInputSpec(_IronTableInputSpec):
     lesion_masks = traits.Dict(mandatory=True, desc="label -> lesion mask file (any space)")
-    phaseiron_file = File()
-    entities = traits.Dict(mandatory=True)
-    apt_threshold_rad = traits.Either(None, traits.Float, default=None, usedefault=True)
 
 
-class _LesionOutputSpec(TraitedSpec):
-    stats_file = File(exists=True, desc="lesion stats TSV")
-
-
-class LesionStats(SimpleInterface):
+class LesionStats(_IronTable):
     """Resample lesion masks into GRE space and tabulate lesion-wise iron."""
 
     input_spec = _LesionInputSpec
-    output_spec = _LesionOutputSpec
 
     def _run_interface(self, runtime):
         import nibabel as nib
@@ -162,7 +165,4 @@ class LesionStats(SimpleInterface):
             phase_iron_rad=phase_iron,
             apt_threshold_rad=_apt(self.inputs.apt_threshold_rad, phase_iron, mask),
         )
-        out = os.path.join(runtime.cwd, "lesion_stats.tsv")
-        df.to_csv(out, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-        self._results["stats_file"] = out
-        return runtime
+        return self._write_table(df, runtime, "lesion_stats.tsv")
