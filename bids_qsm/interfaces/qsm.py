@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -25,7 +24,14 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_qsm.interfaces.nifti_io import load_array, load_json, save_array, save_json
+from bids_qsm.interfaces.base import GreInputSpec, MetaInputSpec
+from bids_qsm.interfaces.nifti_io import (
+    load_array,
+    load_json,
+    load_optional,
+    save_array,
+    save_json,
+)
 
 
 def user_qsm_inputs(inputs: Any) -> tuple:
@@ -67,10 +73,7 @@ def user_qsm_inputs(inputs: Any) -> tuple:
     return mag, affine, phase, meta, mask, fields
 
 
-class _QSMInputSpec(BaseInterfaceInputSpec):
-    mag_file = File(exists=True, mandatory=True, desc="4D magnitude")
-    phase_file = File(exists=True, mandatory=True, desc="4D phase (rad)")
-    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
+class _QSMInputSpec(GreInputSpec):
     options = traits.Dict(desc="QSMOptions fields (defaults for the rest)")
     mask_file = File(exists=True, desc="user brain mask replacing the automatic one")
     total_field_file = File(exists=True, desc="user total field (Hz) replacing the phase")
@@ -246,14 +249,18 @@ class PrepareQSMField(SimpleInterface):
         return runtime
 
 
-class _BackgroundInputSpec(BaseInterfaceInputSpec):
+class _StageInputSpec(MetaInputSpec):
+    """Inputs of the stages after the first: the previous stage's state JSON, FFT threads."""
+
+    state_file = File(exists=True, mandatory=True)
+    threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
+
+
+class _BackgroundInputSpec(_StageInputSpec):
     field_ppm_box_file = File(exists=True, mandatory=True)
     mask_box_file = File(exists=True, mandatory=True)
     user_local_box_file = File(desc="user local field (ppm): replaces background removal")
-    state_file = File(exists=True, mandatory=True)
-    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
     options = traits.Dict(desc="QSMOptions fields of background removal")
-    threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
 
 
 class _BackgroundOutputSpec(TraitedSpec):
@@ -280,8 +287,7 @@ class RemoveBackground(SimpleInterface):
         acq = _acquisition(load_json(self.inputs.meta_file))
         field_ppm, affine = load_array(self.inputs.field_ppm_box_file)
         mask, _ = load_array(self.inputs.mask_box_file, bool)
-        user = self.inputs.user_local_box_file
-        user_local = load_array(user)[0] if isdefined(user) and user else None
+        user_local = load_optional(self.inputs.user_local_box_file)
         opt = QSMOptions(**(self.inputs.options or {}))
         local, f_mask, radii = stages.remove_background(
             field_ppm, mask, acq["vs"], acq["b0"], opt, self.inputs.threads, user_local
@@ -302,15 +308,12 @@ class RemoveBackground(SimpleInterface):
         return runtime
 
 
-class _InvertInputSpec(BaseInterfaceInputSpec):
+class _InvertInputSpec(_StageInputSpec):
     local_box_file = File(exists=True, mandatory=True)
     local_mask_box_file = File(exists=True, mandatory=True)
     r2star_box_file = File(desc="R2* (Hz) in the bounding box (CSF reference)")
     combined_mag_file = File(exists=True, mandatory=True, desc="for the output grid")
-    state_file = File(exists=True, mandatory=True)
-    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
     options = traits.Dict(desc="QSMOptions fields (all: the sidecar records every option)")
-    threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
 
 
 class _InvertOutputSpec(TraitedSpec):
@@ -338,8 +341,7 @@ class InvertField(SimpleInterface):
         local, _ = load_array(self.inputs.local_box_file)
         f_mask, _ = load_array(self.inputs.local_mask_box_file, bool)
         combined, affine = load_array(self.inputs.combined_mag_file)
-        r2 = self.inputs.r2star_box_file
-        r2_box = load_array(r2)[0] if isdefined(r2) and r2 else None
+        r2_box = load_optional(self.inputs.r2star_box_file)
         opt = QSMOptions(**(self.inputs.options or {}))
         box = _box(state)
         chi, f_mask = stages.invert_field(

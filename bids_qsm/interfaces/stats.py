@@ -11,17 +11,12 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
-    isdefined,
     traits,
 )
 
-from bids_qsm.interfaces.nifti_io import load_array, load_json
+from bids_qsm.interfaces.nifti_io import load_array, load_json, load_optional
 
 LOGGER = logging.getLogger("bids_qsm.stats")
-
-
-def _optional(path) -> object:
-    return load_array(path)[0] if isdefined(path) and path else None
 
 
 def _apt(threshold: float | None, phase_iron: object, mask: object) -> float | None:
@@ -89,16 +84,16 @@ class RegionalStats(_IronTable):
         mask, _ = load_array(self.inputs.mask_file, bool)
         params = load_json(self.inputs.qsm_params_file)
         voxel_volume = float(np.prod(np.sqrt((affine[:3, :3] ** 2).sum(0))))
-        if isdefined(self.inputs.dseg_file) and self.inputs.dseg_file:
-            labels = load_array(self.inputs.dseg_file, np.int32)[0]
+        labels = load_optional(self.inputs.dseg_file, np.int32)
+        if labels is not None:
             atlas = atlas_from_spec(self.inputs.atlas)
             structures, atlas_name = atlas.structures, atlas.name
         else:
             labels, structures = np.zeros(chi.shape, np.int32), []
             atlas_name = self.inputs.atlas.get("name", "AAL3")
-        phase_iron = _optional(self.inputs.phaseiron_file)
+        phase_iron = load_optional(self.inputs.phaseiron_file)
         phase_labels = None
-        if structures and isdefined(self.inputs.phaseiron_file) and self.inputs.phaseiron_file:
+        if structures and phase_iron is not None:
             # SWI phase columns over each structure's self-positive ROI (docs/methods_swi.md)
             from bids_qsm.qsm.geometry import b0_direction_from_affine
             from bids_qsm.swi import SWIOptions, self_positive_labels
@@ -119,8 +114,8 @@ class RegionalStats(_IronTable):
             voxel_volume,
             Entities(**self.inputs.entities),
             atlas_name,
-            r2star_hz=_optional(self.inputs.r2star_file),
-            hp_phase_rad=_optional(self.inputs.hpphase_file),
+            r2star_hz=load_optional(self.inputs.r2star_file),
+            hp_phase_rad=load_optional(self.inputs.hpphase_file),
             phase_iron_rad=phase_iron,
             apt_threshold_rad=_apt(self.inputs.apt_threshold_rad, phase_iron, mask),
             phase_labels=phase_labels,
@@ -155,7 +150,7 @@ class LesionStats(_IronTable):
             for label, path in self.inputs.lesion_masks.items()
         }
         voxel_volume = float(np.prod(chi_img.header.get_zooms()[:3]))
-        phase_iron = _optional(self.inputs.phaseiron_file)
+        phase_iron = load_optional(self.inputs.phaseiron_file)
         df = lesion_table(
             masks,
             chi,
