@@ -256,6 +256,27 @@ class _StageInputSpec(MetaInputSpec):
     threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
 
 
+class _QSMStage(SimpleInterface):
+    """Base of the stages after the first (inputs: :class:`_StageInputSpec`)."""
+
+    def _stage_inputs(self) -> tuple[dict[str, Any], dict[str, Any], Any]:
+        """The previous stage's state, the acquisition (:func:`_acquisition`), the options."""
+        from bids_qsm.qsm.pipeline import QSMOptions
+
+        state = load_json(self.inputs.state_file)
+        acq = _acquisition(load_json(self.inputs.meta_file))
+        return state, acq, QSMOptions(**(self.inputs.options or {}))
+
+
+def _unbox(state: dict[str, Any], x: Any, dtype: type) -> Any:
+    """The bounding-box array ``x`` placed in the full grid of ``state`` (zeros outside)."""
+    import numpy as np
+
+    full = np.zeros(state["shape"], dtype)
+    full[_box(state)] = x
+    return full
+
+
 class _BackgroundInputSpec(_StageInputSpec):
     field_ppm_box_file = File(exists=True, mandatory=True)
     mask_box_file = File(exists=True, mandatory=True)
@@ -270,7 +291,7 @@ class _BackgroundOutputSpec(TraitedSpec):
     state_file = File(exists=True, desc="JSON: stage 1 state plus the V-SHARP radii, timings")
 
 
-class RemoveBackground(SimpleInterface):
+class RemoveBackground(_QSMStage):
     """Stage 2: background field removal by the method of ``options.bg_removal``."""
 
     input_spec = _BackgroundInputSpec
@@ -280,21 +301,17 @@ class RemoveBackground(SimpleInterface):
         import numpy as np
 
         from bids_qsm.qsm import stages
-        from bids_qsm.qsm.pipeline import QSMOptions
 
         t0 = time.perf_counter()
-        state = load_json(self.inputs.state_file)
-        acq = _acquisition(load_json(self.inputs.meta_file))
+        state, acq, opt = self._stage_inputs()
         field_ppm, affine = load_array(self.inputs.field_ppm_box_file)
         mask, _ = load_array(self.inputs.mask_box_file, bool)
         user_local = load_optional(self.inputs.user_local_box_file)
-        opt = QSMOptions(**(self.inputs.options or {}))
         local, f_mask, radii = stages.remove_background(
             field_ppm, mask, acq["vs"], acq["b0"], opt, self.inputs.threads, user_local
         )
         cwd = runtime.cwd
-        full = np.zeros(state["shape"], np.float32)
-        full[_box(state)] = local
+        full = _unbox(state, local, np.float32)
         state["radii_mm"] = radii
         state["timings_s"]["background"] = time.perf_counter() - t0
         self._results.update(
@@ -322,7 +339,7 @@ class _InvertOutputSpec(TraitedSpec):
     params_file = File(exists=True, desc="JSON: parameters, reference value, timings")
 
 
-class InvertField(SimpleInterface):
+class InvertField(_QSMStage):
     """Stage 3: dipole inversion (``options.inversion``), reported-mask erosion, referencing."""
 
     input_spec = _InvertInputSpec
@@ -332,17 +349,14 @@ class InvertField(SimpleInterface):
         import numpy as np
 
         from bids_qsm.qsm import stages
-        from bids_qsm.qsm.pipeline import QSMOptions, qsm_parameters
+        from bids_qsm.qsm.pipeline import qsm_parameters
 
         t0 = time.perf_counter()
-        state = load_json(self.inputs.state_file)
-        meta = load_json(self.inputs.meta_file)
-        acq = _acquisition(meta)
+        state, acq, opt = self._stage_inputs()
         local, _ = load_array(self.inputs.local_box_file)
         f_mask, _ = load_array(self.inputs.local_mask_box_file, bool)
         combined, affine = load_array(self.inputs.combined_mag_file)
         r2_box = load_optional(self.inputs.r2star_box_file)
-        opt = QSMOptions(**(self.inputs.options or {}))
         box = _box(state)
         chi, f_mask = stages.invert_field(
             local, f_mask, acq["vs"], acq["b0"], opt, self.inputs.threads, combined[box]
@@ -352,11 +366,10 @@ class InvertField(SimpleInterface):
         timings = state["timings_s"]
         timings.update(inversion=t1 - t0, reference=time.perf_counter() - t1)
         timings["total"] = sum(timings.values())
-        box, cwd = _box(state), runtime.cwd
+        cwd = runtime.cwd
 
         def out(name: str, x: np.ndarray, dtype: type = np.float32) -> str:
-            arr = np.zeros(state["shape"], dtype)
-            arr[box] = x
+            arr = _unbox(state, x, dtype)
             return save_array(arr, affine, os.path.join(cwd, f"{name}.nii"), dtype=dtype)
 
         params = qsm_parameters(
