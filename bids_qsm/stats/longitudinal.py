@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bids_qsm.stats.effects import MIN_RESIDUAL_DF, df_problem, model_problem
+from bids_qsm.stats.group_tables import regions
 
 LOGGER = logging.getLogger("bids_qsm.longitudinal")
 
@@ -294,8 +295,7 @@ def mixed_models(
     cases = [c for c in case_labels if c != control_label]
     levels = [control_label, *cases]
     rows: list[dict[str, object]] = []
-    regions = list(dict.fromkeys(zip(data["structure"], data["hemisphere"], strict=True)))
-    for structure, hemi in regions:
+    for structure, hemi in regions(data):
         region = data[(data["structure"] == structure) & (data["hemisphere"] == hemi)]
         for measure in measures:
             cols = ["participant_id", "years_from_baseline", group_column, measure, *covariates]
@@ -366,11 +366,6 @@ def mixed_models(
                         + " + (1 | participant)",
                     }
                 )
-    out = pd.DataFrame(rows, columns=[c for c in MIXED_COLUMNS if c != "q"])
-    out.insert(out.columns.get_loc("p") + 1, "q", np.nan)
-    if len(out):
-        from bids_qsm.stats.group import _bh
+    from bids_qsm.stats.group import fdr_table
 
-        for _, idx in out.groupby("term").groups.items():
-            out.loc[idx, "q"] = _bh(out.loc[idx, "p"])
-    return out
+    return fdr_table(rows, MIXED_COLUMNS, "term")
