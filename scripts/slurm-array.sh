@@ -34,17 +34,15 @@
 #   BIDS_QSM_KEEP_WORK=1  keep the work directory even on success
 set -euo pipefail
 
-SLURM_SCRIPT_NAME=slurm-array
 # The shared part: slurm-common.sh beside this script; under sbatch, which runs a copy of the
 # script, beside the script SLURM recorded for the job (first Command= line; BIDS_QSM_SCRIPTS
 # overrides both).
 here=${BIDS_QSM_SCRIPTS:-$(dirname "${BASH_SOURCE[0]}")}
 [[ -f $here/slurm-common.sh || -z ${SLURM_JOB_ID:-} ]] || here=$(dirname "$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | awk '/^ *Command=/ && !n++ { sub(/^ *Command=/, ""); sub(/ .*/, ""); print }')")
 # shellcheck source=scripts/slurm-common.sh
-source "$here/slurm-common.sh" 2>/dev/null || { echo "slurm-array: ERROR: $here/slurm-common.sh not found (set BIDS_QSM_SCRIPTS)" >&2; exit 66; }
+source "$here/slurm-common.sh" slurm-array 2>/dev/null || { echo "slurm-array: ERROR: $here/slurm-common.sh not found (set BIDS_QSM_SCRIPTS)" >&2; exit 66; }
 
-[[ $# -ge 2 ]] || die "usage: sbatch --array=1-N $0 BIDS_DIR OUTPUT_DIR [bids-qsm options...]" 64
-BIDS_DIR=$(cd "$1" 2>/dev/null && pwd) || die "BIDS_DIR '$1' is not a directory" 66
+slurm_bids_dir "usage: sbatch --array=1-N $0 BIDS_DIR OUTPUT_DIR [bids-qsm options...]" "$@"
 mkdir -p "$2" || die "cannot create OUTPUT_DIR '$2'" 73
 OUTPUT_DIR=$(cd "$2" && pwd)
 shift 2

@@ -1,11 +1,19 @@
 # shellcheck shell=bash
 # The part of scripts/slurm-array.sh and scripts/slurm-group.sh that is the same: messages,
 # resources from SLURM, the scratch work dir and shared pybids index, the runner (native or
-# container) and the logged run. Sourced, not run; the caller sets SLURM_SCRIPT_NAME first.
-# Environment: the BIDS_QSM_* variables documented in slurm-array.sh.
+# container) and the logged run. Sourced, not run, with the caller's name for the messages:
+# `source slurm-common.sh NAME`. Environment: the BIDS_QSM_* variables of slurm-array.sh.
+
+SLURM_SCRIPT_NAME=$1
 
 die() { printf '%s: ERROR: %s\n' "$SLURM_SCRIPT_NAME" "$*" >&2; exit "${2:-1}"; }
 log() { printf '%s [%s] %s\n' "$SLURM_SCRIPT_NAME" "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# The usage check ($1: the usage line; then the script's arguments) and BIDS_DIR (absolute).
+slurm_bids_dir() {
+    [[ $# -ge 3 ]] || die "$1" 64
+    BIDS_DIR=$(cd "$2" 2>/dev/null && pwd) || die "BIDS_DIR '$2' is not a directory" 66
+}
 
 # NPROCS from SLURM_CPUS_PER_TASK (else SLURM_JOB_CPUS_PER_NODE, "4" or "4(x2)", else nproc);
 # MEM_MB: 90% of the task's memory (headroom for the Python interpreter and the runtime).
