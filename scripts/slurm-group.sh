@@ -16,76 +16,26 @@
 # Runner, image, database and scratch settings: the same BIDS_QSM_* variables as slurm-array.sh.
 set -euo pipefail
 
-die() { printf 'slurm-group: ERROR: %s\n' "$*" >&2; exit "${2:-1}"; }
-log() { printf 'slurm-group [%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# The shared part: slurm-common.sh beside this script; under sbatch, which runs a copy of the
+# script, beside the script SLURM recorded for the job (first Command= line; BIDS_QSM_SCRIPTS
+# overrides both).
+here=${BIDS_QSM_SCRIPTS:-$(dirname "${BASH_SOURCE[0]}")}
+[[ -f $here/slurm-common.sh || -z ${SLURM_JOB_ID:-} ]] || here=$(dirname "$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | awk '/^ *Command=/ && !n++ { sub(/^ *Command=/, ""); sub(/ .*/, ""); print }')")
+# shellcheck source=scripts/slurm-common.sh
+source "$here/slurm-common.sh" slurm-group 2>/dev/null || { echo "slurm-group: ERROR: $here/slurm-common.sh not found (set BIDS_QSM_SCRIPTS)" >&2; exit 66; }
 
-[[ $# -ge 2 ]] || die "usage: sbatch [--dependency=afterok:JOBID] $0 BIDS_DIR OUTPUT_DIR [bids-qsm options...]" 64
-BIDS_DIR=$(cd "$1" 2>/dev/null && pwd) || die "BIDS_DIR '$1' is not a directory" 66
+slurm_bids_dir "usage: sbatch [--dependency=afterok:JOBID] $0 BIDS_DIR OUTPUT_DIR [bids-qsm options...]" "$@"
 OUTPUT_DIR=$(cd "$2" 2>/dev/null && pwd) || die "OUTPUT_DIR '$2' does not exist: run the participant level first" 66
 shift 2
 
-NPROCS=${SLURM_CPUS_PER_TASK:-${SLURM_JOB_CPUS_PER_NODE:-$(nproc)}}
-NPROCS=${NPROCS%%(*}
-NPROCS=${NPROCS%%,*}
-if [[ -n ${SLURM_MEM_PER_NODE:-} ]]; then
-    MEM_MB=$SLURM_MEM_PER_NODE
-elif [[ -n ${SLURM_MEM_PER_CPU:-} ]]; then
-    MEM_MB=$(( SLURM_MEM_PER_CPU * NPROCS ))
-else
-    MEM_MB=$(awk '/MemAvailable/ { printf "%d", $2 / 1024 }' /proc/meminfo)
-fi
-MEM_MB=$(( MEM_MB * 9 / 10 ))
-
+slurm_resources
 SCRATCH=${SLURM_TMPDIR:-${TMPDIR:-/tmp}}
-WORK_DIR=$SCRATCH/bids-qsm_group_${SLURM_JOB_ID:-$$}
-mkdir -p "$WORK_DIR" || die "cannot create the work directory $WORK_DIR" 73
-BIDS_DB=${BIDS_QSM_BIDS_DB:-$OUTPUT_DIR/.bids-qsm-bidsdb}
-# shellcheck disable=SC2317  # invoked by the EXIT trap
-cleanup() {
-    local rc=$?
-    if [[ $rc -eq 0 && ${BIDS_QSM_KEEP_WORK:-0} != 1 ]]; then rm -rf "$WORK_DIR"
-    else log "work directory kept: $WORK_DIR (exit code $rc)"; fi
-}
-trap cleanup EXIT
+slurm_work_dir "$SCRATCH/bids-qsm_group_${SLURM_JOB_ID:-$$}"
 
 ARGS=("$BIDS_DIR" "$OUTPUT_DIR" group -w "$WORK_DIR" --nprocs "$NPROCS" --mem-mb "$MEM_MB"
       --bids-database-dir "$BIDS_DB" "$@")
 
-RUNNER=${BIDS_QSM_RUNNER:-auto}
-if [[ $RUNNER == auto ]]; then
-    if [[ -n ${BIDS_QSM_IMAGE:-} ]]; then
-        if command -v apptainer >/dev/null; then RUNNER=apptainer
-        elif command -v singularity >/dev/null; then RUNNER=singularity
-        else die "BIDS_QSM_IMAGE is set but neither apptainer nor singularity is on PATH"
-        fi
-    else
-        RUNNER=native
-    fi
-fi
-case $RUNNER in
-    native)
-        BIN=${BIDS_QSM_BIN:-bids-qsm}
-        command -v "$BIN" >/dev/null || die "'$BIN' not found on PATH (activate the environment or set BIDS_QSM_BIN / BIDS_QSM_IMAGE)"
-        CMD=("$BIN" "${ARGS[@]}")
-        ;;
-    apptainer|singularity)
-        [[ -n ${BIDS_QSM_IMAGE:-} ]] || die "BIDS_QSM_RUNNER=$RUNNER needs BIDS_QSM_IMAGE (a .sif file)"
-        command -v "$RUNNER" >/dev/null || die "$RUNNER not on PATH"
-        BINDS="$BIDS_DIR:$BIDS_DIR:ro,$OUTPUT_DIR,$WORK_DIR"
-        if [[ $BIDS_DB != "$OUTPUT_DIR"/* ]]; then BINDS+=",$(dirname "$BIDS_DB")"; fi
-        if [[ -n ${BIDS_QSM_BINDS:-} ]]; then BINDS+=",$BIDS_QSM_BINDS"; fi
-        for a in "$@"; do  # files given as options (config, filters, plugin YAML) must be visible
-            if [[ $a == /* && -e $a ]]; then BINDS+=",$(dirname "$a")"; fi
-        done
-        CMD=("$RUNNER" run --cleanenv --bind "$BINDS" "$BIDS_QSM_IMAGE" "${ARGS[@]}")
-        ;;
-    *) die "unknown BIDS_QSM_RUNNER '$RUNNER' (auto|native|apptainer|singularity)" 64 ;;
-esac
+slurm_command "$@"
 
 log "group level on $(hostname) (nprocs $NPROCS, mem ${MEM_MB} MB)"
-log "running: ${CMD[*]}"
-start=$(date +%s)
-rc=0
-"${CMD[@]}" || rc=$?
-log "group level finished with exit code $rc after $(( $(date +%s) - start )) s"
-exit "$rc"
+slurm_run "group level"

@@ -33,6 +33,8 @@ from bids_qsm.qsm.phase import wrap_to_pi
 
 GAMMA_HZ_PER_T = 42.577478e6
 DEFAULT_TE_S = (0.004, 0.008, 0.012, 0.016, 0.020)
+#: ``bids-qsm-simulate`` arguments of the smallest cohort: tiny preset, one control, one patient.
+TINY_PAIR_ARGS = ("--preset", "tiny", "--n-controls", "1", "--n-patients", "1")
 
 
 def _entities_prefix(subject: str, session: str | None, **entities: str | None) -> str:

@@ -55,22 +55,22 @@ def test_valid_dataset_passes(bids_factory: BidsFactory) -> None:
     check(bids_factory.root)
 
 
-def test_missing_echo_time(bids_factory: BidsFactory) -> None:
-    files = bids_factory.add_gre("01")
-    edit_sidecar(files["mag"][1], EchoTime=None)
-    expect_error(bids_factory.root, files["mag"][1], "missing EchoTime")
-
-
-def test_echo_time_list_length_mismatch_in_4d(bids_factory: BidsFactory) -> None:
-    files = bids_factory.add_gre("01", four_d=True, n_echoes=3)
-    edit_sidecar(files["mag"][0], EchoTime=[0.004, 0.008])
-    expect_error(bids_factory.root, files["mag"][0], "EchoTime lists 2 value")
-
-
-def test_echo_time_in_milliseconds(bids_factory: BidsFactory) -> None:
-    files = bids_factory.add_gre("01")
-    edit_sidecar(files["mag"][0], EchoTime=4.0)
-    expect_error(bids_factory.root, files["mag"][0], "milliseconds")
+@pytest.mark.parametrize(
+    ("gre", "part", "echo", "echo_time", "pattern"),
+    [
+        ({}, "mag", 1, None, "missing EchoTime"),
+        ({"four_d": True, "n_echoes": 3}, "mag", 0, [0.004, 0.008], "EchoTime lists 2 value"),
+        ({}, "mag", 0, 4.0, "milliseconds"),
+        ({}, "phase", 1, 0.009, "EchoTime .* differs"),  # phase disagrees with magnitude
+    ],
+    ids=["missing", "list_length_mismatch_in_4d", "in_milliseconds", "phase_disagrees"],
+)
+def test_bad_echo_time_in_sidecar(
+    bids_factory: BidsFactory, gre: dict, part: str, echo: int, echo_time: object, pattern: str
+) -> None:
+    files = bids_factory.add_gre("01", **gre)
+    edit_sidecar(files[part][echo], EchoTime=echo_time)
+    expect_error(bids_factory.root, files[part][echo], pattern)
 
 
 def test_echoes_with_different_shapes(bids_factory: BidsFactory) -> None:
@@ -187,12 +187,6 @@ def test_missing_phase(bids_factory: BidsFactory) -> None:
     for path in files["phase"]:
         path.unlink()
     expect_error(bids_factory.root, files["mag"][0], "no phase image")
-
-
-def test_phase_echo_time_disagrees(bids_factory: BidsFactory) -> None:
-    files = bids_factory.add_gre("01")
-    edit_sidecar(files["phase"][1], EchoTime=0.009)
-    expect_error(bids_factory.root, files["phase"][1], "EchoTime .* differs")
 
 
 def test_unreadable_t1w(bids_factory: BidsFactory) -> None:

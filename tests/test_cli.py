@@ -38,22 +38,23 @@ class FakeRunner:
         return self.result
 
 
+def _fake_runner(monkeypatch: pytest.MonkeyPatch, level: str) -> FakeRunner:
+    """Replace ``bids_qsm.workflows.<level>.run_<level>_level`` by a recording fake."""
+    runner = FakeRunner()
+    module = types.ModuleType(f"bids_qsm.workflows.{level}")
+    setattr(module, f"run_{level}_level", runner)
+    monkeypatch.setitem(sys.modules, f"bids_qsm.workflows.{level}", module)
+    return runner
+
+
 @pytest.fixture
 def fake_participant(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
-    runner = FakeRunner()
-    module = types.ModuleType("bids_qsm.workflows.participant")
-    module.run_participant_level = runner  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bids_qsm.workflows.participant", module)
-    return runner
+    return _fake_runner(monkeypatch, "participant")
 
 
 @pytest.fixture
 def fake_group(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
-    runner = FakeRunner()
-    module = types.ModuleType("bids_qsm.workflows.group")
-    module.run_group_level = runner  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bids_qsm.workflows.group", module)
-    return runner
+    return _fake_runner(monkeypatch, "group")
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
@@ -342,25 +343,24 @@ def test_work_dir_inside_bids_dir_exit_64(bids_dataset: Path, tmp_path: Path, ca
     assert not (bids_dataset / "work").exists()
 
 
-def test_bad_config_file_exit_64(bids_dataset: Path, tmp_path: Path, capsys) -> None:
-    toml = tmp_path / "bad.toml"
-    toml.write_text("[workflow]\ninversoin = 'tv'\n")
-    code, _, err = run_cli(capsys, bids_dataset, tmp_path / "o", "participant",
-                           "--config-file", toml)  # fmt: skip
+@pytest.mark.parametrize(
+    ("option", "name", "text", "message"),
+    [
+        ("--config-file", "bad.toml", "[workflow]\ninversoin = 'tv'\n",
+         "unknown setting workflow.inversoin"),
+        ("--config-file", "bad.toml", "[workflow\n", None),
+        ("--bids-filter-file", "filters.json", "{not json", "invalid JSON"),
+    ],
+)  # fmt: skip
+def test_bad_settings_file_exit_64(
+    bids_dataset: Path, tmp_path: Path, capsys, option: str, name: str, text: str, message
+) -> None:
+    bad = tmp_path / name
+    bad.write_text(text)
+    code, _, err = run_cli(capsys, bids_dataset, tmp_path / "o", "participant", option, bad)
     assert code == 64
-    assert_one_error_line(err, "unknown setting workflow.inversoin", str(toml))
-    toml.write_text("[workflow\n")
-    assert run_cli(capsys, bids_dataset, tmp_path / "o", "participant",
-                   "--config-file", toml)[0] == 64  # fmt: skip
-
-
-def test_bad_filter_file_exit_64(bids_dataset: Path, tmp_path: Path, capsys) -> None:
-    filters = tmp_path / "filters.json"
-    filters.write_text("{not json")
-    code, _, err = run_cli(capsys, bids_dataset, tmp_path / "o", "participant",
-                           "--bids-filter-file", filters)  # fmt: skip
-    assert code == 64
-    assert_one_error_line(err, "invalid JSON", str(filters))
+    if message:
+        assert_one_error_line(err, message, str(bad))
 
 
 # ---------------------------------------------------------------------- exit 65

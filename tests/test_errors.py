@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BidsFactory
+from conftest import TINY_PAIR_ARGS, BidsFactory
 
 from bids_qsm.cli.run import execute
 from bids_qsm.errors import BidsQsmError, ExitCode, InputDataError, OutputError
@@ -87,8 +87,8 @@ def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """
     root = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
-    sim = [sys.executable, "-m", "bids_qsm.simulate.cli", "demo/bids", "--preset", "tiny",
-           "--n-controls", "1", "--n-patients", "1", "--lesions", "--seed", "1"]  # fmt: skip
+    sim = [sys.executable, "-m", "bids_qsm.simulate.cli", "demo/bids", *TINY_PAIR_ARGS,
+           "--lesions", "--seed", "1"]  # fmt: skip
     subprocess.run(sim, cwd=root, env=env, check=True, capture_output=True)
     args = ["demo/bids", "demo/derivatives", "participant", "--lesion-masks",
             "demo/bids/derivatives/lesions", "--nprocs", "2", "--omp-nthreads", "1",

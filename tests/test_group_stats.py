@@ -224,22 +224,32 @@ def test_read_participants_errors(tmp_path: Path) -> None:
     assert "participants.tsv" in msg and "'group'" in msg and "\n" not in msg
 
 
-def test_constant_measure_not_tested() -> None:
-    rng = np.random.default_rng(0)
-    n = 16  # 4 parameters: 12 residual df (>= the minimum of 10)
-    data = pd.DataFrame(
+def _two_group_table(structure: str, n: int, **columns: object) -> pd.DataFrame:
+    """A regional table of ``n`` participants (first half HC, second half MS), bilateral
+    ``structure``, with the given measure / covariate columns."""
+    return pd.DataFrame(
         {
             "participant_id": [f"sub-{i:02d}" for i in range(n)],
             "session_id": "n/a",
-            "structure": "whole_brain",
+            "structure": structure,
             "hemisphere": "bilateral",
-            "group": ["HC"] * 8 + ["MS"] * 8,
-            "age": rng.uniform(20, 60, n),
-            "volume_mm3": rng.uniform(1.1e6, 1.3e6, n),
-            # referenced to the whole brain: zero up to float32 rounding
-            "chi_mean_ppm": rng.normal(0, 1e-9, n),
-            "r2star_mean_hz": rng.normal(20, 1, n),
+            "group": ["HC"] * (n // 2) + ["MS"] * (n - n // 2),
+            **columns,
         }
+    )
+
+
+def test_constant_measure_not_tested() -> None:
+    rng = np.random.default_rng(0)
+    n = 16  # 4 parameters: 12 residual df (>= the minimum of 10)
+    data = _two_group_table(
+        "whole_brain",
+        n,
+        age=rng.uniform(20, 60, n),
+        volume_mm3=rng.uniform(1.1e6, 1.3e6, n),
+        # referenced to the whole brain: zero up to float32 rounding
+        chi_mean_ppm=rng.normal(0, 1e-9, n),
+        r2star_mean_hz=rng.normal(20, 1, n),
     )
     design = G.Design("group", "HC", ["MS"], ["age"], True)
     gd = G.group_differences(data, design, ["chi_mean_ppm", "r2star_mean_hz"]).set_index("measure")
@@ -269,16 +279,8 @@ def test_df_guard_small_patient_group_not_reported(effect_cohort: Cohort) -> Non
 def test_singular_design_has_reason() -> None:
     rng = np.random.default_rng(1)
     n = 20
-    data = pd.DataFrame(
-        {
-            "participant_id": [f"sub-{i:02d}" for i in range(n)],
-            "session_id": "n/a",
-            "structure": "putamen",
-            "hemisphere": "bilateral",
-            "group": ["HC"] * 10 + ["MS"] * 10,
-            "age": rng.uniform(20, 60, n),
-            "chi_mean_ppm": rng.normal(0.05, 0.01, n),
-        }
+    data = _two_group_table(
+        "putamen", n, age=rng.uniform(20, 60, n), chi_mean_ppm=rng.normal(0.05, 0.01, n)
     )
     data["age2"] = 2 * data["age"]  # collinear covariate
     design = G.Design("group", "HC", ["MS"], ["age", "age2"], False)

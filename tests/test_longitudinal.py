@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from bids_qsm.atlas.subject_space import build_subject_space, rigid_mean
 from bids_qsm.simulate.cli import main as simulate_main
@@ -195,6 +195,12 @@ def test_mixed_models_recover_the_planted_rates() -> None:
     assert (hc.q >= 0.05).all() and (hc.estimate.abs() < 0.001).all()  # controls: no change
     assert (res.n_obs == 16 * 3 - 4).all()  # unbalanced: four participants miss a visit
     assert res.model.iloc[0] == "chi_mean_ppm ~ group * years + age + (1 | participant)"
+    # t reference on participant-level df: 16 participants with >= 2 timed sessions - 2 groups
+    assert (res.df == 14).all()
+    tc = stats.t.ppf(0.975, 14)
+    assert np.allclose(res.ci_high - res.estimate, tc * res.se)
+    assert np.allclose(res.p, 2 * stats.t.sf((res.estimate / res.se).abs(), 14))
+    assert np.allclose(res.t, res.estimate / res.se)
 
 
 def test_mixed_models_guard_degenerate_fits() -> None:

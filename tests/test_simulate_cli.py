@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_PAIR_ARGS
 from scipy import stats
 
 from bids_qsm.errors import ExitCode
@@ -31,12 +32,7 @@ def tiny_ds(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "bids"
     argv = [
         str(out),
-        "--preset",
-        "tiny",
-        "--n-controls",
-        "1",
-        "--n-patients",
-        "1",
+        *TINY_PAIR_ARGS,
         "--lesions",
         "--t1w",
         "--phase-units",

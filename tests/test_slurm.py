@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_PAIR_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAY = REPO / "scripts" / "slurm-array.sh"
@@ -200,6 +201,12 @@ def _slurm_unavailable() -> str | None:
     return None
 
 
+def _local_cluster(action: str, root: Path, env: dict) -> subprocess.CompletedProcess:
+    """``scripts/slurm-local.sh start|stop ROOT`` (a private single-node SLURM)."""
+    cmd = ["bash", str(LOCAL), action, str(root)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     reason = _slurm_unavailable()
@@ -207,13 +214,7 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("slurm")
     env = dict(os.environ, PATH=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    start = subprocess.run(
-        ["bash", str(LOCAL), "start", str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    start = _local_cluster("start", root, env)
     if start.returncode != 0:
         pytest.skip(f"SLURM could not start on this machine: {start.stderr.strip()[-800:]}")
     env["SLURM_CONF"] = str(root / "etc" / "slurm.conf")
@@ -221,13 +222,7 @@ def slurm_cluster(tmp_path_factory):
         yield root, env
     finally:
         subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True)
-        stop = subprocess.run(
-            ["bash", str(LOCAL), "stop", str(root)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        stop = _local_cluster("stop", root, env)
         assert stop.returncode == 0, stop.stderr
         for pidfile in ("run/slurmd.pid", "run/slurmctld.pid", "munge/munged.pid"):
             assert not (root / pidfile).exists(), f"{pidfile} left behind"
@@ -272,12 +267,7 @@ def test_slurm_array_and_dependent_group_job(slurm_cluster, tmp_path):
         [
             str(VENV_BIN / "bids-qsm-simulate"),
             str(bids),
-            "--preset",
-            "tiny",
-            "--n-controls",
-            "1",
-            "--n-patients",
-            "1",
+            *TINY_PAIR_ARGS,
             "--seed",
             "11",
         ],
@@ -292,52 +282,18 @@ def test_slurm_array_and_dependent_group_job(slurm_cluster, tmp_path):
     job_env = dict(
         env, PATH=f"{VENV_BIN}:{env['PATH']}", TMPDIR=str(scratch), BIDS_QSM_RUNNER="native"
     )
-    array = (
-        subprocess.run(
-            [
-                "sbatch",
-                "--parsable",
-                f"--array=1-{n_subjects}",
-                "--cpus-per-task=1",
-                "--mem=3000",
-                "--time=60",
-                f"--output={logs}/array_%A_%a.log",
-                str(ARRAY),
-                str(bids),
-                str(out),
-                "--omp-nthreads",
-                "1",
-            ],
-            env=job_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .split(";")[0]
-    )
-    group = (
-        subprocess.run(
-            [
-                "sbatch",
-                "--parsable",
-                f"--dependency=afterok:{array}",
-                "--cpus-per-task=1",
-                "--mem=3000",
-                "--time=60",
-                f"--output={logs}/group_%j.log",
-                str(GROUP),
-                str(bids),
-                str(out),
-            ],
-            env=job_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .split(";")[0]
-    )
+
+    def sbatch(*args: str) -> str:
+        """Submit with ``sbatch --parsable``; the job id."""
+        proc = subprocess.run(["sbatch", "--parsable", *args], env=job_env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return proc.stdout.strip().split(";")[0]
+
+    limits = ("--cpus-per-task=1", "--mem=3000", "--time=60")
+    array = sbatch(f"--array=1-{n_subjects}", *limits, f"--output={logs}/array_%A_%a.log",
+                   str(ARRAY), str(bids), str(out), "--omp-nthreads", "1")  # fmt: skip
+    group = sbatch(f"--dependency=afterok:{array}", *limits, f"--output={logs}/group_%j.log",
+                   str(GROUP), str(bids), str(out))  # fmt: skip
 
     # The group job must wait for the array
     pending = _job_states(group, env)[group]

@@ -182,24 +182,12 @@ def test_reference_te_rescales_phase(phantom):
 
 def test_gaussian_sigma_mm_equals_vox(phantom):
     p = phantom
-    a = compute_swi(
-        p["mag"],
-        None,
-        p["te"],
-        p["vs"],
-        p["mask"],
-        p["field_hz"],
-        SWIOptions(gaussian_sigma_vox=(4.0, 4.0, 0.0)),
-    )
-    b = compute_swi(
-        p["mag"],
-        None,
-        p["te"],
-        p["vs"],
-        p["mask"],
-        p["field_hz"],
-        SWIOptions(gaussian_sigma_mm=(4.0, 4.0, 0.0)),  # 1 mm in-plane voxels
-    )
+
+    def field_swi(options: SWIOptions):
+        return compute_swi(p["mag"], None, p["te"], p["vs"], p["mask"], p["field_hz"], options)
+
+    a = field_swi(SWIOptions(gaussian_sigma_vox=(4.0, 4.0, 0.0)))
+    b = field_swi(SWIOptions(gaussian_sigma_mm=(4.0, 4.0, 0.0)))  # 1 mm in-plane voxels
     np.testing.assert_array_equal(a.hp_phase_rad, b.hp_phase_rad)
     assert b.parameters["GaussianSigma_vox"] == [4.0, 4.0, 0.0]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nipype.interfaces.base import isdefined
 
 from bids_qsm.bids.writers import atomic_write_json
 
@@ -41,6 +42,11 @@ def load_array(path: str | Path, dtype: type = np.float32) -> tuple[np.ndarray, 
     if dtype is bool:
         return data > 0, img.affine
     return np.asarray(data, dtype=dtype), img.affine
+
+
+def load_optional(path: Any, dtype: type = np.float32) -> np.ndarray | None:
+    """The array of an optional file input, or None when the input is undefined or empty."""
+    return load_array(path, dtype)[0] if isdefined(path) and path else None
 
 
 def save_json(obj: Any, path: str | Path) -> str:

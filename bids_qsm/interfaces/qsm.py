@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -25,7 +24,14 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_qsm.interfaces.nifti_io import load_array, load_json, save_array, save_json
+from bids_qsm.interfaces.base import GreInputSpec, MetaInputSpec
+from bids_qsm.interfaces.nifti_io import (
+    load_array,
+    load_json,
+    load_optional,
+    save_array,
+    save_json,
+)
 
 
 def user_qsm_inputs(inputs: Any) -> tuple:
@@ -67,10 +73,7 @@ def user_qsm_inputs(inputs: Any) -> tuple:
     return mag, affine, phase, meta, mask, fields
 
 
-class _QSMInputSpec(BaseInterfaceInputSpec):
-    mag_file = File(exists=True, mandatory=True, desc="4D magnitude")
-    phase_file = File(exists=True, mandatory=True, desc="4D phase (rad)")
-    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
+class _QSMInputSpec(GreInputSpec):
     options = traits.Dict(desc="QSMOptions fields (defaults for the rest)")
     mask_file = File(exists=True, desc="user brain mask replacing the automatic one")
     total_field_file = File(exists=True, desc="user total field (Hz) replacing the phase")
@@ -246,14 +249,39 @@ class PrepareQSMField(SimpleInterface):
         return runtime
 
 
-class _BackgroundInputSpec(BaseInterfaceInputSpec):
+class _StageInputSpec(MetaInputSpec):
+    """Inputs of the stages after the first: the previous stage's state JSON, FFT threads."""
+
+    state_file = File(exists=True, mandatory=True)
+    threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
+
+
+class _QSMStage(SimpleInterface):
+    """Base of the stages after the first (inputs: :class:`_StageInputSpec`)."""
+
+    def _stage_inputs(self) -> tuple[dict[str, Any], dict[str, Any], Any]:
+        """The previous stage's state, the acquisition (:func:`_acquisition`), the options."""
+        from bids_qsm.qsm.pipeline import QSMOptions
+
+        state = load_json(self.inputs.state_file)
+        acq = _acquisition(load_json(self.inputs.meta_file))
+        return state, acq, QSMOptions(**(self.inputs.options or {}))
+
+
+def _unbox(state: dict[str, Any], x: Any, dtype: type) -> Any:
+    """The bounding-box array ``x`` placed in the full grid of ``state`` (zeros outside)."""
+    import numpy as np
+
+    full = np.zeros(state["shape"], dtype)
+    full[_box(state)] = x
+    return full
+
+
+class _BackgroundInputSpec(_StageInputSpec):
     field_ppm_box_file = File(exists=True, mandatory=True)
     mask_box_file = File(exists=True, mandatory=True)
     user_local_box_file = File(desc="user local field (ppm): replaces background removal")
-    state_file = File(exists=True, mandatory=True)
-    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
     options = traits.Dict(desc="QSMOptions fields of background removal")
-    threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
 
 
 class _BackgroundOutputSpec(TraitedSpec):
@@ -263,7 +291,7 @@ class _BackgroundOutputSpec(TraitedSpec):
     state_file = File(exists=True, desc="JSON: stage 1 state plus the V-SHARP radii, timings")
 
 
-class RemoveBackground(SimpleInterface):
+class RemoveBackground(_QSMStage):
     """Stage 2: background field removal by the method of ``options.bg_removal``."""
 
     input_spec = _BackgroundInputSpec
@@ -273,22 +301,17 @@ class RemoveBackground(SimpleInterface):
         import numpy as np
 
         from bids_qsm.qsm import stages
-        from bids_qsm.qsm.pipeline import QSMOptions
 
         t0 = time.perf_counter()
-        state = load_json(self.inputs.state_file)
-        acq = _acquisition(load_json(self.inputs.meta_file))
+        state, acq, opt = self._stage_inputs()
         field_ppm, affine = load_array(self.inputs.field_ppm_box_file)
         mask, _ = load_array(self.inputs.mask_box_file, bool)
-        user = self.inputs.user_local_box_file
-        user_local = load_array(user)[0] if isdefined(user) and user else None
-        opt = QSMOptions(**(self.inputs.options or {}))
+        user_local = load_optional(self.inputs.user_local_box_file)
         local, f_mask, radii = stages.remove_background(
             field_ppm, mask, acq["vs"], acq["b0"], opt, self.inputs.threads, user_local
         )
         cwd = runtime.cwd
-        full = np.zeros(state["shape"], np.float32)
-        full[_box(state)] = local
+        full = _unbox(state, local, np.float32)
         state["radii_mm"] = radii
         state["timings_s"]["background"] = time.perf_counter() - t0
         self._results.update(
@@ -302,15 +325,12 @@ class RemoveBackground(SimpleInterface):
         return runtime
 
 
-class _InvertInputSpec(BaseInterfaceInputSpec):
+class _InvertInputSpec(_StageInputSpec):
     local_box_file = File(exists=True, mandatory=True)
     local_mask_box_file = File(exists=True, mandatory=True)
     r2star_box_file = File(desc="R2* (Hz) in the bounding box (CSF reference)")
     combined_mag_file = File(exists=True, mandatory=True, desc="for the output grid")
-    state_file = File(exists=True, mandatory=True)
-    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
     options = traits.Dict(desc="QSMOptions fields (all: the sidecar records every option)")
-    threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
 
 
 class _InvertOutputSpec(TraitedSpec):
@@ -319,7 +339,7 @@ class _InvertOutputSpec(TraitedSpec):
     params_file = File(exists=True, desc="JSON: parameters, reference value, timings")
 
 
-class InvertField(SimpleInterface):
+class InvertField(_QSMStage):
     """Stage 3: dipole inversion (``options.inversion``), reported-mask erosion, referencing."""
 
     input_spec = _InvertInputSpec
@@ -329,18 +349,14 @@ class InvertField(SimpleInterface):
         import numpy as np
 
         from bids_qsm.qsm import stages
-        from bids_qsm.qsm.pipeline import QSMOptions, qsm_parameters
+        from bids_qsm.qsm.pipeline import qsm_parameters
 
         t0 = time.perf_counter()
-        state = load_json(self.inputs.state_file)
-        meta = load_json(self.inputs.meta_file)
-        acq = _acquisition(meta)
+        state, acq, opt = self._stage_inputs()
         local, _ = load_array(self.inputs.local_box_file)
         f_mask, _ = load_array(self.inputs.local_mask_box_file, bool)
         combined, affine = load_array(self.inputs.combined_mag_file)
-        r2 = self.inputs.r2star_box_file
-        r2_box = load_array(r2)[0] if isdefined(r2) and r2 else None
-        opt = QSMOptions(**(self.inputs.options or {}))
+        r2_box = load_optional(self.inputs.r2star_box_file)
         box = _box(state)
         chi, f_mask = stages.invert_field(
             local, f_mask, acq["vs"], acq["b0"], opt, self.inputs.threads, combined[box]
@@ -350,11 +366,10 @@ class InvertField(SimpleInterface):
         timings = state["timings_s"]
         timings.update(inversion=t1 - t0, reference=time.perf_counter() - t1)
         timings["total"] = sum(timings.values())
-        box, cwd = _box(state), runtime.cwd
+        cwd = runtime.cwd
 
         def out(name: str, x: np.ndarray, dtype: type = np.float32) -> str:
-            arr = np.zeros(state["shape"], dtype)
-            arr[box] = x
+            arr = _unbox(state, x, dtype)
             return save_array(arr, affine, os.path.join(cwd, f"{name}.nii"), dtype=dtype)
 
         params = qsm_parameters(

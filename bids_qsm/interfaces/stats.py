@@ -11,17 +11,12 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
-    isdefined,
     traits,
 )
 
-from bids_qsm.interfaces.nifti_io import load_array, load_json
+from bids_qsm.interfaces.nifti_io import load_array, load_json, load_optional
 
 LOGGER = logging.getLogger("bids_qsm.stats")
-
-
-def _optional(path) -> object:
-    return load_array(path)[0] if isdefined(path) and path else None
 
 
 def _apt(threshold: float | None, phase_iron: object, mask: object) -> float | None:
@@ -40,28 +35,44 @@ def _apt(threshold: float | None, phase_iron: object, mask: object) -> float | N
     return threshold
 
 
-class _RegionalInputSpec(BaseInterfaceInputSpec):
+class _IronTableInputSpec(BaseInterfaceInputSpec):
+    """Inputs common to the iron tables: the maps, the phase iron and the row entities."""
+
     chi_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
-    qsm_params_file = File(exists=True, mandatory=True, desc="reference region and value")
-    dseg_file = File(desc="atlas labels in GRE space (absent: whole brain only)")
-    r2star_file = File()
-    hpphase_file = File()
     phaseiron_file = File()
-    atlas = traits.Dict(mandatory=True, desc="atlas spec")
     entities = traits.Dict(mandatory=True, desc="participant_id, session_id, acq, run")
     apt_threshold_rad = traits.Either(None, traits.Float, default=None, usedefault=True)
 
 
-class _RegionalOutputSpec(TraitedSpec):
-    stats_file = File(exists=True, desc="regional stats TSV")
+class _IronTableOutputSpec(TraitedSpec):
+    stats_file = File(exists=True, desc="stats TSV (regional or lesion table)")
 
 
-class RegionalStats(SimpleInterface):
+class _IronTable(SimpleInterface):
+    """Base of the table interfaces: one TSV written the same way (n/a, 6 significant digits)."""
+
+    output_spec = _IronTableOutputSpec
+
+    def _write_table(self, df, runtime, name: str):
+        out = os.path.join(runtime.cwd, name)
+        df.to_csv(out, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        self._results["stats_file"] = out
+        return runtime
+
+
+class _RegionalInputSpec(_IronTableInputSpec):
+    qsm_params_file = File(exists=True, mandatory=True, desc="reference region and value")
+    dseg_file = File(desc="atlas labels in GRE space (absent: whole brain only)")
+    r2star_file = File()
+    hpphase_file = File()
+    atlas = traits.Dict(mandatory=True, desc="atlas spec")
+
+
+class RegionalStats(_IronTable):
     """Per-structure susceptibility, R2* and SWI phase-iron statistics."""
 
     input_spec = _RegionalInputSpec
-    output_spec = _RegionalOutputSpec
 
     def _run_interface(self, runtime):
         import numpy as np
@@ -73,16 +84,16 @@ class RegionalStats(SimpleInterface):
         mask, _ = load_array(self.inputs.mask_file, bool)
         params = load_json(self.inputs.qsm_params_file)
         voxel_volume = float(np.prod(np.sqrt((affine[:3, :3] ** 2).sum(0))))
-        if isdefined(self.inputs.dseg_file) and self.inputs.dseg_file:
-            labels = load_array(self.inputs.dseg_file, np.int32)[0]
+        labels = load_optional(self.inputs.dseg_file, np.int32)
+        if labels is not None:
             atlas = atlas_from_spec(self.inputs.atlas)
             structures, atlas_name = atlas.structures, atlas.name
         else:
             labels, structures = np.zeros(chi.shape, np.int32), []
             atlas_name = self.inputs.atlas.get("name", "AAL3")
-        phase_iron = _optional(self.inputs.phaseiron_file)
+        phase_iron = load_optional(self.inputs.phaseiron_file)
         phase_labels = None
-        if structures and isdefined(self.inputs.phaseiron_file) and self.inputs.phaseiron_file:
+        if structures and phase_iron is not None:
             # SWI phase columns over each structure's self-positive ROI (docs/methods_swi.md)
             from bids_qsm.qsm.geometry import b0_direction_from_affine
             from bids_qsm.swi import SWIOptions, self_positive_labels
@@ -103,38 +114,25 @@ class RegionalStats(SimpleInterface):
             voxel_volume,
             Entities(**self.inputs.entities),
             atlas_name,
-            r2star_hz=_optional(self.inputs.r2star_file),
-            hp_phase_rad=_optional(self.inputs.hpphase_file),
+            r2star_hz=load_optional(self.inputs.r2star_file),
+            hp_phase_rad=load_optional(self.inputs.hpphase_file),
             phase_iron_rad=phase_iron,
             apt_threshold_rad=_apt(self.inputs.apt_threshold_rad, phase_iron, mask),
             phase_labels=phase_labels,
             reference_region=params["reference_region"],
             reference_value_ppm=params["reference_value_ppm"],
         )
-        out = os.path.join(runtime.cwd, "regional_stats.tsv")
-        df.to_csv(out, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-        self._results["stats_file"] = out
-        return runtime
+        return self._write_table(df, runtime, "regional_stats.tsv")
 
 
-class _LesionInputSpec(BaseInterfaceInputSpec):
-    chi_file = File(exists=True, mandatory=True)
-    mask_file = File(exists=True, mandatory=True)
+class _LesionInputSpec(_IronTableInputSpec):
     lesion_masks = traits.Dict(mandatory=True, desc="label -> lesion mask file (any space)")
-    phaseiron_file = File()
-    entities = traits.Dict(mandatory=True)
-    apt_threshold_rad = traits.Either(None, traits.Float, default=None, usedefault=True)
 
 
-class _LesionOutputSpec(TraitedSpec):
-    stats_file = File(exists=True, desc="lesion stats TSV")
-
-
-class LesionStats(SimpleInterface):
+class LesionStats(_IronTable):
     """Resample lesion masks into GRE space and tabulate lesion-wise iron."""
 
     input_spec = _LesionInputSpec
-    output_spec = _LesionOutputSpec
 
     def _run_interface(self, runtime):
         import nibabel as nib
@@ -152,7 +150,7 @@ class LesionStats(SimpleInterface):
             for label, path in self.inputs.lesion_masks.items()
         }
         voxel_volume = float(np.prod(chi_img.header.get_zooms()[:3]))
-        phase_iron = _optional(self.inputs.phaseiron_file)
+        phase_iron = load_optional(self.inputs.phaseiron_file)
         df = lesion_table(
             masks,
             chi,
@@ -162,7 +160,4 @@ class LesionStats(SimpleInterface):
             phase_iron_rad=phase_iron,
             apt_threshold_rad=_apt(self.inputs.apt_threshold_rad, phase_iron, mask),
         )
-        out = os.path.join(runtime.cwd, "lesion_stats.tsv")
-        df.to_csv(out, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-        self._results["stats_file"] = out
-        return runtime
+        return self._write_table(df, runtime, "lesion_stats.tsv")

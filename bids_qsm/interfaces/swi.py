@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -14,13 +13,11 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from bids_qsm.interfaces.base import GreInputSpec
 from bids_qsm.interfaces.nifti_io import load_array, load_json, save_array, save_json
 
 
-class _SWIInputSpec(BaseInterfaceInputSpec):
-    mag_file = File(exists=True, mandatory=True, desc="4D magnitude")
-    phase_file = File(exists=True, mandatory=True, desc="4D phase (rad)")
-    meta_file = File(exists=True, mandatory=True, desc="acquisition metadata JSON")
+class _SWIInputSpec(GreInputSpec):
     field_hz_file = File(exists=True, mandatory=True, desc="unwrapped combined field (Hz)")
     mask_file = File(exists=True, mandatory=True, desc="brain mask")
     local_field_file = File(exists=True, desc="background-removed local field (ppm)")

@@ -265,36 +265,18 @@ def _random_pose(rng: np.random.Generator, rotation_sd_deg: float = 3.0) -> Head
 
 
 def write_bids_dataset(
-    out_dir: str | os.PathLike,
-    *,
-    preset: str = "small",
-    n_subjects: int = 1,
-    n_controls: int = 0,
-    n_patients: int = 0,
-    seed: int = 0,
-    phase_units: str = "rad",
-    oblique_deg: float = 0.0,
-    lesions: bool = False,
-    t1w: bool = False,
-    null_effect: bool = False,
-    atrophy: bool = False,
-    te_s: tuple[float, ...] | None = None,
-    b0_tesla: float = 3.0,
-    snr: float | None = None,
-    random_pose: bool = True,
-    rigid_anatomy: bool = False,
-    shim_residual_hz: float = 0.0,
-    between_subject_sd_ppm: float = BETWEEN_SUBJECT_SD_PPM,
-    effect_scale: float = 1.0,
-    pose_rotation_sd_deg: float = 3.0,
-    voxel_mm: tuple[float, float, float] | None = None,
+    out_dir: str | os.PathLike, *, preset: str = "small", n_subjects: int = 1,
+    n_controls: int = 0, n_patients: int = 0, seed: int = 0, phase_units: str = "rad",
+    oblique_deg: float = 0.0, lesions: bool = False, t1w: bool = False,
+    null_effect: bool = False, atrophy: bool = False, te_s: tuple[float, ...] | None = None,
+    b0_tesla: float = 3.0, snr: float | None = None, random_pose: bool = True,
+    rigid_anatomy: bool = False, shim_residual_hz: float = 0.0,
+    between_subject_sd_ppm: float = BETWEEN_SUBJECT_SD_PPM, effect_scale: float = 1.0,
+    pose_rotation_sd_deg: float = 3.0, voxel_mm: tuple[float, float, float] | None = None,
     fov_mm: tuple[float, float, float] | None = None,
-    progress: Callable[[str], None] | None = None,
-    workers: int = 2,
-    n_sessions: int = 1,
-    interval_years: float = 1.0,
-    iron_rate_ppm_per_year: dict[str, float] | None = None,
-) -> Path:
+    progress: Callable[[str], None] | None = None, workers: int = 2, n_sessions: int = 1,
+    interval_years: float = 1.0, iron_rate_ppm_per_year: dict[str, float] | None = None,
+) -> Path:  # fmt: skip
     """Simulate subjects and write them as a BIDS dataset at ``out_dir`` (returned).
 
     Cohort mode (``n_controls`` or ``n_patients`` > 0): controls get labels 01.. first,
@@ -357,11 +339,7 @@ def write_bids_dataset(
             from bids_qsm.simulate.sessions import session_plan, write_subject_sessions
 
             plans = session_plan(n_sessions, interval_years)
-            prng = np.random.default_rng(np.random.SeedSequence([seed, 104729, i]))
-            poses = [pose]  # later sessions: new position, same head size (scale)
-            for _ in plans[1:]:
-                q = _random_pose(prng, pose_rotation_sd_deg) if random_pose else HeadPose()
-                poses.append(HeadPose(q.rotation_deg, q.shift_mm, pose.scale))
+            poses = _session_poses(seed, i, pose, len(plans), random_pose, pose_rotation_sd_deg)
             rows.append(
                 write_subject_sessions(
                     root, preset, sub_seed, plans, poses, rates=iron_rate_ppm_per_year,
@@ -379,13 +357,30 @@ def write_bids_dataset(
         del sub
 
     _write_dataset_files(root, pd.DataFrame(rows), preset, seed, null_effect)
-    droot = root / "derivatives" / "simulation"
+    _write_truth_tables(root / "derivatives" / "simulation", regional, lesion_rows)
+    return root
+
+
+def _session_poses(seed: int, index: int, pose: HeadPose, n_sessions: int, random_pose: bool,
+                   rotation_sd_deg: float) -> list[HeadPose]:  # fmt: skip
+    """Head pose per session of subject ``index``: ``pose`` first, then a new position and
+    rotation per later session (same head size: scale)."""
+    prng = np.random.default_rng(np.random.SeedSequence([seed, 104729, index]))
+    poses = [pose]
+    for _ in range(n_sessions - 1):
+        q = _random_pose(prng, rotation_sd_deg) if random_pose else HeadPose()
+        poses.append(HeadPose(q.rotation_deg, q.shift_mm, pose.scale))
+    return poses
+
+
+def _write_truth_tables(droot: Path, regional: list[pd.DataFrame],
+                        lesion_rows: list[pd.DataFrame]) -> None:  # fmt: skip
+    """``regional_truth.tsv`` and (with lesions) ``lesion_truth.tsv`` of the dataset."""
     reg = pd.concat(regional, ignore_index=True)
     _write_tsv(droot / "regional_truth.tsv", reg[_id_first(reg)])
     if lesion_rows:
         les = pd.concat(lesion_rows, ignore_index=True)
         _write_tsv(droot / "lesion_truth.tsv", les[_id_first(les)])
-    return root
 
 
 def _id_first(df: pd.DataFrame) -> list[str]:

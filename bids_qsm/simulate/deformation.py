@@ -22,6 +22,7 @@ continuous maps trilinearly on the compute grid, labels by nearest neighbour.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,18 +183,27 @@ def warp_compute_grid(
     inv = np.linalg.inv(affine)
     out = [np.empty(shape, np.float32) for _ in arrays]
     # slab by slab along the last axis keeps the coordinate arrays small
-    ij = np.indices(shape[:2], dtype=np.float64).reshape(2, -1)
-    for z0 in range(0, shape[2], 16):
-        z1 = min(shape[2], z0 + 16)
-        nz = z1 - z0
-        vox = _slab(ij, z0, z1)
-        pts = affine[:3, :3] @ vox + affine[:3, 3:4]
-        src = inv[:3, :3] @ deformation.template_mm(pts).astype(np.float64) + inv[:3, 3:4]
+    for z0, z1, src in _template_coords(shape, affine, inv, deformation):
         for a, o in zip(arrays, out, strict=True):
             o[:, :, z0:z1] = ndimage.map_coordinates(
                 a, src, order=1, mode="nearest", prefilter=False
-            ).reshape(shape[0], shape[1], nz)
+            ).reshape(shape[0], shape[1], z1 - z0)
     return out
+
+
+def _template_coords(
+    shape: tuple[int, ...], dst_affine: np.ndarray, inv: np.ndarray, deformation: Deformation
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Per slab of 16 slices of a ``shape`` grid (``dst_affine``: voxel -> subject mm): the
+    first and end slice and the voxel coordinates, in the grid whose inverse affine is
+    ``inv``, of the template point ``phi`` maps each voxel to (3 x n, float64)."""
+    ij = np.indices(shape[:2], dtype=np.float64).reshape(2, -1)
+    for z0 in range(0, shape[2], 16):
+        z1 = min(shape[2], z0 + 16)
+        vox = _slab(ij, z0, z1)
+        pts = dst_affine[:3, :3] @ vox + dst_affine[:3, 3:4]
+        src = inv[:3, :3] @ deformation.template_mm(pts).astype(np.float64) + inv[:3, 3:4]
+        yield z0, z1, src
 
 
 def sample_points(
@@ -212,14 +222,8 @@ def sample_points(
     """
     inv = np.linalg.inv(data_affine)
     out = np.empty(dst_shape, data.dtype if order == 0 else np.float32)
-    ij = np.indices(dst_shape[:2], dtype=np.float64).reshape(2, -1)
-    for z0 in range(0, dst_shape[2], 16):
-        z1 = min(dst_shape[2], z0 + 16)
-        nz = z1 - z0
-        vox = _slab(ij, z0, z1)
-        pts = dst_affine[:3, :3] @ vox + dst_affine[:3, 3:4]
-        src = inv[:3, :3] @ deformation.template_mm(pts).astype(np.float64) + inv[:3, 3:4]
+    for z0, z1, src in _template_coords(dst_shape, dst_affine, inv, deformation):
         out[:, :, z0:z1] = ndimage.map_coordinates(
             data, src, order=order, mode="constant", cval=cval, prefilter=False
-        ).reshape(dst_shape[0], dst_shape[1], nz)
+        ).reshape(dst_shape[0], dst_shape[1], z1 - z0)
     return out

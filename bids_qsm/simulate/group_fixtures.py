@@ -167,20 +167,9 @@ def fabricate_cohort(
     mean_edss = float(np.nanmean(edss)) if n_patients else 1.0
     for row in participants.itertuples():
         scale = 0.0 if null_effect or row.group == "HC" else row.EDSS / mean_edss
-        chi = rng.normal(0.0, voxel_sd_ppm, GRID).astype(np.float32)
-        for s in structures:
-            sel = np.isin(labels, s.labels)
-            if s.name == "thalamus":  # the pulvinar block keeps its own value
-                sel &= ~np.isin(labels, (143, 144))
-            value = (
-                BASE_CHI_PPM[s.name]
-                + EFFECT_SIGN[s.name] * effect_ppm * scale
-                + rng.normal(0.0, subject_sd_ppm)
-                + 0.0002 * (row.age - 40)
-            )
-            chi[sel] += value
-        phase = (PHASE_PER_PPM * chi + rng.normal(0, 0.005, GRID)).astype(np.float32)
-        r2s = (R2STAR_BASE_HZ + R2STAR_PER_PPM * chi + rng.normal(0, 1.0, GRID)).astype(np.float32)
+        chi, r2s, phase = _participant_maps(
+            rng, labels, structures, (effect_ppm, scale), row.age, subject_sd_ppm, voxel_sd_ppm
+        )
         chi *= mask
         anat = out_dir / row.participant_id / "anat"
         src = anat / row.participant_id
@@ -211,18 +200,48 @@ def fabricate_cohort(
         )
         _write_tsv(table, Path(f"{src}_seg-{atlas}_stats.tsv"))
         if row.group != "HC":
-            k = int(rng.integers(2, 5))
-            vols = rng.uniform(20, 400, k).round(0)
-            les = pd.DataFrame(
-                {
-                    "participant_id": row.participant_id,
-                    "session_id": "n/a",
-                    "label": "T2lesion",
-                    "lesion_id": [str(i + 1) for i in range(k)] + ["total"],
-                    "volume_mm3": [*vols, vols.sum()],
-                    "chi_mean_ppm": [*rng.normal(0.01, 0.01, k).round(4), np.nan],
-                    "rim_chi_mean_ppm": [*rng.normal(0.03, 0.01, k).round(4), np.nan],
-                }
-            )
+            les = _lesion_table(rng, row.participant_id)
             _write_tsv(les, Path(f"{src}_desc-lesions_stats.tsv"))
     return Cohort(bids_dir, out_dir, participants)
+
+
+def _participant_maps(
+    rng: np.random.Generator, labels: np.ndarray, structures: list,
+    effect: tuple[float, float], age: float, subject_sd_ppm: float, voxel_sd_ppm: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """One participant's chi (ppm, before masking), R2* (Hz) and phase-iron (rad) maps:
+    voxel noise, per-structure values (base + signed effect (ppm) x scale + subject offset
+    + age); ``effect`` = (effect_ppm, scale)."""
+    effect_ppm, scale = effect
+    chi = rng.normal(0.0, voxel_sd_ppm, GRID).astype(np.float32)
+    for s in structures:
+        sel = np.isin(labels, s.labels)
+        if s.name == "thalamus":  # the pulvinar block keeps its own value
+            sel &= ~np.isin(labels, (143, 144))
+        value = (
+            BASE_CHI_PPM[s.name]
+            + EFFECT_SIGN[s.name] * effect_ppm * scale
+            + rng.normal(0.0, subject_sd_ppm)
+            + 0.0002 * (age - 40)
+        )
+        chi[sel] += value
+    phase = (PHASE_PER_PPM * chi + rng.normal(0, 0.005, GRID)).astype(np.float32)
+    r2s = (R2STAR_BASE_HZ + R2STAR_PER_PPM * chi + rng.normal(0, 1.0, GRID)).astype(np.float32)
+    return chi, r2s, phase
+
+
+def _lesion_table(rng: np.random.Generator, participant_id: str) -> pd.DataFrame:
+    """A patient's fabricated lesion table: 2-4 T2 lesions (mm^3, ppm) and the total row."""
+    k = int(rng.integers(2, 5))
+    vols = rng.uniform(20, 400, k).round(0)
+    return pd.DataFrame(
+        {
+            "participant_id": participant_id,
+            "session_id": "n/a",
+            "label": "T2lesion",
+            "lesion_id": [str(i + 1) for i in range(k)] + ["total"],
+            "volume_mm3": [*vols, vols.sum()],
+            "chi_mean_ppm": [*rng.normal(0.01, 0.01, k).round(4), np.nan],
+            "rim_chi_mean_ppm": [*rng.normal(0.03, 0.01, k).round(4), np.nan],
+        }
+    )

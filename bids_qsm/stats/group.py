@@ -52,6 +52,7 @@ from bids_qsm.stats.group_tables import (  # noqa: F401 (re-exported: the group 
     measure_columns,
     read_participants,
     read_tsv,
+    regions,
     wide_table,
 )
 
@@ -84,8 +85,14 @@ def _bh(p: pd.Series) -> pd.Series:
     return q
 
 
-def _regions(long: pd.DataFrame) -> list[tuple[str, str]]:
-    return list(dict.fromkeys(zip(long["structure"], long["hemisphere"], strict=True)))
+def fdr_table(rows: list[dict[str, object]], columns: Iterable[str], by: str) -> pd.DataFrame:
+    """The model rows as a table of ``columns``, with q (:func:`_bh` over the rows of each
+    value of ``by``: a contrast, clinical variable or mixed-model term) right after p."""
+    out = pd.DataFrame(rows, columns=[c for c in columns if c != "q"])
+    out.insert(out.columns.get_loc("p") + 1, "q", np.nan)
+    for _, idx in out.groupby(by).groups.items():
+        out.loc[idx, "q"] = _bh(out.loc[idx, "p"])
+    return out
 
 
 def present_measures(long: pd.DataFrame, measures: Iterable[str] | None = None) -> list[str]:
@@ -155,7 +162,7 @@ def group_differences(
     """
     units = {**DEFAULT_MEASURES, **(units or {})}
     rows: list[dict[str, object]] = []
-    for structure, hemi in _regions(data):
+    for structure, hemi in regions(data):
         region = data[(data["structure"] == structure) & (data["hemisphere"] == hemi)]
         for measure in measures:
             sub = region[_model_columns(design, measure)].dropna()
@@ -210,11 +217,7 @@ def group_differences(
                         "model": design.formula(measure),
                     }
                 )
-    out = pd.DataFrame(rows, columns=[c for c in GROUPDIFF_COLUMNS if c != "q"])
-    out.insert(out.columns.get_loc("p") + 1, "q", np.nan)
-    for _, idx in out.groupby("contrast").groups.items():
-        out.loc[idx, "q"] = _bh(out.loc[idx, "p"])
-    return out
+    return fdr_table(rows, GROUPDIFF_COLUMNS, "contrast")
 
 
 CLINICAL_COLUMNS: dict[str, dict[str, str]] = {
@@ -283,7 +286,7 @@ def clinical_associations(
         if variable not in data.columns:
             LOGGER.warning("clinical column %r not in participants.tsv: skipped", variable)
             continue
-        for structure, hemi in _regions(patients):
+        for structure, hemi in regions(patients):
             region = patients[
                 (patients["structure"] == structure) & (patients["hemisphere"] == hemi)
             ]
@@ -329,11 +332,7 @@ def clinical_associations(
                         "model": design.formula(measure, with_group=False, variable=variable),
                     }
                 )
-    out = pd.DataFrame(rows, columns=[c for c in CLINICAL_COLUMNS if c != "q"])
-    out.insert(out.columns.get_loc("p") + 1, "q", np.nan)
-    for _, idx in out.groupby("variable").groups.items():
-        out.loc[idx, "q"] = _bh(out.loc[idx, "p"])
-    return out
+    return fdr_table(rows, CLINICAL_COLUMNS, "variable")
 
 
 ZSCORE_COLUMNS: dict[str, dict[str, str]] = {
@@ -361,7 +360,7 @@ def normative_zscores(data: pd.DataFrame, design: Design, measures: Sequence[str
     """
     rows = []
     gcol = design.group_column
-    for structure, hemi in _regions(data):
+    for structure, hemi in regions(data):
         region = data[(data["structure"] == structure) & (data["hemisphere"] == hemi)]
         is_ctrl = (region[gcol].astype(str) == design.control_label).to_numpy()
         for measure in measures:

@@ -45,6 +45,11 @@ def find_stats_tables(output_dir: Path, atlas: str) -> list[Path]:
     return find_tables(output_dir, "stats", atlas)
 
 
+def regions(long: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (structure, hemisphere) pairs of a long regional table, in order of appearance."""
+    return list(dict.fromkeys(zip(long["structure"], long["hemisphere"], strict=True)))
+
+
 def find_lesion_tables(output_dir: Path) -> list[Path]:
     """Every participant ``*_desc-lesions_stats.tsv`` under ``output_dir`` (sorted)."""
     output_dir = Path(output_dir)
@@ -178,7 +183,7 @@ def wide_table(long: pd.DataFrame, participants: pd.DataFrame | None = None) -> 
         dropna=False,
         sort=False,
     )
-    order = list(dict.fromkeys(zip(long["structure"], long["hemisphere"], strict=True)))
+    order = regions(long)
     cols = [(m, s, h) for (s, h) in order for m in measures if (m, s, h) in wide.columns]
     wide = wide[cols]
     wide.columns = [f"{s}_{h}_{m}" for (m, s, h) in cols]

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from bids_qsm.stats.regional import Entities
+from bids_qsm.stats.regional import Entities, finite_mean
 
 #: Canonical ``label-`` entities of lesion masks (``sub-<l>_label-<name>_mask.nii.gz``).
 LESION_LABELS: dict[str, str] = {
@@ -102,15 +102,6 @@ LESION_COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
 _STRUCT = ndi.generate_binary_structure(3, 1)
 
 
-def _mean(arr: np.ndarray | None, sel: np.ndarray) -> float:
-    """Mean of the finite values of ``arr`` in ``sel`` (NaN when there are none)."""
-    if arr is None or not sel.any():
-        return np.nan
-    v = arr[sel]
-    v = v[np.isfinite(v)]
-    return float(v.mean(dtype=np.float64)) if v.size else np.nan
-
-
 def _lesion_row(
     lesion: np.ndarray,
     chi_ppm: np.ndarray,
@@ -123,8 +114,8 @@ def _lesion_row(
     rim = ndi.binary_dilation(lesion, _STRUCT) & ~ndi.binary_erosion(lesion, _STRUCT) & mask
     core = ndi.binary_erosion(lesion, _STRUCT) & mask
     vals = chi_ppm[sel]
-    rim_mean, core_mean = _mean(chi_ppm, rim), _mean(chi_ppm, core)
-    rim_pi, core_pi = _mean(phase_iron_rad, rim), _mean(phase_iron_rad, core)
+    rim_mean, core_mean = finite_mean(chi_ppm, rim), finite_mean(chi_ppm, core)
+    rim_pi, core_pi = finite_mean(phase_iron_rad, rim), finite_mean(phase_iron_rad, core)
     ci, cj, ck = (float(c) for c in ndi.center_of_mass(lesion)) if lesion.any() else (np.nan,) * 3
     row: dict[str, object] = {
         "nvox": int(sel.sum()),
@@ -137,7 +128,7 @@ def _lesion_row(
         "rim_chi_mean_ppm": rim_mean,
         "core_chi_mean_ppm": core_mean,
         "rim_minus_core_ppm": rim_mean - core_mean,
-        "phaseiron_mean_rad": _mean(phase_iron_rad, sel),
+        "phaseiron_mean_rad": finite_mean(phase_iron_rad, sel),
         "rim_phaseiron_mean_rad": rim_pi,
         "core_phaseiron_mean_rad": core_pi,
         "rim_minus_core_phaseiron_rad": rim_pi - core_pi,

@@ -125,7 +125,7 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def _mean(arr: np.ndarray | None, sel: np.ndarray) -> float:
+def finite_mean(arr: np.ndarray | None, sel: np.ndarray) -> float:
     """Mean of the finite values of ``arr`` in ``sel`` (NaN when there are none)."""
     if arr is None or not sel.any():
         return np.nan
@@ -220,9 +220,9 @@ def regional_table(
             "nvox": int(sel.sum()),
             "volume_mm3": float(region.sum()) * voxel_volume_mm3,
             **_stats(chi_ppm[sel]),
-            "r2star_mean_hz": _mean(r2star_hz, sel),
-            "hpphase_mean_rad": _mean(hp_phase_rad, psel),
-            "phaseiron_mean_rad": _mean(phase_iron_rad, psel),
+            "r2star_mean_hz": finite_mean(r2star_hz, sel),
+            "hpphase_mean_rad": finite_mean(hp_phase_rad, psel),
+            "phaseiron_mean_rad": finite_mean(phase_iron_rad, psel),
         }
         thr = (
             apt_threshold_rad.get(name)

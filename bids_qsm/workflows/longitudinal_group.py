@@ -69,7 +69,8 @@ def run_longitudinal_group(
         L.MIXED_COLUMNS,
         "Linear mixed models per structure and measure: measure ~ group * years + "
         "covariates + (1 | participant) (statsmodels MixedLM, REML). Rates per group, "
-        "group differences in rates, Wald 95% CI, p and Benjamini-Hochberg q per term.",
+        "group differences in rates, 95% CI and p (t reference, participant-level df) and "
+        "Benjamini-Hochberg q per term.",
     )
     from bids_qsm.reports.longitudinal import trajectories_figure
 
