@@ -21,7 +21,7 @@ set -euo pipefail
 # overrides both).
 here=${BIDS_QSM_SCRIPTS:-$(dirname "${BASH_SOURCE[0]}")}
 [[ -f $here/slurm-common.sh || -z ${SLURM_JOB_ID:-} ]] || here=$(dirname "$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | awk '/^ *Command=/ && !n++ { sub(/^ *Command=/, ""); sub(/ .*/, ""); print }')")
-# shellcheck source=scripts/slurm-common.sh
+# shellcheck source=slurm-common.sh source-path=SCRIPTDIR
 source "$here/slurm-common.sh" slurm-group 2>/dev/null || { echo "slurm-group: ERROR: $here/slurm-common.sh not found (set BIDS_QSM_SCRIPTS)" >&2; exit 66; }
 
 slurm_bids_dir "usage: sbatch [--dependency=afterok:JOBID] $0 BIDS_DIR OUTPUT_DIR [bids-qsm options...]" "$@"
