@@ -35,6 +35,11 @@ from bids_qsm import __version__
 from bids_qsm.errors import InputMissingError, UsageError
 from bids_qsm.methods import (  # noqa: F401 (re-exported: defined once in the core)
     BG_REMOVAL_METHODS,
+    DEFAULT_BG_REMOVAL,
+    DEFAULT_INVERSION,
+    DEFAULT_REFERENCE,
+    DEFAULT_SWI_HIGHPASS,
+    DEFAULT_UNWRAPPING,
     INVERSION_METHODS,
     REFERENCE_REGIONS,
     SWI_HIGHPASS_METHODS,
@@ -119,13 +124,13 @@ class NipypeConfig:
 class WorkflowConfig:
     """Algorithm choices and parameters of the participant level (all reported in sidecars)."""
 
-    unwrapping: str = "quality"
-    bg_removal: str = "lbv"
-    inversion: str = "wtv"
-    reference: str = "brain"
+    unwrapping: str = DEFAULT_UNWRAPPING
+    bg_removal: str = DEFAULT_BG_REMOVAL
+    inversion: str = DEFAULT_INVERSION
+    reference: str = DEFAULT_REFERENCE
     phase_sign: int = 1
     vsharp_radius_mm: float = 12.0
-    swi_highpass: str = "gaussian"
+    swi_highpass: str = DEFAULT_SWI_HIGHPASS
     swi_mask_power: int = 4
     minip_thickness_mm: float = 8.0
     #: Abnormal-phase threshold (rad); None: derived from the healthy controls at group level.

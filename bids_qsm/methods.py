@@ -19,6 +19,14 @@ REFERENCE_REGIONS: tuple[str, ...] = ("brain", "csf", "none")
 #: SWI high-pass filter (``--swi-highpass``).
 SWI_HIGHPASS_METHODS: tuple[str, ...] = ("gaussian", "homodyne")
 
+#: The defaults of those choices, shared by ``QSMOptions``, ``SWIOptions`` and ``WorkflowConfig``
+#: (the numerical core and the configuration must not drift apart).
+DEFAULT_UNWRAPPING = "quality"
+DEFAULT_BG_REMOVAL = "lbv"
+DEFAULT_INVERSION = "wtv"
+DEFAULT_REFERENCE = "brain"
+DEFAULT_SWI_HIGHPASS = "gaussian"
+
 #: The choice of each ``workflow.<name>`` setting (checked once the options are merged).
 WORKFLOW_CHOICES: dict[str, tuple[str, ...]] = {
     "unwrapping": UNWRAPPING_METHODS,
@@ -30,6 +38,11 @@ WORKFLOW_CHOICES: dict[str, tuple[str, ...]] = {
 
 __all__ = [
     "BG_REMOVAL_METHODS",
+    "DEFAULT_BG_REMOVAL",
+    "DEFAULT_INVERSION",
+    "DEFAULT_REFERENCE",
+    "DEFAULT_SWI_HIGHPASS",
+    "DEFAULT_UNWRAPPING",
     "INVERSION_METHODS",
     "REFERENCE_REGIONS",
     "SWI_HIGHPASS_METHODS",

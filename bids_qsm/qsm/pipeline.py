@@ -23,6 +23,12 @@ from typing import Any
 import numpy as np
 
 from .. import errors
+from ..methods import (
+    DEFAULT_BG_REMOVAL,
+    DEFAULT_INVERSION,
+    DEFAULT_REFERENCE,
+    DEFAULT_UNWRAPPING,
+)
 from .stages import (  # noqa: F401 (re-exported)
     ALGORITHM_NAMES,
     BG_REMOVAL,
@@ -48,10 +54,10 @@ from .stages import (  # noqa: F401 (re-exported)
 class QSMOptions:
     """Every algorithm choice and parameter of :func:`reconstruct_qsm` (units in names)."""
 
-    unwrapping: str = "quality"
-    bg_removal: str = "lbv"
-    inversion: str = "wtv"
-    reference: str = "brain"
+    unwrapping: str = DEFAULT_UNWRAPPING
+    bg_removal: str = DEFAULT_BG_REMOVAL
+    inversion: str = DEFAULT_INVERSION
+    reference: str = DEFAULT_REFERENCE
     phase_sign: int = 1
     # mask
     mask_threshold_scale: float = 0.5

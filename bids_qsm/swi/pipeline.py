@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from bids_qsm.errors import InputDataError, UsageError
-from bids_qsm.methods import SWI_HIGHPASS_METHODS
+from bids_qsm.methods import DEFAULT_SWI_HIGHPASS, SWI_HIGHPASS_METHODS
 from bids_qsm.qsm.geometry import ppm_to_hz
 from bids_qsm.swi.dipole_roi import phase_quality_mask
 from bids_qsm.swi.highpass import (
@@ -84,7 +84,7 @@ class SWIOptions:
     n_threads : FFT worker threads.
     """
 
-    highpass: str = "gaussian"
+    highpass: str = DEFAULT_SWI_HIGHPASS
     field_source: str = "local"
     gaussian_sigma_mm: tuple[float, float, float] | None = (2.0, 2.0, 0.0)
     gaussian_sigma_vox: tuple[float, float, float] | None = None
