@@ -150,7 +150,7 @@ mask = nib.Nifti1Image(sim.brain_mask.astype(np.uint8), sim.affine)
 p = RegistrationParams(grid_mm=3.0, syn_iterations=(30, 20, 5), dgm_stage=True,
                        dgm_iterations=(10, 5))
 out = Path(sys.argv[1])
-r = [register_atlas(mag, mask, load_atlas(), out / str(i), "s", threads=1, seed=3, params=p)
+r = [register_atlas(mag, mask, load_atlas(), out / str(i), "s", threads=1, seed=0, params=p)
      for i in range(2)]
 n = int((r[0].labels != r[1].labels).sum())
 print("NDIFF", n, int((r[0].labels > 0).sum()))
@@ -159,7 +159,8 @@ print("NDIFF", n, int((r[0].labels > 0).sum()))
 
 @pytest.mark.slow
 def test_register_is_repeatable(tmp_path: Path) -> None:
-    """Same seed, one ITK thread -> identical labels (ITK fixes threads per process)."""
+    """Default seed (0), one ITK thread -> identical labels (ITK fixes threads per process;
+    ANTs would seed from the clock if it were given 0, see ``transforms.ants_seed``)."""
     env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1")
     res = subprocess.run(
         [sys.executable, "-c", _REPEAT_CODE, str(tmp_path)],
@@ -185,3 +186,14 @@ def test_register_multithread_nearly_repeatable(tmp_path: Path, atlas) -> None:
     a = register_atlas(mag, mask, atlas, tmp_path / "a", "s", threads=2, seed=3, params=params)
     b = register_atlas(mag, mask, atlas, tmp_path / "b", "s", threads=2, seed=3, params=params)
     assert (a.labels != b.labels).sum() < 0.08 * (a.labels > 0).sum()
+
+
+def test_ants_seed_is_never_zero() -> None:
+    """ANTs reads --random-seed 0 as "seed from the clock": 0 must map to a fixed nonzero
+    seed, other seeds pass through, negative ones are refused."""
+    from bids_qsm.atlas.transforms import ANTS_SEED_FOR_ZERO, ants_seed
+
+    assert ants_seed(0) == ANTS_SEED_FOR_ZERO != 0
+    assert [ants_seed(s) for s in (1, 3, 12345)] == [1, 3, 12345]
+    with pytest.raises(ValueError):
+        ants_seed(-1)

@@ -38,7 +38,7 @@ import numpy as np
 
 from bids_qsm.atlas.iron import dgm_box_world, iron_moving, iron_template
 from bids_qsm.atlas.registry import Atlas
-from bids_qsm.atlas.transforms import nib_to_ants
+from bids_qsm.atlas.transforms import ants_seed, nib_to_ants
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ def registration_args(
         "--winsorize-image-intensities", f"[{p.winsorize[0]},{p.winsorize[1]}]",
         "--use-histogram-matching", "0",
         "--initial-moving-transform", f"[{f},{m},1]",
-        "--random-seed", str(int(seed)),
+        "--random-seed", str(ants_seed(seed)),
     ]  # fmt: skip
     if dgm is not None and not p.syn_fixed_mask:
         raise ValueError("the deep gray matter stage needs syn_fixed_mask=True")

@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bids_qsm.atlas.transforms import itk_affine_to_ras, itk_threads, nib_to_ants
+from bids_qsm.atlas.transforms import ants_seed, itk_affine_to_ras, itk_threads, nib_to_ants
 
 #: Rigid registration settings (recorded in the sidecars).
 RIGID_PARAMETERS: dict[str, object] = {
@@ -135,7 +135,7 @@ def rigid_register(
             aff_shrink_factors=(4, 2, 1),
             aff_smoothing_sigmas=(2, 1, 0),
             outprefix=str(Path(tmp) / "rigid_"),
-            random_seed=int(seed),
+            random_seed=ants_seed(seed),
         )
         mats = [t for t in reg["fwdtransforms"] if str(t).endswith(".mat")]
         if not mats:

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from bids_qsm.atlas.antsutil import levels, run_ants, save, voxel_mm
 from bids_qsm.atlas.stages import RegistrationParams, stage_args
-from bids_qsm.atlas.transforms import itk_affine_to_ras, itk_threads, nib_to_ants
+from bids_qsm.atlas.transforms import ants_seed, itk_affine_to_ras, itk_threads, nib_to_ants
 from bids_qsm.errors import InputDataError
 
 
@@ -61,7 +61,7 @@ def t1w_to_gre_world(
         "--interpolation", "Linear",
         "--winsorize-image-intensities", f"[{p.winsorize[0]},{p.winsorize[1]}]",
         "--use-histogram-matching", "0",
-        "--random-seed", str(int(seed)),
+        "--random-seed", str(ants_seed(seed)),
     ]  # fmt: skip
     metric = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]"
     args += stage_args(

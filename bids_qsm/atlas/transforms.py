@@ -83,6 +83,23 @@ def xfm_name(prefix: str, source: str, target: str, ext: str) -> str:
     return f"{prefix}_from-{source}_to-{target}_mode-image_xfm.{ext.lstrip('.')}"
 
 
+#: ANTs seeds its random sampling from the clock when ``--random-seed`` is 0 ("the fixed seed
+#: can be any nonzero int"), so seed 0 is passed as this value instead (the largest int32).
+ANTS_SEED_FOR_ZERO = 2**31 - 1
+
+
+def ants_seed(seed: int) -> int:
+    """The ``--random-seed`` value that gives ANTs the fixed seed ``seed``.
+
+    ANTs reads 0 as "seed from the system clock" (not repeatable); every other value is a
+    fixed seed. bids-qsm's default seed is 0, so 0 is mapped to :data:`ANTS_SEED_FOR_ZERO`.
+    """
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"random seed must be >= 0, got {seed}")
+    return ANTS_SEED_FOR_ZERO if seed == 0 else seed
+
+
 @contextmanager
 def itk_threads(threads: int) -> Iterator[None]:
     """Temporarily set ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` (restored on exit)."""
