@@ -59,7 +59,7 @@ from bids_qsm.atlas.stages import (
     use_dgm_stage,
 )
 from bids_qsm.atlas.t1w import t1w_to_gre_world
-from bids_qsm.atlas.transforms import itk_threads, nib_to_ants, xfm_name
+from bids_qsm.atlas.transforms import ants_seed, itk_threads, nib_to_ants, xfm_name
 from bids_qsm.errors import InputDataError, OutputError
 
 __all__ = [
@@ -223,6 +223,7 @@ def _base_parameters(
         "Atlas": atlas.name,
         "RegistrationGridMM": grid,
         "RandomSeed": int(seed),
+        "AntsRandomSeed": ants_seed(seed),  # the value given to ANTs (0 would mean: clock)
         "Threads": int(threads),
         "BitwiseReproducible": int(threads) == 1,  # ITK's thread pool sums in arrival order
         "Winsorize": list(p.winsorize),
