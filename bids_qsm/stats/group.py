@@ -28,8 +28,8 @@ import statsmodels.api as sm
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
+from bids_qsm.stats.columns import column_descriptions
 from bids_qsm.stats.effects import (
-    MIN_RESIDUAL_DF,
     df_problem,
     model_problem,
     standardized_difference,
@@ -107,44 +107,7 @@ def present_measures(long: pd.DataFrame, measures: Iterable[str] | None = None) 
 
 
 # ----------------------------------------------------------------------------- models
-GROUPDIFF_COLUMNS: dict[str, dict[str, str]] = {
-    "structure": {"Description": "Structure (or whole_brain)."},
-    "hemisphere": {"Description": "L, R or bilateral."},
-    "measure": {"Description": "Column of the regional table that was modelled."},
-    "units": {"Description": "Units of the measure (and of estimate, CI, means)."},
-    "contrast": {"Description": "Group level minus control level, e.g. MS-HC."},
-    "estimate": {
-        "Description": "Adjusted group difference (OLS coefficient of the group "
-        "indicator), in the measure's units."
-    },
-    "ci_low": {"Description": "Lower bound of the 95% confidence interval of estimate."},
-    "ci_high": {"Description": "Upper bound of the 95% confidence interval of estimate."},
-    "t": {"Description": "t statistic of estimate."},
-    "df": {"Description": "Residual degrees of freedom."},
-    "p": {"Description": "Two-sided p value."},
-    "q": {
-        "Description": "Benjamini-Hochberg FDR q over all structures, hemispheres and measures "
-        "of the contrast."
-    },
-    "n": {"Description": "Participants in the model (complete cases)."},
-    "n_control": {"Description": "Controls in the model."},
-    "n_case": {"Description": "Participants of the case group in the model."},
-    "control_mean": {"Description": "Unadjusted mean of the controls."},
-    "case_mean": {"Description": "Unadjusted mean of the case group."},
-    "cohens_d": {
-        "Description": "Standardised adjusted difference: estimate / residual SD of the model "
-        "(Cohen's d when there is no covariate)."
-    },
-    "hedges_g": {"Description": "cohens_d with Hedges' small-sample correction J(df)."},
-    "g_ci_low": {"Description": "Lower bound of the 95% CI of hedges_g."},
-    "g_ci_high": {"Description": "Upper bound of the 95% CI of hedges_g."},
-    "reason": {
-        "Description": "Why t, p and q are n/a: model not estimable (too few participants, "
-        f"singular design, constant measure) or residual df < {MIN_RESIDUAL_DF} (estimate and "
-        "effect size then only describe the sample). Empty: tested, counted in the FDR."
-    },
-    "model": {"Description": "Model formula (volume = the structure's volume_mm3, in mL)."},
-}
+GROUPDIFF_COLUMNS: dict[str, dict[str, str]] = column_descriptions("groupdiff")
 
 
 def group_differences(
@@ -220,35 +183,7 @@ def group_differences(
     return fdr_table(rows, GROUPDIFF_COLUMNS, "contrast")
 
 
-CLINICAL_COLUMNS: dict[str, dict[str, str]] = {
-    "structure": GROUPDIFF_COLUMNS["structure"],
-    "hemisphere": GROUPDIFF_COLUMNS["hemisphere"],
-    "measure": GROUPDIFF_COLUMNS["measure"],
-    "units": GROUPDIFF_COLUMNS["units"],
-    "variable": {"Description": "Clinical variable (column of participants.tsv)."},
-    "population": {"Description": "Participants included: the non-control groups (patients)."},
-    "r": {
-        "Description": "Partial correlation of measure and variable adjusted for the "
-        "covariates, r = t / sqrt(t^2 + df)."
-    },
-    "ci_low": {"Description": "Lower bound of the 95% CI of r (Fisher z)."},
-    "ci_high": {"Description": "Upper bound of the 95% CI of r (Fisher z)."},
-    "slope": {"Description": "Adjusted OLS slope: measure units per unit of variable."},
-    "t": {"Description": "t statistic of the slope."},
-    "df": {"Description": "Residual degrees of freedom."},
-    "p": {"Description": "Two-sided p value (same for r and slope)."},
-    "q": {
-        "Description": "Benjamini-Hochberg FDR q over all structures, hemispheres and measures "
-        "of the variable."
-    },
-    "n": {"Description": "Participants in the model (complete cases)."},
-    "reason": {
-        "Description": "Why r, slope, t, p and q are n/a: model not estimable (too few "
-        "patients, singular design, constant variable or measure) or residual df < "
-        f"{MIN_RESIDUAL_DF}. Empty: tested, counted in the FDR."
-    },
-    "model": {"Description": "Model formula."},
-}
+CLINICAL_COLUMNS: dict[str, dict[str, str]] = column_descriptions("clinical")
 
 
 def default_clinical_columns(participants: pd.DataFrame, design: Design) -> list[str]:
@@ -335,21 +270,7 @@ def clinical_associations(
     return fdr_table(rows, CLINICAL_COLUMNS, "variable")
 
 
-ZSCORE_COLUMNS: dict[str, dict[str, str]] = {
-    "participant_id": {"Description": "Participant."},
-    "session_id": {"Description": "Session (n/a without sessions)."},
-    "group": {"Description": "Group of the participant (value of the group column)."},
-    "structure": GROUPDIFF_COLUMNS["structure"],
-    "hemisphere": GROUPDIFF_COLUMNS["hemisphere"],
-    "measure": GROUPDIFF_COLUMNS["measure"],
-    "value": {"Description": "The participant's value, in the measure's units."},
-    "control_mean": {
-        "Description": "Mean of the controls (the participant left out if a control)."
-    },
-    "control_sd": {"Description": "Standard deviation (ddof=1) of the same controls."},
-    "n_control": {"Description": "Controls in the reference."},
-    "z": {"Description": "(value - control_mean) / control_sd (unadjusted)."},
-}
+ZSCORE_COLUMNS: dict[str, dict[str, str]] = column_descriptions("zscores")
 
 
 def normative_zscores(data: pd.DataFrame, design: Design, measures: Sequence[str]) -> pd.DataFrame:

@@ -33,6 +33,7 @@ import pandas as pd
 from bids_qsm.atlas.structures import StructureDef
 from bids_qsm.bids.derivatives import Derivatives
 from bids_qsm.qsm.geometry import b0_direction_from_affine
+from bids_qsm.stats.columns import column_descriptions
 from bids_qsm.swi.dipole_roi import self_positive_labels
 from bids_qsm.swi.phase_iron import (
     DEFAULT_N_SD,
@@ -45,23 +46,7 @@ from bids_qsm.swi.pipeline import SWIOptions
 LOGGER = logging.getLogger("bids_qsm.group")
 
 #: Columns of ``group/seg-<atlas>_desc-aptthresholds_stats.tsv``.
-THRESHOLD_COLUMNS: dict[str, dict[str, str]] = {
-    "structure": {"Description": "Structure (or whole_brain: the brain mask)."},
-    "hemisphere": {"Description": "L, R or bilateral."},
-    "threshold_rad": {
-        "Description": "Abnormal-phase threshold: control mean + n_sd SD of the pooled "
-        "control phase-iron voxels (n_sd column).",
-        "Units": "rad",
-    },
-    "control_mean_rad": {
-        "Description": "Mean phase iron of the pooled control voxels.",
-        "Units": "rad",
-    },
-    "control_sd_rad": {"Description": "SD (ddof=0) of the pooled control voxels.", "Units": "rad"},
-    "n_sd": {"Description": "Number of control SDs above the control mean."},
-    "n_control": {"Description": "Controls contributing voxels."},
-    "n_voxels": {"Description": "Pooled control voxels."},
-}
+THRESHOLD_COLUMNS: dict[str, dict[str, str]] = column_descriptions("aptthresholds")
 
 
 @dataclass(frozen=True)

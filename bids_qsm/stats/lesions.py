@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from bids_qsm.stats.columns import column_descriptions
 from bids_qsm.stats.regional import Entities, finite_mean
 
 #: Canonical ``label-`` entities of lesion masks (``sub-<l>_label-<name>_mask.nii.gz``).
@@ -59,45 +60,7 @@ LESION_COLUMNS: tuple[str, ...] = (
     "apt_volume_mm3",
 )
 
-LESION_COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
-    "label": {"Description": "Lesion mask label (label- entity of the input mask)."},
-    "lesion_id": {
-        "Description": "1-based connected-component index within the label, or 'total' for "
-        "all lesions of the label together.",
-    },
-    "nvox": {"Description": "Number of GRE voxels of the lesion inside the QSM mask."},
-    "volume_mm3": {"Description": "Lesion volume on the GRE grid.", "Units": "mm^3"},
-    "centroid_i": {"Description": "Lesion centroid, GRE voxel index i."},
-    "centroid_j": {"Description": "Lesion centroid, GRE voxel index j."},
-    "centroid_k": {"Description": "Lesion centroid, GRE voxel index k."},
-    "chi_mean_ppm": {"Description": "Mean susceptibility over the lesion.", "Units": "ppm"},
-    "chi_median_ppm": {"Description": "Median susceptibility over the lesion.", "Units": "ppm"},
-    "rim_chi_mean_ppm": {
-        "Description": "Mean susceptibility of the rim: voxels within one voxel of the lesion "
-        "boundary, inside or outside (dilate by 1 minus erode by 1).",
-        "Units": "ppm",
-    },
-    "core_chi_mean_ppm": {
-        "Description": "Mean susceptibility of the core (lesion eroded by one voxel).",
-        "Units": "ppm",
-    },
-    "rim_minus_core_ppm": {
-        "Description": "Rim minus core susceptibility (positive in paramagnetic rim lesions).",
-        "Units": "ppm",
-    },
-    "phaseiron_mean_rad": {"Description": "Mean phase-iron over the lesion.", "Units": "rad"},
-    "rim_phaseiron_mean_rad": {"Description": "Mean phase-iron of the rim.", "Units": "rad"},
-    "core_phaseiron_mean_rad": {"Description": "Mean phase-iron of the core.", "Units": "rad"},
-    "rim_minus_core_phaseiron_rad": {
-        "Description": "Rim minus core phase-iron (positive in paramagnetic rim lesions).",
-        "Units": "rad",
-    },
-    "mpapt_rad": {
-        "Description": "Mean phase-iron of lesion voxels beyond the abnormal-phase threshold.",
-        "Units": "rad",
-    },
-    "apt_volume_mm3": {"Description": "Abnormal-phase lesion volume.", "Units": "mm^3"},
-}
+LESION_COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = column_descriptions("lesions")
 
 _STRUCT = ndi.generate_binary_structure(3, 1)
 

@@ -28,7 +28,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bids_qsm.stats.effects import MIN_RESIDUAL_DF, df_problem, model_problem
+from bids_qsm.stats.columns import column_descriptions
+from bids_qsm.stats.effects import df_problem, model_problem
 from bids_qsm.stats.group_tables import regions
 
 LOGGER = logging.getLogger("bids_qsm.longitudinal")
@@ -44,43 +45,7 @@ LONGITUDINAL_MEASURES: dict[str, str] = {
 }
 
 #: Columns of ``sub-<l>_desc-longitudinal_stats.tsv`` (in order).
-CHANGE_COLUMNS: dict[str, dict[str, str]] = {
-    "participant_id": {"Description": "Participant label, with the sub- prefix."},
-    "session_id": {"Description": "Session label, with the ses- prefix."},
-    "acq_time": {"Description": "acq_time of the session in sub-<l>_sessions.tsv (n/a: none)."},
-    "days_from_baseline": {
-        "Description": "Days since the earliest session (from acq_time; n/a without it).",
-        "Units": "day",
-    },
-    "years_from_baseline": {"Description": "days_from_baseline / 365.25.", "Units": "year"},
-    "atlas": {"Description": "Atlas whose labels define the structures."},
-    "structure": {"Description": "Structure (or whole_brain: the common mask of the sessions)."},
-    "hemisphere": {"Description": "L, R or bilateral."},
-    "nvox": {"Description": "Structure voxels inside the sessions' common mask (subject grid)."},
-    "volume_mm3": {
-        "Description": "Volume of the structure's labels on the subject grid. The atlas is "
-        "registered once to the subject template, so this is the same for every session "
-        "(atrophy between sessions is not measured by it).",
-        "Units": "mm^3",
-    },
-    "chi_mean_ppm": {"Description": "Mean susceptibility (subject space).", "Units": "ppm"},
-    "r2star_mean_hz": {"Description": "Mean R2* (subject space).", "Units": "Hz"},
-    "phaseiron_mean_rad": {
-        "Description": "Mean phase-iron over the whole structure (subject space).",
-        "Units": "rad",
-    },
-    "chi_change_ppm_per_year": {
-        "Description": "Least-squares slope of chi_mean_ppm over years_from_baseline (all "
-        "timed sessions of the subject; n/a with fewer than two).",
-        "Units": "ppm/year",
-    },
-    "r2star_change_hz_per_year": {"Description": "Slope of r2star_mean_hz.", "Units": "Hz/year"},
-    "phaseiron_change_rad_per_year": {
-        "Description": "Slope of phaseiron_mean_rad.",
-        "Units": "rad/year",
-    },
-    "volume_change_mm3_per_year": {"Description": "Slope of volume_mm3.", "Units": "mm^3/year"},
-}
+CHANGE_COLUMNS: dict[str, dict[str, str]] = column_descriptions("change")
 
 _RATE_COLUMNS = {
     "chi_mean_ppm": "chi_change_ppm_per_year",
@@ -147,45 +112,7 @@ def change_table(per_session: Mapping[str, pd.DataFrame], times: pd.DataFrame) -
 
 
 # ----------------------------------------------------------------------------- mixed models
-MIXED_COLUMNS: dict[str, dict[str, str]] = {
-    "structure": {"Description": "Structure (or whole_brain)."},
-    "hemisphere": {"Description": "L, R or bilateral."},
-    "measure": {"Description": "Column of the longitudinal tables that was modelled."},
-    "units": {"Description": "Units of the estimate (measure units per year)."},
-    "term": {
-        "Description": "rate:<group> = change per year in that group; rate_difference:<case>-"
-        "<control> = difference of the case group's rate from the controls' (interaction)."
-    },
-    "estimate": {"Description": "Fixed-effect estimate (measure units per year)."},
-    "se": {"Description": "Standard error of the estimate."},
-    "ci_low": {"Description": "Lower bound of the 95% confidence interval (t reference, df)."},
-    "ci_high": {"Description": "Upper bound of the 95% confidence interval (t reference, df)."},
-    "t": {"Description": "Wald statistic estimate / se."},
-    "df": {
-        "Description": "Degrees of freedom of the t reference: participants with two or more "
-        "timed sessions minus the groups (the participant is the unit of replication of a "
-        "rate)."
-    },
-    "p": {"Description": "Two-sided p value of t against Student's t with df."},
-    "q": {
-        "Description": "Benjamini-Hochberg FDR q over the tested rows of the same term "
-        "(structures x hemispheres x measures)."
-    },
-    "n_obs": {"Description": "Sessions (rows) in the model."},
-    "n_subjects": {"Description": "Participants in the model."},
-    "n_subjects_group": {
-        "Description": "Participants of the term's group with 2 timed sessions (case group "
-        "for a difference)."
-    },
-    "random_intercept_sd": {"Description": "SD of the participant random intercept (units)."},
-    "residual_sd": {"Description": "Residual (within-subject) SD (units)."},
-    "reason": {
-        "Description": "Why t, p and q are n/a: model not estimable (singular design, constant "
-        f"measure, fewer than 2 participants with 2 timed sessions in a group, residual df < "
-        f"{MIN_RESIDUAL_DF}, no convergence, non-finite standard errors). Empty: tested."
-    },
-    "model": {"Description": "Model formula."},
-}
+MIXED_COLUMNS: dict[str, dict[str, str]] = column_descriptions("mixed")
 
 
 def _design(sub: pd.DataFrame, group_column: str, control: str, cases: Sequence[str],

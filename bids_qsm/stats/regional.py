@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bids_qsm.atlas.structures import StructureDef
+from bids_qsm.stats.columns import column_descriptions
 
 #: Column order of the regional stats TSV (see :data:`COLUMN_DESCRIPTIONS`).
 STATS_COLUMNS: tuple[str, ...] = (
@@ -44,59 +45,7 @@ STATS_COLUMNS: tuple[str, ...] = (
 )
 
 #: BIDS-style column descriptions for the TSV's JSON sidecar.
-COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
-    "participant_id": {"Description": "Participant label, with the sub- prefix."},
-    "session_id": {"Description": "Session label with the ses- prefix, n/a without sessions."},
-    "acq": {"Description": "acq entity of the source GRE, n/a if absent."},
-    "run": {"Description": "run entity of the source GRE, n/a if absent."},
-    "atlas": {"Description": "Atlas whose labels define the structures (seg- entity)."},
-    "structure": {
-        "Description": "Deep gray matter structure (or whole_brain: the whole QSM mask).",
-    },
-    "hemisphere": {"Description": "L, R, or bilateral (union of left and right)."},
-    "nvox": {
-        "Description": "Number of structure voxels inside the QSM mask used for the statistics."
-    },
-    "volume_mm3": {
-        "Description": "Volume of the structure labels in GRE space (registration-derived).",
-        "Units": "mm^3",
-    },
-    "chi_mean_ppm": {"Description": "Mean magnetic susceptibility.", "Units": "ppm"},
-    "chi_median_ppm": {"Description": "Median magnetic susceptibility.", "Units": "ppm"},
-    "chi_std_ppm": {"Description": "Standard deviation of susceptibility.", "Units": "ppm"},
-    "chi_p25_ppm": {"Description": "25th percentile of susceptibility.", "Units": "ppm"},
-    "chi_p75_ppm": {"Description": "75th percentile of susceptibility.", "Units": "ppm"},
-    "r2star_mean_hz": {"Description": "Mean R2* (n/a for single-echo data).", "Units": "Hz"},
-    "hpphase_mean_rad": {
-        "Description": "Mean SWI high-pass filtered phase (SWI convention: paramagnetic "
-        "negative) over the structure's self-positive ROI (voxels where the structure's own "
-        "iron raises the filtered phase; docs/methods_swi.md).",
-        "Units": "rad",
-    },
-    "phaseiron_mean_rad": {
-        "Description": "Mean phase-iron value (negated filtered phase: iron positive) over the "
-        "structure's self-positive ROI; voxels excluded by the phase-quality mask ignored.",
-        "Units": "rad",
-    },
-    "mpapt_rad": {
-        "Description": "MP-APT: mean phase-iron of abnormal-phase tissue, i.e. voxels whose "
-        "phase-iron exceeds apt_threshold_rad (Buffalo SWI-filtered-phase measure; "
-        "n/a when no voxel exceeds it).",
-        "Units": "rad",
-    },
-    "apt_volume_mm3": {"Description": "Volume of abnormal-phase tissue.", "Units": "mm^3"},
-    "apt_threshold_rad": {
-        "Description": "Phase-iron threshold defining abnormal-phase tissue at participant level "
-        "(fixed per run; the group level recomputes MP-APT with control-derived thresholds).",
-        "Units": "rad",
-    },
-    "reference_region": {"Description": "Susceptibility reference region (mean set to zero)."},
-    "reference_value_ppm": {
-        "Description": "Mean of the unreferenced susceptibility in the reference region, "
-        "subtracted from the map.",
-        "Units": "ppm",
-    },
-}
+COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = column_descriptions("regional")
 
 
 @dataclass(frozen=True)

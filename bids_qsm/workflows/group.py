@@ -36,16 +36,14 @@ from bids_qsm.reports.longitudinal import add_group_section
 from bids_qsm.specs import AtlasSpec
 from bids_qsm.stats import group as G
 from bids_qsm.stats import group_swi as S
+from bids_qsm.stats.columns import column_descriptions
 from bids_qsm.stats.effects import read_exclusions
 from bids_qsm.stats.regional import COLUMN_DESCRIPTIONS
 from bids_qsm.workflows.longitudinal_group import run_longitudinal_group
 
 LOGGER = logging.getLogger("bids_qsm.group")
 
-EXCLUSION_COLUMNS: dict[str, dict[str, str]] = {
-    "participant_id": {"Description": "Participant left out of the group statistics."},
-    "reason": {"Description": "Why (from the exclusion TSV, or --exclude-participants)."},
-}
+EXCLUSION_COLUMNS: dict[str, dict[str, str]] = column_descriptions("exclusions")
 
 
 # ----------------------------------------------------------------------------- helpers
