@@ -37,31 +37,16 @@ class BidsQsmError(Exception):
         super().__init__(text)
 
 
-class BidsValidationError(BidsQsmError):
-    exit_code = ExitCode.BIDS_INVALID
+def _error_class(name: str, code: ExitCode, doc: str) -> type[BidsQsmError]:
+    """A :class:`BidsQsmError` subclass ``name`` exiting with ``code``."""
+    body = {"exit_code": code, "__doc__": f"{doc} (exit {int(code)}).", "__module__": __name__}
+    return type(name, (BidsQsmError,), body)
 
 
-class UnknownLevelError(BidsQsmError):
-    exit_code = ExitCode.UNKNOWN_LEVEL
-
-
-class NoDataError(BidsQsmError):
-    exit_code = ExitCode.NO_DATA
-
-
-class UsageError(BidsQsmError):
-    exit_code = ExitCode.USAGE
-
-
-class InputDataError(BidsQsmError):
-    """Bad or inconsistent input data (exit 65)."""
-
-    exit_code = ExitCode.DATA_ERROR
-
-
-class InputMissingError(BidsQsmError):
-    exit_code = ExitCode.INPUT_MISSING
-
-
-class OutputError(BidsQsmError):
-    exit_code = ExitCode.CANNOT_CREATE_OUTPUT
+BidsValidationError = _error_class("BidsValidationError", ExitCode.BIDS_INVALID, "Not valid BIDS")
+UnknownLevelError = _error_class("UnknownLevelError", ExitCode.UNKNOWN_LEVEL, "Unknown level")
+NoDataError = _error_class("NoDataError", ExitCode.NO_DATA, "Nothing to process")
+UsageError = _error_class("UsageError", ExitCode.USAGE, "Bad command line")
+InputDataError = _error_class("InputDataError", ExitCode.DATA_ERROR, "Bad or inconsistent input")
+InputMissingError = _error_class("InputMissingError", ExitCode.INPUT_MISSING, "Missing input")
+OutputError = _error_class("OutputError", ExitCode.CANNOT_CREATE_OUTPUT, "Output not writable")

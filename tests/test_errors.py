@@ -53,6 +53,16 @@ def error_line(err: str, *fragments: str) -> str:
     return lines[0]
 
 
+def cli_error(
+    capsys: pytest.CaptureFixture[str], code: int, fragments: tuple[str, ...], *args: object
+) -> str:
+    """Run the command line with ``args``; assert the exit ``code`` and the one error line
+    holding every fragment (returned)."""
+    got, err = run_cli(capsys, *args)
+    assert got == code, err
+    return error_line(err, *fragments)
+
+
 def sidecar(nifti: Path) -> Path:
     return nifti.with_name(nifti.name.replace(".nii.gz", ".json"))
 
@@ -232,18 +242,14 @@ def test_output_folder_not_writable_fails_before_processing_73(
     anat = tmp_path / "out" / "sub-01" / "anat"
     anat.parent.mkdir(parents=True)
     anat.write_text("a file where the folder should be")
-    code, err = run_cli(capsys, bids_dataset, tmp_path / "out", "participant",
-                        "--skip-bids-validation")  # fmt: skip
-    assert code == 73
-    error_line(err, str(anat), "not a folder")
+    cli_error(capsys, 73, (str(anat), "not a folder"),
+              bids_dataset, tmp_path / "out", "participant", "--skip-bids-validation")  # fmt: skip
     assert not fake_participant
     if os.geteuid() != 0:  # permissions do not stop root
         anat.unlink()
         anat.mkdir(mode=0o500)
-        code, err = run_cli(capsys, bids_dataset, tmp_path / "out", "participant",
-                            "--skip-bids-validation")  # fmt: skip
-        assert code == 73
-        error_line(err, str(anat), "not writable")
+        cli_error(capsys, 73, (str(anat), "not writable"), bids_dataset, tmp_path / "out",
+                  "participant", "--skip-bids-validation")  # fmt: skip
 
 
 # ---------------------------------------------------------------------- items 3 and 4
@@ -254,15 +260,15 @@ def test_malformed_sidecar_json_exit_65(
     files = bids_factory.add_gre("02")
     bad = sidecar(files["phase"][1])
     bad.write_text('{"EchoTime": 0.008, "Units": "rad",')  # truncated
-    code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
-                        "--participant-label", "01", "--skip-bids-validation")  # fmt: skip
-    assert code == ExitCode.DATA_ERROR  # sub-02 not selected: pybids still reads it
-    error_line(err, str(bad), "malformed JSON")
+    # sub-02 not selected: pybids still reads it
+    cli_error(capsys, ExitCode.DATA_ERROR, (str(bad), "malformed JSON"), bids_factory.root,
+              tmp_path / "o", "participant", "--participant-label", "01",
+              "--skip-bids-validation")  # fmt: skip
     assert not fake_participant
-    code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
-                        "--participant-label", "02", "--skip-bids-validation")  # fmt: skip
-    assert code == ExitCode.DATA_ERROR  # selected: found before pybids
-    error_line(err, str(bad), "malformed JSON", "line 1 column")
+    # selected: found before pybids
+    cli_error(capsys, ExitCode.DATA_ERROR, (str(bad), "malformed JSON", "line 1 column"),
+              bids_factory.root, tmp_path / "o", "participant", "--participant-label", "02",
+              "--skip-bids-validation")  # fmt: skip
 
 
 def test_group_level_corrupt_stats_table_exit_65(tmp_path: Path, capsys) -> None:
@@ -271,9 +277,8 @@ def test_group_level_corrupt_stats_table_exit_65(tmp_path: Path, capsys) -> None
     c = fabricate_cohort(tmp_path / "c", n_controls=2, n_patients=2, transforms=False)
     table = sorted(c.output_dir.glob("sub-*/anat/*_stats.tsv"))[1]
     table.write_bytes(b"\xff\xfe\x00\x81garbage\x00\n\x93\x94")
-    code, err = run_cli(capsys, c.bids_dir, c.output_dir, "group", "--no-voxelwise")
-    assert code == 65
-    error_line(err, str(table), "corrupt table")
+    cli_error(capsys, 65, (str(table), "corrupt table"), c.bids_dir, c.output_dir, "group",
+              "--no-voxelwise")  # fmt: skip
 
 
 # ---------------------------------------------------------------------- item 5
@@ -288,10 +293,8 @@ def test_non_binary_lesion_mask_is_refused_65(
     BidsFactory.save_nifti(flair, image)  # a FLAIR-like image given as mask
     ok = bids_factory.add_lesion_mask(masks, "01")
     BidsFactory.save_nifti(ok, (np.asarray(nib.load(ok).dataobj) * 255).astype(np.uint8))
-    code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
-                        "--skip-bids-validation", "--lesion-masks", masks)  # fmt: skip
-    assert code == 65
-    error_line(err, str(flair), "not binary")
+    cli_error(capsys, 65, (str(flair), "not binary"), bids_factory.root, tmp_path / "o",
+              "participant", "--skip-bids-validation", "--lesion-masks", masks)  # fmt: skip
     assert not fake_participant
     code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
                         "--skip-bids-validation", "--lesion-masks", masks,
@@ -304,10 +307,9 @@ def test_single_slice_image_exit_65(
     bids_factory: BidsFactory, tmp_path: Path, capsys, fake_participant: list
 ) -> None:
     files = bids_factory.add_gre("01", shape=(16, 16, 1))
-    code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
-                        "--skip-bids-validation")  # fmt: skip
-    assert code == 65
-    error_line(err, str(files["mag"][0]), "only 1 voxel(s)", "3D volume")
+    cli_error(capsys, 65, (str(files["mag"][0]), "only 1 voxel(s)", "3D volume"),
+              bids_factory.root, tmp_path / "o", "participant",
+              "--skip-bids-validation")  # fmt: skip
 
 
 def test_thick_slices_keep_a_usable_mask() -> None:
@@ -342,11 +344,9 @@ def test_echoes_out_of_order_exit_65(
     files = bids_factory.add_gre("01")
     set_echo_time(files["mag"][1], 0.002)
     set_echo_time(files["phase"][1], 0.002)
-    code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
-                        "--skip-bids-validation")  # fmt: skip
-    assert code == 65
-    error_line(err, str(files["mag"][1]), "shorter than 0.004 s", files["mag"][0].name,
-               "increasing EchoTime")  # fmt: skip
+    cli_error(capsys, 65, (str(files["mag"][1]), "shorter than 0.004 s", files["mag"][0].name,
+              "increasing EchoTime"), bids_factory.root, tmp_path / "o", "participant",
+              "--skip-bids-validation")  # fmt: skip
     assert not fake_participant
 
 
@@ -356,10 +356,10 @@ def test_duplicated_echo_time_names_the_duplicate(
     files = bids_factory.add_gre("01")
     set_echo_time(files["mag"][2], 0.008)  # same as echo-2
     set_echo_time(files["phase"][2], 0.008)
-    code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
-                        "--skip-bids-validation")  # fmt: skip
-    assert code == 65
-    line = error_line(err, str(files["mag"][2]), "repeats that of", files["mag"][1].name)
+    line = cli_error(capsys, 65, (str(files["mag"][2]), "repeats that of",
+                                  files["mag"][1].name),
+                     bids_factory.root, tmp_path / "o", "participant",
+                     "--skip-bids-validation")  # fmt: skip
     assert str(files["mag"][0]) not in line
 
 
@@ -368,10 +368,8 @@ def test_duplicated_echo_time_in_a_4d_file_names_the_volumes(
 ) -> None:
     files = bids_factory.add_gre("01", four_d=True)
     set_echo_time(files["mag"][0], [0.004, 0.008, 0.008])
-    code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
-                        "--skip-bids-validation")  # fmt: skip
-    assert code == 65
-    error_line(err, str(files["mag"][0]), "(volume 2)")
+    cli_error(capsys, 65, (str(files["mag"][0]), "(volume 2)"), bids_factory.root,
+              tmp_path / "o", "participant", "--skip-bids-validation")  # fmt: skip
 
 
 # ---------------------------------------------------------------------- item 9 (unit)

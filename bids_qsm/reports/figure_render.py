@@ -269,6 +269,23 @@ def _render(
     return out
 
 
+def _render_roi(
+    layers: _Layers,
+    v: _View,
+    out: Path,
+    roi: np.ndarray,
+    labels: np.ndarray | None,
+    n_slices: int,
+    **kwargs,
+) -> Path:
+    """:func:`_render` of the ``n_slices`` axial slices chosen in ``roi`` (and ``labels``),
+    centred on them and cropped to the bounding box of ``roi``; ``kwargs`` go to _render."""
+    slices = choose_slices(roi, v.voxel_size, n_slices, labels=labels)
+    return _render(
+        layers, v, out, slices=slices, center=_center(roi, labels), crop=_bbox(roi), **kwargs
+    )
+
+
 def _robust_window(a: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:
     # Every second voxel along each axis: the same percentiles, 8 times less work.
     a = a[::2, ::2, ::2]
@@ -306,7 +323,6 @@ def _scalar_figure(
     v = _prepare([base, mask, labels], voxel_size, affine, radiological)
     b, m, lab = v.vols
     roi = m > 0 if m is not None else (np.nan_to_num(b) != 0)
-    slices = choose_slices(roi, v.voxel_size, n_slices, labels=lab)
     layers = _Layers(
         base=b,
         cmap=cmap,
@@ -314,13 +330,4 @@ def _scalar_figure(
         show_mask=m if (show_inside_mask_only and m is not None) else None,
         contour=m if contour else None,
     )
-    return _render(
-        layers,
-        v,
-        out,
-        slices=slices,
-        center=_center(roi, lab),
-        crop=_bbox(roi),
-        title=title,
-        cbar_label=cbar_label,
-    )
+    return _render_roi(layers, v, out, roi, lab, n_slices, title=title, cbar_label=cbar_label)

@@ -43,7 +43,13 @@ from bids_qsm.reports.figure_geometry import (
     choose_slices,
     orientation_note,
 )
-from bids_qsm.reports.figure_render import _Layers, _render, _robust_window, _scalar_figure
+from bids_qsm.reports.figure_render import (
+    _Layers,
+    _render,
+    _render_roi,
+    _robust_window,
+    _scalar_figure,
+)
 
 __all__ = [
     "CHI_WINDOW_PPM",
@@ -240,7 +246,6 @@ def atlas_overlay(
     values = [int(x) for x in np.flatnonzero(np.bincount(pos.ravel()))] if pos.size else []
     lut = _label_lut(values)
     roi = m > 0 if m is not None else (np.nan_to_num(b) != 0) | (lab > 0)
-    slices = choose_slices(roi, v.voxel_size, n_slices, labels=lab)
     names = dict(label_names or {})
     legend = [(names.get(val, f"label {val}"), lut[val]) for val in values]
     if len(legend) > max_legend:
@@ -248,13 +253,13 @@ def atlas_overlay(
         extra = len(legend) - (max_legend - 1)
         legend = [*legend[: max_legend - 1], (f"+{extra} more labels", (0.3, 0.3, 0.3))]
     layers = _Layers(base=b, cmap="gray", window=window, show_mask=m, labels=lab, label_lut=lut)
-    return _render(
+    return _render_roi(
         layers,
         v,
         out,
-        slices=slices,
-        center=_center(roi, lab),
-        crop=_bbox(roi),
+        roi,
+        lab,
+        n_slices,
         title="Atlas labels in GRE space over the \u03c7 map",
         cbar_label="\u03c7 (ppm)",
         legend=legend,
