@@ -16,6 +16,7 @@ from bids_qsm.errors import InputDataError
 from bids_qsm.simulate.group_fixtures import Cohort, fabricate_cohort
 from bids_qsm.stats import group as G
 from bids_qsm.stats import group_swi as S
+from bids_qsm.stats.group_tables import region_rows
 
 
 def _analysis(cohort: Cohort, covariates=("age", "sex")):
@@ -47,13 +48,7 @@ def null_cohort(tmp_path_factory) -> Cohort:
 
 
 def _row(df: pd.DataFrame, structure: str, measure: str = "chi_mean_ppm", **kw) -> pd.Series:
-    sel = (
-        (df["structure"] == structure)
-        & (df["hemisphere"] == "bilateral")
-        & (df["measure"] == measure)
-    )
-    for k, v in kw.items():
-        sel &= df[k] == v
+    sel = region_rows(df, structure, measure, **kw)
     assert sel.sum() == 1
     return df[sel].iloc[0]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +90,24 @@ def _check_consistency(config: Config) -> None:
         )
 
 
-def load_bids_filters(path: Path) -> dict[str, dict[str, Any]]:
-    """Read a ``--bids-filter-file`` (missing -> 66; not a JSON object of objects -> 64)."""
+def _parsed_file(
+    path: Path, name: str, invalid: str, parse: Callable[[str], Any], errors: Any
+) -> Any:
+    """``parse`` of the text of the ``name`` file ``path``: missing -> :class:`InputMissingError`
+    (66), ``errors`` while parsing -> :class:`UsageError` (64) "invalid <invalid>: ..."."""
     path = Path(path)
     if not path.is_file():
-        raise InputMissingError("BIDS filter file not found", path)
+        raise InputMissingError(f"{name} not found", path)
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"invalid JSON in BIDS filter file: {exc}", path) from exc
+        return parse(path.read_text())
+    except errors as exc:
+        raise UsageError(f"invalid {invalid}: {exc}", path) from exc
+
+
+def load_bids_filters(path: Path) -> dict[str, dict[str, Any]]:
+    """Read a ``--bids-filter-file`` (missing -> 66; not a JSON object of objects -> 64)."""
+    errors = (json.JSONDecodeError, UnicodeDecodeError)
+    data = _parsed_file(path, "BIDS filter file", "JSON in BIDS filter file", json.loads, errors)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise UsageError(
             'BIDS filter file must be a JSON object of objects, e.g. {"megre": {"acquisition": '
@@ -111,13 +121,8 @@ def load_plugin_file(path: Path) -> tuple[str, dict[str, Any]]:
     """Read a Nipype plugin YAML (``plugin:`` name and optional ``plugin_args:``)."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputMissingError("Nipype plugin file not found", path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UsageError(f"invalid YAML in plugin file: {exc}", path) from exc
+    errors = yaml.YAMLError
+    data = _parsed_file(path, "Nipype plugin file", "YAML in plugin file", yaml.safe_load, errors)
     if not isinstance(data, dict) or not isinstance(data.get("plugin"), str):
         raise UsageError("plugin file must contain 'plugin: <Nipype plugin name>'", path)
     args = data.get("plugin_args") or {}

@@ -21,6 +21,7 @@ import pandas as pd
 
 from bids_qsm.bids.writers import atomic_write_bytes
 from bids_qsm.stats import group as G
+from bids_qsm.stats.group_tables import region_rows
 
 #: Quantity names of the measures (without units).
 QUANTITY = {
@@ -92,13 +93,7 @@ def _stat_title(row: pd.Series | None) -> str:
 
 
 def _row(table: pd.DataFrame, structure: str, measure: str, **match: str) -> pd.Series | None:
-    sel = (
-        (table["structure"] == structure)
-        & (table["hemisphere"] == "bilateral")
-        & (table["measure"] == measure)
-    )
-    for k, v in match.items():
-        sel &= table[k] == v
+    sel = region_rows(table, structure, measure, **match)
     return table[sel].iloc[0] if sel.any() else None
 
 

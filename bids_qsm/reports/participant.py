@@ -48,10 +48,6 @@ __all__ = [
     "write_participant_report",
 ]
 
-_SECTION_SUFFIX = "_desc-section_report.html"
-_META_RE = re.compile(r"^<!-- bids-qsm-section (\{.*?\}) -->")
-
-
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
@@ -375,6 +371,11 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+#: File name ending of the per-acquisition report sections, and their metadata line.
+_SECTION_SUFFIX = "_desc-section_report.html"
+_META_RE = re.compile(r"^<!-- bids-qsm-section (\{.*?\}) -->")
 
 
 def _read_sections(figdir: Path) -> list[tuple[dict, str]]:

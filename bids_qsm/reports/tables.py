@@ -21,32 +21,53 @@ from bids_qsm.reports.html import _as_float, _badge, _chi_bar, _esc, _signed
 # Tables
 # --------------------------------------------------------------------------------------------
 
-# column -> (header, kind); kinds: ppb (ppm column shown x1000), int, f1, f3, text
-_REGIONAL_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("volume_mm3", "Volume (mm³)", "int"),
-    ("chi_mean_ppm", "χ mean (ppb)", "ppb"),
-    ("chi_median_ppm", "χ median (ppb)", "ppb"),
-    ("chi_std_ppm", "χ SD (ppb)", "ppb"),
-    ("chi_iqr", "χ P25 … P75 (ppb)", "iqr"),
-    ("r2star_mean_hz", "R2* (s⁻¹)", "f1"),
-    ("phaseiron_mean_rad", "Phase-iron (rad)", "f3"),
-    ("mpapt_rad", "MP-APT (rad)", "f3"),
-    ("apt_volume_mm3", "APT vol. (mm³)", "int"),
-)
+#: Column -> table header of the regional and lesion tables of the report.
+_HEADERS: dict[str, str] = {
+    "label": "Label",
+    "lesion_id": "Lesion",
+    "volume_mm3": "Volume (mm³)",
+    "chi_mean_ppm": "χ mean (ppb)",
+    "chi_median_ppm": "χ median (ppb)",
+    "chi_std_ppm": "χ SD (ppb)",
+    "chi_iqr": "χ P25 … P75 (ppb)",
+    "rim_chi_mean_ppm": "Rim χ (ppb)",
+    "core_chi_mean_ppm": "Core χ (ppb)",
+    "rim_minus_core_ppm": "Rim − core (ppb)",
+    "r2star_mean_hz": "R2* (s⁻¹)",
+    "phaseiron_mean_rad": "Phase-iron (rad)",
+    "rim_phaseiron_mean_rad": "Rim phase-iron (rad)",
+    "mpapt_rad": "MP-APT (rad)",
+    "apt_volume_mm3": "APT vol. (mm³)",
+}
 
-_LESION_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("label", "Label", "text"),
-    ("lesion_id", "Lesion", "text"),
-    ("volume_mm3", "Volume (mm³)", "int"),
-    ("chi_mean_ppm", "χ mean (ppb)", "ppb"),
-    ("rim_chi_mean_ppm", "Rim χ (ppb)", "ppb"),
-    ("core_chi_mean_ppm", "Core χ (ppb)", "ppb"),
-    ("rim_minus_core_ppm", "Rim − core (ppb)", "ppb"),
-    ("phaseiron_mean_rad", "Phase-iron (rad)", "f3"),
-    ("rim_phaseiron_mean_rad", "Rim phase-iron (rad)", "f3"),
-    ("mpapt_rad", "MP-APT (rad)", "f3"),
-    ("apt_volume_mm3", "APT vol. (mm³)", "int"),
-)
+
+def _kind(column: str) -> str:
+    """How a column is shown: ppb (ppm column shown x1000), int (mm^3), f1 (Hz), f3 (rad),
+    iqr (the P25 … P75 pair) or text."""
+    if column in ("label", "lesion_id"):
+        return "text"
+    if column == "chi_iqr":
+        return "iqr"
+    for suffix, kind in (("_ppm", "ppb"), ("_mm3", "int"), ("_hz", "f1")):
+        if column.endswith(suffix):
+            return kind
+    return "f3"
+
+
+def _columns(*names: str) -> tuple[tuple[str, str, str], ...]:
+    """(column, header, kind) of each column shown."""
+    return tuple((n, _HEADERS[n], _kind(n)) for n in names)
+
+
+_REGIONAL_COLUMNS = _columns(
+    "volume_mm3", "chi_mean_ppm", "chi_median_ppm", "chi_std_ppm", "chi_iqr", "r2star_mean_hz",
+    "phaseiron_mean_rad", "mpapt_rad", "apt_volume_mm3"
+)  # fmt: skip
+_LESION_COLUMNS = _columns(
+    "label", "lesion_id", "volume_mm3", "chi_mean_ppm", "rim_chi_mean_ppm", "core_chi_mean_ppm",
+    "rim_minus_core_ppm", "phaseiron_mean_rad", "rim_phaseiron_mean_rad", "mpapt_rad",
+    "apt_volume_mm3"
+)  # fmt: skip
 
 
 def _cell(value: Any, kind: str) -> str:

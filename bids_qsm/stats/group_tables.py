@@ -50,6 +50,21 @@ def regions(long: pd.DataFrame) -> list[tuple[str, str]]:
     return list(dict.fromkeys(zip(long["structure"], long["hemisphere"], strict=True)))
 
 
+def region_rows(
+    table: pd.DataFrame, structure: str, measure: str, hemisphere: str = "bilateral", **match: str
+) -> pd.Series:
+    """Boolean mask of the rows of a model table (structure, hemisphere, measure columns)
+    for one region and measure, and the other ``match`` column values (e.g. contrast)."""
+    sel = (
+        (table["structure"] == structure)
+        & (table["hemisphere"] == hemisphere)
+        & (table["measure"] == measure)
+    )
+    for k, v in match.items():
+        sel &= table[k] == v
+    return sel
+
+
 def find_lesion_tables(output_dir: Path) -> list[Path]:
     """Every participant ``*_desc-lesions_stats.tsv`` under ``output_dir`` (sorted)."""
     output_dir = Path(output_dir)

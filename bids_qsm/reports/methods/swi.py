@@ -5,15 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bids_qsm.reports.methods._common import (
-    _Citer,
-    _get,
-    _key,
-    _method,
-    _num,
-    _paren,
-    _seq,
-)
+from bids_qsm.reports.methods._common import _Citer, _get, _key, _method, _num, _paren, _seq
 
 
 def _swi_text(sw: Mapping[str, Any], cite: _Citer) -> list[str]:
