@@ -23,7 +23,6 @@ Usage: python benchmarks/bench_qsm.py [--preset full] [--seeds 0 1 2] [--methods
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft as sfft
+from _cli import seeds_parser
 
 from bids_qsm.qsm import metrics
 from bids_qsm.qsm.pipeline import QSMOptions, reconstruct_qsm
@@ -247,11 +247,8 @@ def sphere_slope(ph: dict, options: QSMOptions, threads: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="full")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = seeds_parser(__doc__)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-forward", action="store_true", help="skip the qsm-forward phantom")
     ap.add_argument("--qsm-ci", action="store_true", help="also print qsm-ci's own scores")
     args = ap.parse_args()

@@ -16,11 +16,11 @@ Usage: python benchmarks/bench_qsm_edge.py [--preset full] [--seeds 0 1 2] [--th
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
+from _cli import seeds_parser
 
 from bids_qsm.qsm.geometry import ppm_to_hz
 from bids_qsm.qsm.pipeline import QSMOptions
@@ -56,11 +56,8 @@ def field_errors(sub, options: QSMOptions, threads: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="full")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = seeds_parser(__doc__)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
     from bids_qsm.simulate import simulate_subject

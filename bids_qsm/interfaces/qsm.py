@@ -16,6 +16,7 @@ import os
 import time
 from typing import Any
 
+import numpy as np
 from nipype.interfaces.base import (
     File,
     SimpleInterface,
@@ -24,7 +25,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_qsm.interfaces.base import GreInputSpec, MetaInputSpec
+from bids_qsm.interfaces.base import GreInputSpec, MetaInputSpec, file_spec
 from bids_qsm.interfaces.nifti_io import (
     load_array,
     load_json,
@@ -32,6 +33,8 @@ from bids_qsm.interfaces.nifti_io import (
     save_array,
     save_json,
 )
+from bids_qsm.qsm import stages
+from bids_qsm.qsm.pipeline import QSMOptions, qsm_parameters, reconstruct_qsm
 
 
 def user_qsm_inputs(inputs: Any) -> tuple:
@@ -40,8 +43,6 @@ def user_qsm_inputs(inputs: Any) -> tuple:
     A user mask on another grid is resampled to the GRE grid; a user field on another grid is
     an :class:`~bids_qsm.errors.InputDataError` naming the file.
     """
-    import numpy as np
-
     mag, affine = load_array(inputs.mag_file)
     phase, _ = load_array(inputs.phase_file)
     meta = load_json(inputs.meta_file)
@@ -73,6 +74,37 @@ def user_qsm_inputs(inputs: Any) -> tuple:
     return mag, affine, phase, meta, mask, fields
 
 
+#: Files of the QSM nodes -> description: the outputs of the one-node and the staged
+#: reconstructions, and the inputs of the later stages.
+_FILES: dict[str, str] = {
+    "chi_file": "susceptibility (ppm)",
+    "mask_file": "mask in which chi is defined",
+    "brain_mask_file": "brain mask before background-removal erosion",
+    "field_hz_file": "combined unwrapped total field (Hz)",
+    "local_field_file": "local field (ppm)",
+    "residual_file": "relative echo-fit residual",
+    "combined_mag_file": "SNR-weighted combined magnitude",
+    "r2star_file": "R2* (Hz); absent for single-echo data",
+    "t2star_file": "T2* (s); absent for single-echo data",
+    "params_file": "JSON: parameters, reference value, timings",
+    "field_ppm_box_file": "total field (ppm) in the mask bounding box",
+    "mask_box_file": "refined mask in the bounding box",
+    "r2star_box_file": "R2* (Hz) in the bounding box (multi-echo; CSF reference)",
+    "user_local_box_file": "user local field (ppm) in the bounding box: replaces background "
+    "removal",
+    "local_box_file": "local field (ppm) in the bounding box",
+    "local_mask_box_file": "mask of the local field in the bounding box",
+}
+#: Files not written for single-echo data or without a user local field.
+_MAY_BE_ABSENT = frozenset({"r2star_file", "t2star_file", "r2star_box_file", "user_local_box_file"})
+
+
+def _spec(name: str, base: type, *names: str, mandatory: bool = False, **traits_: Any) -> type:
+    """A spec of the :data:`_FILES` ``names`` (see :func:`~bids_qsm.interfaces.base.file_spec`)."""
+    return file_spec(name, __name__, base, _FILES, names, mandatory=mandatory,
+                     may_be_absent=_MAY_BE_ABSENT, **traits_)  # fmt: skip
+
+
 class _QSMInputSpec(GreInputSpec):
     options = traits.Dict(desc="QSMOptions fields (defaults for the rest)")
     mask_file = File(exists=True, desc="user brain mask replacing the automatic one")
@@ -81,17 +113,11 @@ class _QSMInputSpec(GreInputSpec):
     threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
 
 
-class _QSMOutputSpec(TraitedSpec):
-    chi_file = File(exists=True, desc="susceptibility (ppm)")
-    mask_file = File(exists=True, desc="mask in which chi is defined")
-    brain_mask_file = File(exists=True, desc="brain mask before background-removal erosion")
-    field_hz_file = File(exists=True, desc="combined unwrapped total field (Hz)")
-    local_field_file = File(exists=True, desc="local field (ppm)")
-    residual_file = File(exists=True, desc="relative echo-fit residual")
-    combined_mag_file = File(exists=True, desc="SNR-weighted combined magnitude")
-    r2star_file = File(desc="R2* (Hz); absent for single-echo data")
-    t2star_file = File(desc="T2* (s); absent for single-echo data")
-    params_file = File(exists=True, desc="JSON: parameters, reference value, timings")
+_QSMOutputSpec = _spec(
+    "_QSMOutputSpec", TraitedSpec, "chi_file", "mask_file", "brain_mask_file", "field_hz_file",
+    "local_field_file", "residual_file", "combined_mag_file", "r2star_file", "t2star_file",
+    "params_file",
+)  # fmt: skip
 
 
 class ReconstructQSM(SimpleInterface):
@@ -102,9 +128,6 @@ class ReconstructQSM(SimpleInterface):
     output_spec = _QSMOutputSpec
 
     def _run_interface(self, runtime):
-        import numpy as np
-
-        from bids_qsm.qsm.pipeline import QSMOptions, reconstruct_qsm
 
         mag, affine, phase, meta, mask, fields = user_qsm_inputs(self.inputs)
         opts = QSMOptions(**(self.inputs.options or {}))
@@ -155,8 +178,6 @@ def _box(state: dict[str, Any]) -> tuple[slice, ...]:
 
 def _acquisition(meta: dict[str, Any]) -> dict[str, Any]:
     """Echo times (s), voxel size (mm), unit B0 direction, exactly as ``prepare_inputs``."""
-    import numpy as np
-
     b0 = np.asarray(meta["b0_direction_voxel_axes"], dtype=float)
     return {
         "te": [float(v) for v in meta["echo_times_s"]],
@@ -166,18 +187,12 @@ def _acquisition(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _FieldOutputSpec(TraitedSpec):
-    brain_mask_file = File(exists=True, desc="brain mask before background-removal erosion")
-    field_hz_file = File(exists=True, desc="combined unwrapped total field (Hz)")
-    residual_file = File(exists=True, desc="relative echo-fit residual")
-    combined_mag_file = File(exists=True, desc="SNR-weighted combined magnitude")
-    r2star_file = File(desc="R2* (Hz); absent for single-echo data")
-    t2star_file = File(desc="T2* (s); absent for single-echo data")
-    field_ppm_box_file = File(exists=True, desc="total field (ppm) in the mask bounding box")
-    mask_box_file = File(exists=True, desc="refined mask in the bounding box")
-    r2star_box_file = File(desc="R2* (Hz) in the bounding box (multi-echo)")
-    user_local_box_file = File(desc="user local field (ppm) in the bounding box")
-    state_file = File(exists=True, desc="JSON: box, grid shape, R2* limit, user inputs, timings")
+_FieldOutputSpec = _spec(
+    "_FieldOutputSpec", TraitedSpec, "brain_mask_file", "field_hz_file", "residual_file",
+    "combined_mag_file", "r2star_file", "t2star_file", "field_ppm_box_file", "mask_box_file",
+    "r2star_box_file", "user_local_box_file",
+    state_file=File(exists=True, desc="JSON: box, grid shape, R2* limit, user inputs, timings"),
+)  # fmt: skip
 
 
 class PrepareQSMField(SimpleInterface):
@@ -187,10 +202,6 @@ class PrepareQSMField(SimpleInterface):
     output_spec = _FieldOutputSpec
 
     def _run_interface(self, runtime):
-        import numpy as np
-
-        from bids_qsm.qsm import stages
-        from bids_qsm.qsm.pipeline import QSMOptions
 
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
@@ -261,34 +272,39 @@ class _QSMStage(SimpleInterface):
 
     def _stage_inputs(self) -> tuple[dict[str, Any], dict[str, Any], Any]:
         """The previous stage's state, the acquisition (:func:`_acquisition`), the options."""
-        from bids_qsm.qsm.pipeline import QSMOptions
 
         state = load_json(self.inputs.state_file)
         acq = _acquisition(load_json(self.inputs.meta_file))
         return state, acq, QSMOptions(**(self.inputs.options or {}))
 
+    def _run_interface(self, runtime):
+        t0 = time.perf_counter()
+        state, acq, opt = self._stage_inputs()
+        self._results.update(self._run_stage(runtime.cwd, t0, state, acq, opt))
+        return runtime
+
+    def _run_stage(self, cwd: str, t0: float, state: dict, acq: dict, opt: Any) -> dict:
+        """The stage's outputs (name -> file), written in ``cwd``; ``t0``: its start time (s)."""
+        raise NotImplementedError
+
 
 def _unbox(state: dict[str, Any], x: Any, dtype: type) -> Any:
     """The bounding-box array ``x`` placed in the full grid of ``state`` (zeros outside)."""
-    import numpy as np
-
     full = np.zeros(state["shape"], dtype)
     full[_box(state)] = x
     return full
 
 
-class _BackgroundInputSpec(_StageInputSpec):
-    field_ppm_box_file = File(exists=True, mandatory=True)
-    mask_box_file = File(exists=True, mandatory=True)
-    user_local_box_file = File(desc="user local field (ppm): replaces background removal")
-    options = traits.Dict(desc="QSMOptions fields of background removal")
-
-
-class _BackgroundOutputSpec(TraitedSpec):
-    local_box_file = File(exists=True, desc="local field (ppm) in the bounding box")
-    local_mask_box_file = File(exists=True, desc="mask of the local field in the bounding box")
-    local_field_file = File(exists=True, desc="local field (ppm)")
-    state_file = File(exists=True, desc="JSON: stage 1 state plus the V-SHARP radii, timings")
+_BackgroundInputSpec = _spec(
+    "_BackgroundInputSpec", _StageInputSpec, "field_ppm_box_file", "mask_box_file",
+    "user_local_box_file", mandatory=True,
+    options=traits.Dict(desc="QSMOptions fields of background removal"),
+)  # fmt: skip
+_BackgroundOutputSpec = _spec(
+    "_BackgroundOutputSpec", TraitedSpec, "local_box_file", "local_mask_box_file",
+    "local_field_file",
+    state_file=File(exists=True, desc="JSON: stage 1 state plus the V-SHARP radii, timings"),
+)  # fmt: skip
 
 
 class RemoveBackground(_QSMStage):
@@ -297,46 +313,34 @@ class RemoveBackground(_QSMStage):
     input_spec = _BackgroundInputSpec
     output_spec = _BackgroundOutputSpec
 
-    def _run_interface(self, runtime):
-        import numpy as np
-
-        from bids_qsm.qsm import stages
-
-        t0 = time.perf_counter()
-        state, acq, opt = self._stage_inputs()
+    def _run_stage(self, cwd: str, t0: float, state: dict, acq: dict, opt: Any) -> dict:
         field_ppm, affine = load_array(self.inputs.field_ppm_box_file)
         mask, _ = load_array(self.inputs.mask_box_file, bool)
         user_local = load_optional(self.inputs.user_local_box_file)
         local, f_mask, radii = stages.remove_background(
             field_ppm, mask, acq["vs"], acq["b0"], opt, self.inputs.threads, user_local
         )
-        cwd = runtime.cwd
         full = _unbox(state, local, np.float32)
         state["radii_mm"] = radii
         state["timings_s"]["background"] = time.perf_counter() - t0
-        self._results.update(
-            local_box_file=save_array(local, affine, os.path.join(cwd, "local_box.nii")),
-            local_mask_box_file=save_array(
+        return {
+            "local_box_file": save_array(local, affine, os.path.join(cwd, "local_box.nii")),
+            "local_mask_box_file": save_array(
                 f_mask, affine, os.path.join(cwd, "local_mask_box.nii"), dtype=np.uint8
             ),
-            local_field_file=save_array(full, affine, os.path.join(cwd, "local_field_ppm.nii")),
-            state_file=save_json(state, os.path.join(cwd, "qsm_background.json")),
-        )
-        return runtime
+            "local_field_file": save_array(full, affine, os.path.join(cwd, "local_field_ppm.nii")),
+            "state_file": save_json(state, os.path.join(cwd, "qsm_background.json")),
+        }
 
 
-class _InvertInputSpec(_StageInputSpec):
-    local_box_file = File(exists=True, mandatory=True)
-    local_mask_box_file = File(exists=True, mandatory=True)
-    r2star_box_file = File(desc="R2* (Hz) in the bounding box (CSF reference)")
-    combined_mag_file = File(exists=True, mandatory=True, desc="for the output grid")
-    options = traits.Dict(desc="QSMOptions fields (all: the sidecar records every option)")
-
-
-class _InvertOutputSpec(TraitedSpec):
-    chi_file = File(exists=True, desc="susceptibility (ppm)")
-    mask_file = File(exists=True, desc="mask in which chi is defined")
-    params_file = File(exists=True, desc="JSON: parameters, reference value, timings")
+_InvertInputSpec = _spec(
+    "_InvertInputSpec", _StageInputSpec, "local_box_file", "local_mask_box_file",
+    "r2star_box_file", "combined_mag_file", mandatory=True,
+    options=traits.Dict(desc="QSMOptions fields (all: the sidecar records every option)"),
+)  # fmt: skip
+_InvertOutputSpec = _spec(
+    "_InvertOutputSpec", TraitedSpec, "chi_file", "mask_file", "params_file"
+)  # fmt: skip
 
 
 class InvertField(_QSMStage):
@@ -345,14 +349,7 @@ class InvertField(_QSMStage):
     input_spec = _InvertInputSpec
     output_spec = _InvertOutputSpec
 
-    def _run_interface(self, runtime):
-        import numpy as np
-
-        from bids_qsm.qsm import stages
-        from bids_qsm.qsm.pipeline import qsm_parameters
-
-        t0 = time.perf_counter()
-        state, acq, opt = self._stage_inputs()
+    def _run_stage(self, cwd: str, t0: float, state: dict, acq: dict, opt: Any) -> dict:
         local, _ = load_array(self.inputs.local_box_file)
         f_mask, _ = load_array(self.inputs.local_mask_box_file, bool)
         combined, affine = load_array(self.inputs.combined_mag_file)
@@ -366,7 +363,6 @@ class InvertField(_QSMStage):
         timings = state["timings_s"]
         timings.update(inversion=t1 - t0, reference=time.perf_counter() - t1)
         timings["total"] = sum(timings.values())
-        cwd = runtime.cwd
 
         def out(name: str, x: np.ndarray, dtype: type = np.float32) -> str:
             arr = _unbox(state, x, dtype)
@@ -376,7 +372,7 @@ class InvertField(_QSMStage):
             opt, acq, state["user_field"], state["user_mask"], state["radii_mm"],
             state["r2star_limit_hz"], ref_value,
         )  # fmt: skip
-        self._results.update(
+        return dict(
             chi_file=out("chi", chi),
             mask_file=out("mask", f_mask, np.uint8),
             params_file=save_json(
@@ -389,7 +385,6 @@ class InvertField(_QSMStage):
                 os.path.join(cwd, "qsm_params.json"),
             ),
         )
-        return runtime
 
 
 __all__ = [

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from typing import Any
 
 from bids_qsm import __version__
 from bids_qsm.errors import BidsQsmError, ExitCode
@@ -209,6 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: :func:`~bids_qsm.simulate.bids_writer.write_bids_dataset` parameters set by the option of
+#: the same name, and parameter -> option where the names differ.
+_SAME_NAME = (
+    "preset", "n_subjects", "n_controls", "n_patients", "seed", "phase_units", "oblique_deg",
+    "lesions", "t1w", "null_effect", "atrophy", "snr", "rigid_anatomy", "shim_residual_hz",
+    "effect_scale", "interval_years",
+)  # fmt: skip
+_RENAMED = {
+    "te_s": "te", "b0_tesla": "field_strength", "pose_rotation_sd_deg": "pose_sd_deg",
+    "voxel_mm": "voxel_size", "fov_mm": "fov", "workers": "nthreads", "n_sessions": "sessions",
+    "iron_rate_ppm_per_year": "iron_rate_ppb_per_year",
+}  # fmt: skip
+
+
+def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The write_bids_dataset keyword arguments taken from the options as given."""
+    return {
+        **{name: getattr(args, name) for name in _SAME_NAME},
+        **{name: getattr(args, option) for name, option in _RENAMED.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -226,39 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         root = write_bids_dataset(
-            args.out_dir,
-            preset=args.preset,
-            n_subjects=args.n_subjects,
-            n_controls=args.n_controls,
-            n_patients=args.n_patients,
-            seed=args.seed,
-            phase_units=args.phase_units,
-            oblique_deg=args.oblique_deg,
-            lesions=args.lesions,
-            t1w=args.t1w,
-            null_effect=args.null_effect,
-            atrophy=args.atrophy,
-            te_s=args.te,
-            b0_tesla=args.field_strength,
-            snr=args.snr,
+            args.out_dir, **_dataset_options(args), progress=log.info,
             random_pose=not args.no_random_pose,
-            rigid_anatomy=args.rigid_anatomy,
-            shim_residual_hz=args.shim_residual_hz,
-            between_subject_sd_ppm=(
-                args.iron_sd_ppb
-                if args.iron_sd_ppb is not None
-                else args.between_subject_sd_ppb / 1000.0
-            ),
-            effect_scale=args.effect_scale,
-            pose_rotation_sd_deg=args.pose_sd_deg,
-            voxel_mm=args.voxel_size,
-            fov_mm=args.fov,
-            progress=log.info,
-            workers=args.nthreads,
-            n_sessions=args.sessions,
-            interval_years=args.interval_years,
-            iron_rate_ppm_per_year=args.iron_rate_ppb_per_year,
-        )
+            between_subject_sd_ppm=(args.iron_sd_ppb if args.iron_sd_ppb is not None
+                                    else args.between_subject_sd_ppb / 1000.0),
+        )  # fmt: skip
     except BidsQsmError as exc:
         if args.verbose >= 2:
             log.exception("simulation failed")

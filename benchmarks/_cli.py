@@ -1,0 +1,16 @@
+"""Command-line options shared by the simulator benchmarks (imported by the bench_*.py scripts,
+which run with this folder first on ``sys.path``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def seeds_parser(doc: str, preset: str = "full", threads: int = 2) -> argparse.ArgumentParser:
+    """A parser described by the first line of ``doc``, with ``--preset`` (simulator preset),
+    ``--seeds`` (one simulated subject per seed) and ``--threads``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--preset", default=preset)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=threads)
+    return ap
