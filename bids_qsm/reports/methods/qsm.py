@@ -22,17 +22,19 @@ from bids_qsm.reports.methods._common import (
 
 def _phase_text(q: Mapping[str, Any]) -> list[str]:
     """Phase rescaling and sign convention."""
-    s: list[str] = []
-    units = _get(q, "phase_units")
-    if units is not None and _key(units) in ("arbitrary", "au"):
-        s.append("Phase images stored in arbitrary units were rescaled to radians in [-π, π).")
-    sign = _get(q, "phase_sign")
-    if sign is not None and str(sign).strip() in ("-1", "-1.0"):
-        s.append(
-            "The phase was negated (vendor convention) so that paramagnetic susceptibility is "
-            "positive."
+    units, sign = _get(q, "phase_units"), _get(q, "phase_sign")
+    rescaled = units is not None and _key(units) in ("arbitrary", "au")
+    negated = sign is not None and str(sign).strip() in ("-1", "-1.0")
+    return [
+        text
+        for done, text in (
+            (rescaled, "Phase images stored in arbitrary units were rescaled to radians in "
+             "[-π, π)."),
+            (negated, "The phase was negated (vendor convention) so that paramagnetic "
+             "susceptibility is positive."),
         )
-    return s
+        if done
+    ]  # fmt: skip
 
 
 def _mask_text(q: Mapping[str, Any]) -> list[str]:
@@ -154,6 +156,13 @@ def _field_text(q: Mapping[str, Any], cite: _Citer, n_echoes: int | None) -> lis
     return s
 
 
+#: Iterative background removal methods: how the text names them, and their reference.
+_ITERATIVE_BACKGROUND: dict[str, tuple[str, str]] = {
+    "pdf": ("by projection onto dipole fields (PDF)", "liu2011"),
+    "lbv": ("with the Laplacian boundary value method (LBV)", "zhou2014"),
+}
+
+
 def _background_text(q: Mapping[str, Any], cite: _Citer) -> list[str]:
     """Background field removal."""
     s: list[str] = []
@@ -193,28 +202,15 @@ def _background_text(q: Mapping[str, Any], cite: _Citer) -> list[str]:
             s.append(f"The background field was removed with SHARP{cite('schweser2011')}.")
         elif bk == "resharp":
             s.append(f"The background field was removed with RESHARP{cite('sun2014')}.")
-        elif bk == "pdf":
+        elif bk in _ITERATIVE_BACKGROUND:
+            how, ref = _ITERATIVE_BACKGROUND[bk]
             detail = _clauses(
                 [
-                    ("tolerance", _stage_param(q, st, "pdf", "tol", "tolerance")),
-                    ("max. iterations", _stage_param(q, st, "pdf", "max_iter", "iterations")),
+                    ("tolerance", _stage_param(q, st, bk, "tol", "tolerance")),
+                    ("max. iterations", _stage_param(q, st, bk, "max_iter", "iterations")),
                 ]
             )
-            s.append(
-                "The background field was removed by projection onto dipole fields (PDF)"
-                f"{cite('liu2011')}{_paren(detail)}."
-            )
-        elif bk == "lbv":
-            detail = _clauses(
-                [
-                    ("tolerance", _stage_param(q, st, "lbv", "tol", "tolerance")),
-                    ("max. iterations", _stage_param(q, st, "lbv", "max_iter", "iterations")),
-                ]
-            )
-            s.append(
-                "The background field was removed with the Laplacian boundary value method (LBV)"
-                f"{cite('zhou2014')}{_paren(detail)}."
-            )
+            s.append(f"The background field was removed {how}{cite(ref)}{_paren(detail)}.")
         else:
             s.append(f"The background field was removed with {bg}.")
     return s
