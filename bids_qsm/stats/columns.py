@@ -44,3 +44,9 @@ def _all_tables() -> dict[str, dict[str, dict[str, str]]]:
 def column_descriptions(table: str) -> dict[str, dict[str, str]]:
     """Column name -> sidecar entry of ``table`` (a fresh copy, in column order)."""
     return {col: dict(entry) for col, entry in _all_tables()[table].items()}
+
+
+def column_units(table: str, *columns: str) -> dict[str, str]:
+    """Column -> ``Units`` of the ``columns`` of ``table``, in the given order."""
+    entries = _all_tables()[table]
+    return {col: entries[col]["Units"] for col in columns}

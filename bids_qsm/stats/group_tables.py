@@ -15,6 +15,7 @@ import pandas as pd
 
 from bids_qsm.bids.derivatives import find_tables
 from bids_qsm.errors import InputDataError, InputMissingError
+from bids_qsm.stats.columns import column_units
 
 LOGGER = logging.getLogger("bids_qsm.group")
 
@@ -23,13 +24,10 @@ LOGGER = logging.getLogger("bids_qsm.group")
 ENTITY_COLUMNS: tuple[str, ...] = ("participant_id", "session_id", "acq", "run")
 
 #: Measures tested by default (those present with finite values are used), with units.
-DEFAULT_MEASURES: dict[str, str] = {
-    "chi_mean_ppm": "ppm",
-    "phaseiron_mean_rad": "rad",
-    "r2star_mean_hz": "Hz",
-    "mpapt_rad": "rad",
-    "apt_volume_mm3": "mm^3",
-}
+DEFAULT_MEASURES: dict[str, str] = column_units(
+    "regional", "chi_mean_ppm", "phaseiron_mean_rad", "r2star_mean_hz", "mpapt_rad",
+    "apt_volume_mm3",
+)  # fmt: skip
 
 #: Covariate token meaning "the volume_mm3 of the structure being tested".
 VOLUME_TOKENS: tuple[str, ...] = ("volume", "volume_mm3")

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bids_qsm.stats.columns import column_descriptions
+from bids_qsm.stats.columns import column_descriptions, column_units
 from bids_qsm.stats.effects import df_problem, model_problem
 from bids_qsm.stats.group_tables import regions
 
@@ -37,12 +37,9 @@ LOGGER = logging.getLogger("bids_qsm.longitudinal")
 DAYS_PER_YEAR = 365.25
 
 #: Measures of the change table / mixed models, with units (per year for the rates).
-LONGITUDINAL_MEASURES: dict[str, str] = {
-    "chi_mean_ppm": "ppm",
-    "r2star_mean_hz": "Hz",
-    "phaseiron_mean_rad": "rad",
-    "volume_mm3": "mm^3",
-}
+LONGITUDINAL_MEASURES: dict[str, str] = column_units(
+    "change", "chi_mean_ppm", "r2star_mean_hz", "phaseiron_mean_rad", "volume_mm3"
+)
 
 #: Columns of ``sub-<l>_desc-longitudinal_stats.tsv`` (in order).
 CHANGE_COLUMNS: dict[str, dict[str, str]] = column_descriptions("change")
