@@ -58,11 +58,18 @@ class GreData:
 
 def _stack(files: list[Path]) -> np.ndarray:
     """Volumes of ``files`` (3D per echo, or one 4D file) stacked as (X, Y, Z, E) float32."""
-    volumes: list[np.ndarray] = []
-    for path in files:
-        img = load_header(path)
-        volumes.extend(iter_volumes(img, path))
-    return np.stack(volumes, axis=-1).astype(np.float32, copy=False)
+    images = [load_header(path) for path in files]
+    shape = images[0].shape[:3]
+    n = sum(1 if len(img.shape) == 3 else int(img.shape[3]) for img in images)
+    out = np.empty((*shape, n), dtype=np.float32)  # filled in place: no stacked copy
+    i = 0
+    for img, path in zip(images, files, strict=True):
+        for vol in iter_volumes(img, path):
+            if vol.shape != shape:
+                raise InputDataError(f"volume shape {vol.shape} differs from {shape}", path)
+            out[..., i] = vol
+            i += 1
+    return out
 
 
 def load_gre(acq: GreAcquisition, b0_tesla_override: float | None = None) -> GreData:
@@ -97,20 +104,21 @@ def load_gre(acq: GreAcquisition, b0_tesla_override: float | None = None) -> Gre
         ref_file = acq.mag_files[0]
         mag = _stack(acq.mag_files)
         raw_phase = _stack(acq.phase_files)
-        np.nan_to_num(mag, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        if not np.isfinite(mag).all():
+            np.nan_to_num(mag, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         finite = np.isfinite(raw_phase)
+        all_finite = bool(finite.all())
         units = acq.phase_units
         if units not in ("rad", "arbitrary"):
             units = detect_phase_units(raw_phase)
-        info = {
-            "PhaseRangeOnDisk": [
-                float(raw_phase[finite].min()),
-                float(raw_phase[finite].max()),
-            ]
-        }
-        raw_phase[~finite] = np.nan
+        values = raw_phase if all_finite else raw_phase[finite]  # no copy in the usual case
+        info = {"PhaseRangeOnDisk": [float(values.min()), float(values.max())]}
+        del values
+        if not all_finite:
+            raw_phase[~finite] = np.nan
         phase = rescale_to_radians(raw_phase, units)
-        np.nan_to_num(phase, copy=False, nan=0.0)
+        if not all_finite:
+            np.nan_to_num(phase, copy=False, nan=0.0)
         del raw_phase
         if mag.shape != phase.shape:
             raise InputDataError(

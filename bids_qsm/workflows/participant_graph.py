@@ -431,8 +431,13 @@ def _configure_nipype(crash_dir: Path, config: Config) -> None:
     nipype_config.set("logging", "workflow_level", "INFO")
 
 
-def write_stage_timings(graph: Any, log_dir: Path) -> Path | None:
+def write_stage_timings(
+    graph: Any, log_dir: Path, cpu_s: dict[str, float] | None = None
+) -> Path | None:
     """Write the per-stage timings (s) of this run to ``log_dir/stage_timings.json``.
+
+    ``cpu_s``: CPU seconds per node (full name), when measured (``StageTracker``); nodes
+    taken from the work directory's cache have none and an ``elapsed_s`` of their first run.
 
     Timings change from run to run, so they are kept with the logs rather than in the
     derivative sidecars (which a re-run must rewrite byte for byte). ``graph`` is the execution
@@ -448,6 +453,8 @@ def write_stage_timings(graph: Any, log_dir: Path) -> Path | None:
         try:
             result = node.result
             timings[node.fullname] = {"elapsed_s": round(float(result.runtime.duration), 2)}
+            if cpu_s and node.fullname in cpu_s:
+                timings[node.fullname]["cpu_s"] = cpu_s[node.fullname]
             params = getattr(result.outputs, "params_file", None)
             if params and Path(params).is_file():
                 timings[node.fullname]["stages_s"] = load_json(params).get("timings_s", {})
