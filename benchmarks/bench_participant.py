@@ -101,16 +101,27 @@ def _print_tables(log: str, out: Path, preset: str, nprocs: int, wall: float) ->
     print()
     print(f"| step ({preset} preset, --nprocs {nprocs}) | wall (s) | CPU (s) |")
     print("|---|---:|---:|")
-    for what, secs in re.findall(r"bids_qsm\.cli: (.+?) done \(([0-9.]+) s\)", log):
+    from bids_qsm.workflows.participant_graph import STAGE_LABELS
+
+    for what, secs in re.findall(r"^\[[^\]]*\] ([^:\n]+?) done \(([0-9.]+) s\)$", log, re.M):
         print(f"| {what} | {float(secs):.1f} | |")
-    for node, row in _latest_timings(out).items():
+    order = list(STAGE_LABELS)
+    timings = _latest_timings(out)
+    nodes = sorted(timings, key=lambda n: (order.index(n.rsplit(".", 1)[-1]), n))
+    for node in nodes:
+        row = timings[node]
         cpu = row.get("cpu_s")
         cpu_txt = f"{cpu:.1f}" if cpu is not None else "(cached)"
         print(f"| node {node.split('.', 1)[-1]} | {row['elapsed_s']:.1f} | {cpu_txt} |")
-    report = re.search(r"sub-\w+ done in ([0-9.]+) s", log)
-    if report:
-        print(f"| subject total incl. scheduling and report | {float(report.group(1)):.1f} | |")
-    print(f"| **whole participant level (process wall)** | **{wall:.1f}** | |")
+    subject = re.search(r"sub-\w+ done in ([0-9.]+) s", log)
+    if subject:
+        total = float(subject.group(1))
+        rest = total - sum(timings[n]["elapsed_s"] for n in nodes if "cpu_s" in timings[n])
+        print(f"| report and between nodes (subject total minus nodes) | {rest:.1f} | |")
+        print(f"| subject total incl. scheduling and report | {total:.1f} | |")
+        print(f"| before the subject (start-up, discovery, checks) | {wall - total:.1f} | |")
+    cpu = sum(t.get("cpu_s", 0.0) for t in timings.values())
+    print(f"| **whole participant level (process wall)** | **{wall:.1f}** | {cpu:.1f} (nodes) |")
 
 
 def main() -> None:

@@ -278,7 +278,9 @@ def init_gre_wf(
     if acquisition.t1w:
         atlas_wf.get_node("register").inputs.t1w_file = str(acquisition.t1w)
     regional = pe.Node(
-        RegionalStats(atlas=atlas, entities=entities, apt_threshold_rad=apt), name="regional_stats"
+        RegionalStats(atlas=atlas, entities=entities, apt_threshold_rad=apt, threads=threads),
+        name="regional_stats",
+        n_procs=threads,
     )
     ds = pe.Node(
         WriteDerivatives(
@@ -286,9 +288,11 @@ def init_gre_wf(
             bids_dir=str(config.execution.bids_dir),
             acquisition=acq,
             atlas=atlas,
+            threads=threads,
         ),
         name="ds",
         mem_gb=1.5,
+        n_procs=threads,
     )
     wf.connect([
         (load, qsm_wf, [("mag_file", "inputnode.mag_file"), ("phase_file", "inputnode.phase_file"),
