@@ -262,7 +262,10 @@ def init_gre_wf(
 
     wf = pe.Workflow(name=name)
     load = pe.Node(
-        LoadGRE(acquisition=acq, b0_tesla=config.execution.b0_tesla), name="load", mem_gb=1.5
+        LoadGRE(acquisition=acq, b0_tesla=config.execution.b0_tesla, threads=threads),
+        name="load",
+        mem_gb=1.5,
+        n_procs=threads,
     )
     qsm_wf = init_qsm_wf(options=config.workflow.qsm_options(), threads=threads)
     _user_inputs(qsm_wf.get_node("qsm_field"), acquisition, config)
