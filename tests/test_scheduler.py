@@ -194,3 +194,27 @@ def test_longitudinal_step_is_published_for_the_heartbeat(tmp_path: Path, monkey
     # one session: nothing runs, nothing is published
     S._run_longitudinal_step(None, "01", acqs[:1], 1, tracker, status)
     assert len(seen) == 1
+
+
+def test_stage_tracker_counts_the_cpu_time_of_each_node(tmp_path: Path) -> None:
+    """CPU seconds of the process while a node runs are kept per node full name (issue 12)."""
+    tracker = SCH.StageTracker("01", measure_cpu=True)
+    log = logging.getLogger("nipype.workflow")
+
+    def say(msg: str) -> None:
+        tracker.emit(log.makeRecord(log.name, logging.INFO, __file__, 0, msg, (), None))
+
+    say('[Node] Setting-up "sub_01_wf.gre_wf.qsm_wf.qsm" in "/tmp/x".')
+    say('[Node] Executing "qsm" <bids_qsm.interfaces.qsm.InvertField>')
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.3:  # busy: CPU, not sleep
+        sum(range(1000))
+    say('[Node] Finished "qsm", elapsed time 0.3s.')
+    assert set(tracker.cpu_s) == {"sub_01_wf.gre_wf.qsm_wf.qsm"}
+    assert 0.25 <= tracker.cpu_s["sub_01_wf.gre_wf.qsm_wf.qsm"] < 5.0
+    # a node whose work ran elsewhere (another plugin) gets no CPU figure
+    other = SCH.StageTracker("01")
+    other.emit(
+        log.makeRecord(log.name, logging.INFO, __file__, 0, 'x [Node] Finished "qsm"', (), None)
+    )
+    assert other.cpu_s == {}

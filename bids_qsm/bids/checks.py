@@ -220,10 +220,11 @@ def _check_values(acq: GreAcquisition, headers: dict[Path, Any]) -> list[float]:
             label = f" (volume {vol_index + 1})" if _n_volumes(headers[path].shape) > 1 else ""
             if not finite.any():
                 raise InputDataError(f"image is all NaN/infinite{label}", path)
-            if not np.any(vol[finite]):
+            values = vol if finite.all() else vol[finite]  # no copy in the usual case
+            if not values.any():
                 raise InputDataError(f"image is all zero{label}", path)
-            lo = min(lo, float(vol[finite].min()))
-            hi = max(hi, float(vol[finite].max()))
+            lo = min(lo, float(values.min()))
+            hi = max(hi, float(values.max()))
         if path in acq.phase_files:
             phase_range.extend((lo, hi))
     return phase_range

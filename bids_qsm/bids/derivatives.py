@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,15 +229,20 @@ def _write_images(
     qsm_params: dict[str, Any],
     swi_params: dict[str, Any] | None,
     registration: dict[str, Any] | None,
+    threads: int = 1,
 ) -> dict[str, str]:
-    """The image derivatives (:data:`IMAGE_KEYS`) with their sidecars; key -> final path."""
-    written: dict[str, str] = {}
+    """The image derivatives (:data:`IMAGE_KEYS`) with their sidecars; key -> final path.
+
+    ``threads`` images are compressed at once (zlib releases the GIL); each file is written
+    the same way whatever the number, so the bytes do not depend on it.
+    """
     mask_img = _load(files["mask"]) if files.get("mask") else None
     mask = np.asanyarray(mask_img.dataobj) > 0 if mask_img is not None else None
-    for key in IMAGE_KEYS:
-        src = files.get(key)
-        if not src:
-            continue
+    keys = [key for key in IMAGE_KEYS if files.get(key)]
+
+    def write(key: str) -> str:
+        src = files[key]
+        assert src is not None
         description, units = OUTPUTS[key].description, OUTPUTS[key].units
         img = _compressed(_load(src), getattr(np, OUTPUTS[key].dtype))
         path = where.path(key)
@@ -262,9 +268,12 @@ def _write_images(
             sidecar["SWIPipeline"] = swi_params["parameters"]
         sidecar["ProcessingSoftware"] = software
         atomic_write_json(path.with_name(path.name.replace(".nii.gz", ".json")), sidecar)
-        written[key] = str(path)
+        return str(path)
 
-    return written
+    if threads <= 1:
+        return {key: write(key) for key in keys}
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return dict(zip(keys, pool.map(write, keys), strict=True))
 
 
 def write_acquisition_derivatives(
@@ -282,8 +291,10 @@ def write_acquisition_derivatives(
     atlas_table: pd.DataFrame | None,
     regional_tsv: str | None,
     lesion_tsv: str | None,
+    threads: int = 1,
 ) -> dict[str, str]:
-    """Copy the node outputs to their final names with sidecars; return key -> final path."""
+    """Copy the node outputs to their final names with sidecars; return key -> final path
+    (``threads``: images compressed at once)."""
     written: dict[str, str] = {}
     acquisition = {
         "EchoTime": meta["echo_times_s"],
@@ -295,7 +306,15 @@ def write_acquisition_derivatives(
     where = Derivatives(output_dir, source_prefix, atlas_name)
     written.update(
         _write_images(
-            where, files, sources, acquisition, software, qsm_params, swi_params, registration
+            where,
+            files,
+            sources,
+            acquisition,
+            software,
+            qsm_params,
+            swi_params,
+            registration,
+            threads,
         )
     )
     if files.get("dseg"):

@@ -22,6 +22,7 @@ class _LoadGREInputSpec(BaseInterfaceInputSpec):
     b0_tesla = traits.Either(
         None, traits.Float, default=None, usedefault=True, desc="B0 override (T)"
     )
+    threads = traits.Int(1, usedefault=True, desc="files decompressed at once (threads)")
 
 
 class _LoadGREOutputSpec(TraitedSpec):
@@ -43,7 +44,9 @@ class LoadGRE(SimpleInterface):
         from bids_qsm.specs import acquisition_from_dict
 
         acq = acquisition_from_dict(self.inputs.acquisition)
-        gre = load_gre(acq, b0_tesla_override=self.inputs.b0_tesla)
+        gre = load_gre(
+            acq, b0_tesla_override=self.inputs.b0_tesla, threads=int(self.inputs.threads)
+        )
         cwd = runtime.cwd
         self._results["mag_file"] = save_array(gre.mag, gre.affine, os.path.join(cwd, "mag.nii"))
         self._results["phase_file"] = save_array(

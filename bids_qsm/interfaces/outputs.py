@@ -38,6 +38,7 @@ class _WriteInputSpec(BaseInterfaceInputSpec):
     dseg = File()
     regional_tsv = File()
     lesion_tsv = File()
+    threads = traits.Int(1, usedefault=True, desc="images compressed at once (threads)")
 
 
 class _WriteOutputSpec(TraitedSpec):
@@ -87,5 +88,6 @@ class WriteDerivatives(SimpleInterface):
             atlas_table=atlas_table,
             regional_tsv=opt("regional_tsv"),
             lesion_tsv=opt("lesion_tsv"),
+            threads=int(self.inputs.threads),
         )
         return runtime

@@ -307,8 +307,20 @@ def structure_label_map(
     the value -> "name L/R" mapping. Atlas labels outside every structure become 0.
     """
     labels = np.asarray(labels)
-    out = np.zeros(labels.shape, dtype=np.int16)
     names: dict[int, str] = {}
+    small = labels.size and np.issubdtype(labels.dtype, np.integer)
+    if small and 0 <= labels.min() and labels.max() < 2**20:
+        # one lookup table (atlas label -> structure value), later structures overriding
+        # earlier ones: the same map as the masks below, in one pass over the voxels
+        present = np.bincount(labels.ravel()) > 0
+        lut = np.zeros(present.size, dtype=np.int16)
+        for value, s in enumerate(structures, start=1):
+            ids = [i for i in s.labels if 0 <= int(i) < present.size and present[int(i)]]
+            if ids:
+                lut[ids] = value
+                names[value] = f"{str(s.name).replace('_', ' ')} {s.hemisphere}"
+        return np.ascontiguousarray(lut[labels]), names
+    out = np.zeros(labels.shape, dtype=np.int16)
     for value, s in enumerate(structures, start=1):
         sel = np.isin(labels, list(s.labels))
         if np.any(sel):

@@ -262,7 +262,10 @@ def init_gre_wf(
 
     wf = pe.Workflow(name=name)
     load = pe.Node(
-        LoadGRE(acquisition=acq, b0_tesla=config.execution.b0_tesla), name="load", mem_gb=1.5
+        LoadGRE(acquisition=acq, b0_tesla=config.execution.b0_tesla, threads=threads),
+        name="load",
+        mem_gb=1.5,
+        n_procs=threads,
     )
     qsm_wf = init_qsm_wf(options=config.workflow.qsm_options(), threads=threads)
     _user_inputs(qsm_wf.get_node("qsm_field"), acquisition, config)
@@ -278,7 +281,9 @@ def init_gre_wf(
     if acquisition.t1w:
         atlas_wf.get_node("register").inputs.t1w_file = str(acquisition.t1w)
     regional = pe.Node(
-        RegionalStats(atlas=atlas, entities=entities, apt_threshold_rad=apt), name="regional_stats"
+        RegionalStats(atlas=atlas, entities=entities, apt_threshold_rad=apt, threads=threads),
+        name="regional_stats",
+        n_procs=threads,
     )
     ds = pe.Node(
         WriteDerivatives(
@@ -286,9 +291,11 @@ def init_gre_wf(
             bids_dir=str(config.execution.bids_dir),
             acquisition=acq,
             atlas=atlas,
+            threads=threads,
         ),
         name="ds",
         mem_gb=1.5,
+        n_procs=threads,
     )
     wf.connect([
         (load, qsm_wf, [("mag_file", "inputnode.mag_file"), ("phase_file", "inputnode.phase_file"),
@@ -431,8 +438,13 @@ def _configure_nipype(crash_dir: Path, config: Config) -> None:
     nipype_config.set("logging", "workflow_level", "INFO")
 
 
-def write_stage_timings(graph: Any, log_dir: Path) -> Path | None:
+def write_stage_timings(
+    graph: Any, log_dir: Path, cpu_s: dict[str, float] | None = None
+) -> Path | None:
     """Write the per-stage timings (s) of this run to ``log_dir/stage_timings.json``.
+
+    ``cpu_s``: CPU seconds per node (full name), when measured (``StageTracker``); nodes
+    taken from the work directory's cache have none and an ``elapsed_s`` of their first run.
 
     Timings change from run to run, so they are kept with the logs rather than in the
     derivative sidecars (which a re-run must rewrite byte for byte). ``graph`` is the execution
@@ -448,6 +460,8 @@ def write_stage_timings(graph: Any, log_dir: Path) -> Path | None:
         try:
             result = node.result
             timings[node.fullname] = {"elapsed_s": round(float(result.runtime.duration), 2)}
+            if cpu_s and node.fullname in cpu_s:
+                timings[node.fullname]["cpu_s"] = cpu_s[node.fullname]
             params = getattr(result.outputs, "params_file", None)
             if params and Path(params).is_file():
                 timings[node.fullname]["stages_s"] = load_json(params).get("timings_s", {})

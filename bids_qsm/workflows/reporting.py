@@ -28,6 +28,14 @@ def _read(path: Path) -> np.ndarray | None:
     return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32) if path.is_file() else None
 
 
+def _read_all(paths: dict[str, Path], threads: int = 2) -> dict[str, np.ndarray | None]:
+    """:func:`_read` of every path, ``threads`` files decompressed at once (same arrays)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return dict(zip(paths, pool.map(_read, paths.values()), strict=True))
+
+
 def _sidecar(path: Path) -> dict[str, Any]:
     side = path.with_name(path.name.replace(".nii.gz", ".json"))
     return json.loads(side.read_text()) if side.is_file() else {}
@@ -109,10 +117,13 @@ def acquisition_figures(
         raise FileNotFoundError(f"{chi_path}: no susceptibility map to report on")
     chi_img = nib.load(str(chi_path))
     affine, vs = chi_img.affine, chi_img.header.get_zooms()[:3]
-    chi = np.asarray(chi_img.dataobj, dtype=np.float32)
-    mask = _read(dpath("mask"))
+    maps = _read_all({k: dpath(k) for k in ("chi", "mask", "dseg", "mag", "minip", "r2star",
+                                            "phaseiron")})  # fmt: skip
+    chi = maps["chi"]
+    assert chi is not None
+    mask = maps["mask"]
     mask = mask > 0 if mask is not None else chi != 0
-    labels = _read(dpath("dseg"))
+    labels = maps["dseg"]
     labels = labels.astype(np.int32) if labels is not None else None
     side = _sidecar(chi_path)
 
@@ -131,7 +142,7 @@ def acquisition_figures(
     figs["chimap"] = F.chimap_mosaic(
         chi, mask, vs, fig_dir / f"{src}_desc-chimap_mosaic.png", labels=labels, **common
     )
-    mag = _read(dpath("mag"))
+    mag = maps["mag"]
     if mag is not None:
         figs["mask"] = F.mask_outline(
             mag, mask, vs, fig_dir / f"{src}_desc-mask_outline.png", **common
@@ -143,17 +154,17 @@ def acquisition_figures(
     reg_fig = fig_dir / f"{src}_desc-registration_qc.png"
     if reg_fig.is_file():
         figs["registration"] = reg_fig
-    minip = _read(dpath("minip"))
+    minip = maps["minip"]
     if minip is not None:
         figs["minip"] = F.minip_figure(
             minip, vs, fig_dir / f"{src}_desc-minip.png", mask=mask, **common
         )
-    r2s = _read(dpath("r2star"))
+    r2s = maps["r2star"]
     if r2s is not None:
         figs["r2star"] = F.r2star_figure(
             r2s, mask, vs, fig_dir / f"{src}_desc-r2star.png", labels=labels, **common
         )
-    piron = _read(dpath("phaseiron"))
+    piron = maps["phaseiron"]
     if piron is not None:
         figs["phaseiron"] = F.phase_iron_figure(
             piron, mask, vs, fig_dir / f"{src}_desc-phaseiron.png", labels=labels, **common

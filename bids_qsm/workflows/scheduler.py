@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import re
+import resource
 import shutil
 import tempfile
 import threading
@@ -82,14 +84,34 @@ def plan_parallelism(
     return n_parallel, threads
 
 
-class StageTracker(logging.Handler):
-    """Relays Nipype's node messages as stage lines and remembers the running stage."""
+_SETUP_RE = re.compile(r'\[Node\] Setting-up "([^"]+)"')
 
-    def __init__(self, subject: str, status_file: Path | None = None) -> None:
+
+def _process_cpu_s() -> float:
+    """CPU seconds (user + system, all threads) used so far by this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class StageTracker(logging.Handler):
+    """Relays Nipype's node messages as stage lines and remembers the running stage.
+
+    ``measure_cpu`` (nodes run in this process, Nipype's ``Linear`` plugin): the CPU seconds of
+    this process (all threads, ANTs included) spent in each node are kept in ``cpu_s`` (node
+    full name -> s) and appended to the stage line.
+    """
+
+    def __init__(
+        self, subject: str, status_file: Path | None = None, measure_cpu: bool = False
+    ) -> None:
         super().__init__(logging.INFO)
         self.subject = subject
         self.current: str | None = None
         self.status_file = status_file
+        self.measure_cpu = measure_cpu
+        self.cpu_s: dict[str, float] = {}
+        self._fullname = ""
+        self._cpu0 = 0.0
         self._re = pgraph._NODE_RE
         self._labels = pgraph.STAGE_LABELS
 
@@ -106,19 +128,30 @@ class StageTracker(logging.Handler):
             pass
 
     def emit(self, record: logging.LogRecord) -> None:
-        m = self._re.search(record.getMessage())
+        message = record.getMessage()
+        setup = _SETUP_RE.search(message)
+        if setup:
+            self._fullname = setup.group(1)
+            return
+        m = self._re.search(message)
         if not m:
             return
         event, node, elapsed = m.groups()
         label = self._labels.get(node, node)
         if event == "Executing":
             self.current = label
+            self._cpu0 = _process_cpu_s()
             self._publish()
             LOGGER.info("sub-%s: %s ...", self.subject, label)
-        else:
-            self.current = None
-            self._publish()
-            LOGGER.info("sub-%s: %s done (%.1f s)", self.subject, label, float(elapsed or 0))
+            return
+        self.current = None
+        self._publish()
+        cpu = ""
+        if self.measure_cpu:
+            used = _process_cpu_s() - self._cpu0
+            self.cpu_s[self._fullname or node] = round(used, 2)
+            cpu = f", CPU {used:.1f} s"
+        LOGGER.info("sub-%s: %s done (%.1f s%s)", self.subject, label, float(elapsed or 0), cpu)
 
     def set_stage(self, label: str | None) -> None:
         """Mark a stage outside Nipype's graph (e.g. the longitudinal step) as running."""
@@ -193,13 +226,13 @@ def run_one_subject(
             subject=subject, acquisitions=list(acquisitions), config=config, threads=threads
         )
         wf.base_dir = str(work_dir)
-        tracker = StageTracker(subject, status_file)
+        tracker = StageTracker(subject, status_file, measure_cpu=plugin.get("plugin") == "Linear")
         nlog = logging.getLogger("nipype.workflow")
         nlog.addHandler(tracker)
         try:
             with heartbeat(tracker.activity if status_file is None else (lambda: None), LOGGER):
                 graph = wf.run(**plugin)
-            pgraph.write_stage_timings(graph, log_dir)
+            pgraph.write_stage_timings(graph, log_dir, tracker.cpu_s)
             _run_longitudinal_step(config, subject, acquisitions, threads, tracker, status_file)
         except Exception as exc:  # a failing subject must not stop the others
             sources = {pgraph._wf_name(a): a.all_files()[0] for a in acquisitions}
