@@ -50,7 +50,7 @@ def cohort(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         pid = sim.participant["participant_id"]
         tab = regional_table(
             q.chi_ppm, reg.labels, q.mask, atlas.structures, float(np.prod(sim.voxel_size)),
-            Entities(pid), atlas.name,
+            Entities(pid), atlas.name, r2star_hz=q.r2star_hz, magnitude=q.combined_mag,
         )  # fmt: skip
         tables.append(tab.assign(participant_id=pid))
         truth.append(sim.regional_truth.assign(participant_id=pid))
@@ -70,35 +70,42 @@ def test_atrophy_without_iron_change_is_not_significant(cohort) -> None:
         assert (dgm["q"].dropna() >= 0.05).all(), dgm[["structure", "hemisphere", "q"]]
 
 
+def _assert_volumes_follow(tables, truth, parts, truth_col: str) -> None:
+    """Every subject's thalamus/caudate/putamen (bilateral) volume_mm3 within 10 % of the
+    truth column, and the MS/HC volume ratio of thalamus and caudate within 5 points."""
+    key = ["participant_id", "structure", "hemisphere"]
+    both = tables[key + ["volume_mm3"]].merge(
+        truth[key + [truth_col, "atrophy_fraction"]].rename(columns={truth_col: "true"}), on=key
+    )
+    sel = both[both["structure"].isin(("thalamus", "caudate", "putamen"))]
+    sel = sel[sel["hemisphere"] == "bilateral"]
+    rel = (sel["volume_mm3"] / sel["true"] - 1.0).abs()
+    assert rel.max() <= 0.10, sel.assign(rel=rel)
+    # the patients' volume loss is seen: MS/HC volume ratio within 5 points of the truth
+    ms = sel.participant_id.isin(parts.loc[parts["group"] == "MS", "participant_id"])
+    for name in ("thalamus", "caudate"):
+        s, m = sel[sel["structure"] == name], ms[sel["structure"] == name]
+        ratio = s[m].volume_mm3.mean() / s[~m].volume_mm3.mean()
+        ratio_true = s[m].true.mean() / s[~m].true.mean()
+        assert ratio == pytest.approx(ratio_true, abs=0.05), name
+    assert (sel[ms]["atrophy_fraction"] > 0.05).all()
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="issue 12 acceptance not met on the tiny (3 mm) preset: the registration does not "
-    "follow the sub-voxel atrophy (patients' registered volumes +10.4 % on average for a 10.1 % "
-    "loss, up to +23 %; controls scatter up to 12.5 %; 1 mm-sampled labels no better), "
-    "benchmarks/bench_atrophy_volumes.py and docs/atlas.md",
+    reason="issue 12: the true label volume of the left caudate includes the template's lateral "
+    "ventricle (AAL3 overlaps it; about 22 % of its 1 mm voxels are CSF), which no image-based "
+    "volume counts: controls' caudate -9 to -13 % on the cached tiny cohort "
+    "(benchmarks/bench_atrophy_volumes.py, docs/atlas.md); the tissue volume test passes",
     strict=False,
 )
 def test_structure_volumes_follow_the_atrophy(cohort) -> None:
     tables, truth, parts = cohort
-    key = ["participant_id", "structure", "hemisphere"]
-    both = tables[key + ["volume_mm3"]].merge(
-        truth[key + ["volume_mm3", "atrophy_fraction"]], on=key, suffixes=("", "_true")
-    )
-    sel = both[both["structure"].isin(("thalamus", "caudate", "putamen"))]
-    sel = sel[sel["hemisphere"] == "bilateral"]
-    rel = (sel["volume_mm3"] / sel["volume_mm3_true"] - 1.0).abs()
-    assert rel.max() <= 0.10, sel.assign(rel=rel)
-    # the patients' volume loss is seen: MS/HC volume ratio within 5 points of the truth
-    ms = parts.loc[parts["group"] == "MS", "participant_id"]
-    for name in ("thalamus", "caudate"):
-        s = sel[sel["structure"] == name]
-        ratio = (
-            s[s.participant_id.isin(ms)].volume_mm3.mean()
-            / s[~s.participant_id.isin(ms)].volume_mm3.mean()
-        )
-        ratio_true = (
-            s[s.participant_id.isin(ms)].volume_mm3_true.mean()
-            / s[~s.participant_id.isin(ms)].volume_mm3_true.mean()
-        )
-        assert ratio == pytest.approx(ratio_true, abs=0.05), name
-    assert (sel[sel.participant_id.isin(ms)]["atrophy_fraction"] > 0.05).all()
+    _assert_volumes_follow(tables, truth, parts, "volume_mm3")
+
+
+@pytest.mark.slow
+def test_structure_tissue_volumes_follow_the_atrophy(cohort) -> None:
+    """Against the true tissue volume (true labels without their CSF fraction)."""
+    tables, truth, parts = cohort
+    _assert_volumes_follow(tables, truth, parts, "tissue_volume_mm3")
