@@ -64,8 +64,11 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "volume_mm3": {
         "Description": "Structure volume: sum of the voxels' fractions of the structure's tissue "
         "over its registered label and a one-voxel ring, unmixed from the subject's GRE "
-        "magnitude, susceptibility and R2* (docs/atlas.md); the label volume "
-        "(volume_label_mm3) without magnitude or R2* (single echo); whole_brain: QSM mask.",
+        "magnitude, susceptibility and R2* into structure (median of the label's deepest 20 % "
+        "of voxels), white matter (lowest magnitude mode) and CSF (R2* below 0.35 of white "
+        "matter's), relative to the background (median fraction of the next ring) "
+        "(bids_qsm.stats.volumetry, docs/atlas.md); the label volume (volume_label_mm3) "
+        "without magnitude or R2* (single echo); whole_brain: the QSM mask.",
         "Units": "mm^3",
     },
     "volume_label_mm3": {
