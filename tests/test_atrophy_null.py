@@ -116,3 +116,15 @@ def test_structure_tissue_volumes_follow_the_atrophy(cohort) -> None:
     """Against the true tissue volume (true labels without their CSF fraction)."""
     tables, truth, parts = cohort
     _assert_volumes_follow(tables, truth, parts, "tissue_volume_mm3")
+
+
+@pytest.mark.slow
+def test_true_tissue_volume_leaves_out_the_ventricle(cohort) -> None:
+    """The truth's tissue volume drops the CSF inside the labels: AAL3's left caudate
+    overlaps the template's lateral ventricle, the putamen does not."""
+    _, truth, _ = cohort
+    assert (truth["tissue_volume_mm3"] <= truth["volume_mm3"] + 1e-6).all()
+    side = truth[truth["hemisphere"] == "L"].set_index(["participant_id", "structure"])
+    ratio = (side["tissue_volume_mm3"] / side["volume_mm3"]).unstack()
+    assert (ratio["caudate"] < 0.9).all(), ratio["caudate"]
+    assert (ratio["putamen"] > 0.97).all(), ratio["putamen"]
