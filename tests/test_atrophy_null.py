@@ -107,9 +107,10 @@ def test_structure_volumes_follow_the_atrophy(cohort) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="issue 12 not met by 0.3 points on the tiny (3 mm) preset: against the true "
-    "tissue volume, controls within 5.7 %, patients up to +10.3 % (caudate, 7 % loss); "
-    "MS/HC ratios within 4 points (benchmarks/bench_atrophy_volumes.py, docs/atlas.md)",
+    reason="issue 12 at the edge on the tiny (3 mm) preset: against the true tissue volume, "
+    "controls within 5.7 %, patients up to +10.2-10.3 % (caudate, 7 % loss) in two of three "
+    "runs (the registration varies between runs), MS/HC ratios within 4 points; met on the "
+    "small (2 mm) preset (benchmarks/bench_atrophy_volumes.py, docs/atlas.md)",
     strict=False,
 )
 def test_structure_tissue_volumes_follow_the_atrophy(cohort) -> None:
