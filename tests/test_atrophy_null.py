@@ -102,7 +102,7 @@ LABEL_TRUTH_XFAIL = pytest.mark.xfail(
 )
 TISSUE_TRUTH_XFAIL = pytest.mark.xfail(
     reason="issue 12 at the edge on the tiny (3 mm) preset: against the true tissue volume, "
-    "controls within 5.7 %, patients up to +10.2-10.3 % (caudate, 7 % loss) in two of three "
+    "controls within 5.7 %, patients up to +10.2-10.3 % (caudate, 7 % loss) in three of four "
     "runs (the registration varies between runs), MS/HC ratios within 4 points; met on the "
     "small (2 mm) preset (benchmarks/bench_atrophy_volumes.py, docs/atlas.md)",
     strict=False,
