@@ -95,20 +95,25 @@ def fit_offset_polynomial(
         if not sel.any():
             continue
         pts = np.nonzero(sel)
-        # Per-axis coordinates of the lower voxel of every pair and the step along ax.
-        c_lo = [coords[a][pts[a] if a == ax else pts[a] * stride] for a in range(3)]
-        c_hi = [coords[a][pts[a] + 1] if a == ax else c_lo[a] for a in range(3)]
-        cols = np.empty((pts[0].size, len(exps)))
+        # Powers of the per-axis coordinates of every pair's lower voxel (table look-ups, no
+        # pow per row); along ax only the difference of the powers of the two voxels enters.
+        powers = []
+        for a in range(3):
+            c = coords[a][:, None] ** np.arange(degree + 1)
+            if a == ax:
+                powers.append((c[1:] - c[:-1])[pts[a]])
+            else:
+                powers.append(c[pts[a] * stride])
+        cols = np.empty((len(exps), pts[0].size))  # transposed rows (contiguous columns)
         for n, e in enumerate(exps):
-            m_hi = c_hi[0] ** e[0] * c_hi[1] ** e[1] * c_hi[2] ** e[2]
-            m_lo = c_lo[0] ** e[0] * c_lo[1] ** e[1] * c_lo[2] ** e[2]
-            cols[:, n] = m_hi - m_lo
+            np.multiply(powers[0][:, e[0]], powers[1][:, e[1]], out=cols[n])
+            cols[n] *= powers[2][:, e[2]]
         rows_a.append(cols)
         rows_b.append(_wrap(p_s[hi][sel] - p_s[lo][sel]).astype(np.float64))
         rows_w.append(wp[sel].astype(np.float64))
     if not rows_a:
         return np.zeros(po.shape, np.float32)
-    A = np.concatenate(rows_a)
+    A = np.concatenate(rows_a, axis=1).T
     b = np.concatenate(rows_b)
     wt = np.concatenate(rows_w)
     coef = np.zeros(len(exps))
