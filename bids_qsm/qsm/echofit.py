@@ -23,6 +23,7 @@ import numpy as np
 
 from .grid import block_mean, irfft3, pad_to_fast, rfft3, upsample_linear
 from .offset import fit_offset_polynomial
+from .slabs import SlabRunner
 from .unwrap import auto_downsample, unwrap_laplacian, unwrap_quality
 
 TWO_PI = np.float32(2 * np.pi)
@@ -42,12 +43,9 @@ class FieldFit:
 
 
 def gaussian_smooth_fft(
-    x: np.ndarray,
-    sigma_vox: Sequence[float],
-    weight: np.ndarray | None = None,
-    threads: int = 2,
-    downsample: int = 1,
-) -> np.ndarray:
+    x: np.ndarray, sigma_vox: Sequence[float], weight: np.ndarray | None = None,
+    threads: int = 2, downsample: int = 1,
+) -> np.ndarray:  # fmt: skip
     """Normalised Gaussian smoothing by FFT (sigma in voxels), for real or complex ``x``.
 
     With ``weight``: ``G*(w x) / G*w`` (normalised convolution), so voxels of zero weight (outside
@@ -151,7 +149,13 @@ def mcpc3ds(
         # Twicing: smooth what the smoothing left behind (curvature and mask-edge bias).
         rest = wrap_fast(po - po_s)
         po_s += gaussian_smooth_fft(rest, sigma_vox, w, threads, ds)
-    corrected = wrap_fast(phase - po_s[..., None])
+    corrected = np.empty(phase.shape, np.float32)
+
+    def slab(i0: int, i1: int) -> None:
+        corrected[i0:i1] = wrap_fast(phase[i0:i1] - po_s[i0:i1, ..., None])
+
+    with SlabRunner(phase.shape[0], threads) as run:
+        run(slab)
     return corrected, po_s, dphi_u
 
 
@@ -318,12 +322,23 @@ def fit_field(
     )
     if unwrapping == "quality":
         f0 = dphi_u / (TWO_PI * np.float32(te[1] - te[0]))
-        un = temporal_unwrap(corrected, mag, te, f0)
+        un = np.empty(corrected.shape, np.float32)
     else:
         un = np.stack(
             [unwrapper(corrected[..., k], mask, mag[..., k]) for k in range(n_echo)], axis=-1
         )
-    f, res = weighted_field_fit(un, mag, te)
-    f = np.where(mask, f, np.float32(0))
-    res = np.where(mask, res, np.float32(0))
-    return FieldFit(f, res, np.where(mask, po, np.float32(0)), un * mask[..., None])
+    f = np.empty(mask.shape, np.float32)
+    res = np.empty(mask.shape, np.float32)
+
+    def slab(i0: int, i1: int) -> None:  # per-voxel work, slab by slab
+        m = mask[i0:i1]
+        if unwrapping == "quality":
+            un[i0:i1] = temporal_unwrap(corrected[i0:i1], mag[i0:i1], te, f0[i0:i1])
+        f_s, r_s = weighted_field_fit(un[i0:i1], mag[i0:i1], te)
+        f[i0:i1] = np.where(m, f_s, np.float32(0))
+        res[i0:i1] = np.where(m, r_s, np.float32(0))
+        un[i0:i1] *= m[..., None]
+
+    with SlabRunner(mask.shape[0], threads) as run:
+        run(slab)
+    return FieldFit(f, res, np.where(mask, po, np.float32(0)), un)

@@ -65,11 +65,7 @@ def _eval_polynomial(
 
 
 def fit_offset_polynomial(
-    po: np.ndarray,
-    mask: np.ndarray,
-    weight: np.ndarray,
-    degree: int = 3,
-    stride: int = 3,
+    po: np.ndarray, mask: np.ndarray, weight: np.ndarray, degree: int = 3, stride: int = 3
 ) -> np.ndarray:
     """Polynomial (degree ``degree``) fit of a wrapped smooth phase ``po`` (rad) in ``mask``.
 
