@@ -16,6 +16,7 @@ phase of echo k is ``phi_k = 2 pi f TE_k`` with ``f`` the total field (Hz).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -228,27 +229,23 @@ def repair_unwrapping(
 
     Returns the repaired fit and the number of voxels changed.
     """
-    import scipy.ndimage as ndi
-
     field = fit.field_hz.copy()
     residual = fit.residual.copy()
     un = fit.unwrapped.copy()
-    wrapped = wrap_fast(un)
     n_changed = 0
     for _ in range(passes):
         good = mask & (residual <= threshold)
         bad = mask & ~good
         if not bad.any():
             break
-        w = good.astype(np.float32)
-        num = ndi.uniform_filter(np.where(good, field, 0).astype(np.float32), 3, mode="constant")
-        den = ndi.uniform_filter(w, 3, mode="constant")
-        cand = bad & (den > np.float32(0.5 / 27))
+        idx = np.nonzero(bad)
+        num, den = _neighbour_sums(np.where(good, field, np.float32(0)), good, idx)
+        cand = den > np.float32(0.5)  # at least one good neighbour
         if not cand.any():
             break
-        idx = np.nonzero(cand)
-        f0 = num[idx] / den[idx]
-        u_new = temporal_unwrap(wrapped[idx], mag[idx], te_s, f0)
+        idx = tuple(i[cand] for i in idx)
+        f0 = num[cand] / den[cand]
+        u_new = temporal_unwrap(wrap_fast(fit.unwrapped[idx]), mag[idx], te_s, f0)
         f_new, r_new = weighted_field_fit(u_new, mag[idx], te_s)
         better = r_new < residual[idx]
         sel = tuple(i[better] for i in idx)
@@ -257,6 +254,22 @@ def repair_unwrapping(
         un[sel] = u_new[better]
         n_changed += int(better.sum())
     return FieldFit(field, residual, fit.phase_offset, un), n_changed
+
+
+def _neighbour_sums(
+    values: np.ndarray, good: np.ndarray, idx: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``values`` and of ``good`` over the 3x3x3 neighbourhoods (0 beyond the array)
+    of the voxels ``idx`` (float32): 27 gathers at those voxels only."""
+    vp = np.pad(values.astype(np.float32, copy=False), 1)
+    gp = np.pad(good, 1)
+    num = np.zeros(idx[0].size, np.float32)
+    den = np.zeros(idx[0].size, np.float32)
+    for d in itertools.product((0, 1, 2), repeat=3):
+        j = tuple(i + o for i, o in zip(idx, d, strict=True))
+        num += vp[j]
+        den += gp[j]
+    return num, den
 
 
 def fit_field(
