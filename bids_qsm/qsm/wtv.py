@@ -12,6 +12,11 @@ Splitting (scaled ADMM): ``z1 = grad chi`` (anisotropic TV, soft threshold) and 
 (weighted least squares, element-wise), so every step is closed form; the chi step is a
 k-space division by ``mu1 |E|^2 + mu2 D^2``. Two FFT pairs per iteration. The start is a
 given map (e.g. RTS), so few iterations are needed.
+
+Implementation: only ``s`` and ``w = z - s`` of each split are stored (the chi step needs no
+more), and the element-wise steps (gradient and its adjoint, soft threshold, data split, the
+k-space products) run slab by slab in ``threads`` threads (:mod:`bids_qsm.qsm.slabs`): the
+same float32 arithmetic as whole-array numpy, with less memory traffic.
 """
 
 from __future__ import annotations
@@ -132,22 +137,22 @@ def _iterate(
     # X = inv (mu1 F[grad^T w1] + mu2 D F[w2]), mu1 folded into inv
     X = rfft3(acc, threads)
     W2 = rfft3(st.w2, threads)
-    XD = np.empty(X.shape, X.dtype)
-    run(lambda i0, i1: _kspace_slab(X, W2, mu2_d, inv, D, XD, i0, i1))
-    dx = irfft3(XD, shape, threads)
+    run(lambda i0, i1: _kspace_slab(X, W2, mu2_d, inv, D, i0, i1))
+    dx = irfft3(W2, shape, threads)  # W2 holds X D now
     x_new = irfft3(X, shape, threads)
     run(lambda i0, i1: st.update(x_new, dx, i0, i1))
     return x_new
 
 
-def _kspace_slab(X, W2, mu2_d, inv, D, XD, i0: int, i1: int) -> None:
-    """Slab of the chi step in k-space: ``X = inv (X + mu2_d W2)``, ``XD = X D`` (in place)."""
+def _kspace_slab(X, W2, mu2_d, inv, D, i0: int, i1: int) -> None:
+    """Slab of the chi step in k-space, in place: ``X = inv (X + mu2_d W2)``, then
+    ``W2 = X D``."""
     w2 = W2[i0:i1]
     w2 *= mu2_d[i0:i1]
     x = X[i0:i1]
     x += w2
     x *= inv[i0:i1]
-    np.multiply(x, D[i0:i1], out=XD[i0:i1])
+    np.multiply(x, D[i0:i1], out=w2)
 
 
 @dataclass
