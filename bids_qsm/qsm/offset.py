@@ -109,18 +109,21 @@ def fit_offset_polynomial(
         rows_w.append(wp[sel].astype(np.float64))
     if not rows_a:
         return np.zeros(po.shape, np.float32)
-    A = np.concatenate(rows_a, axis=1).T
-    b = np.concatenate(rows_b)
-    wt = np.concatenate(rows_w)
+    blocks = list(zip(rows_a, rows_b, rows_w, strict=True))  # per axis: A^T, b, weights
+    keep = [np.ones(b.shape, bool) for _, b, _ in blocks]
     coef = np.zeros(len(exps))
-    keep = np.ones(b.shape, bool)
     for _ in range(2):  # fit, then refit without outlying differences (residual-based)
-        wk = np.where(keep, wt, 0.0)
-        aw = A * wk[:, None]
-        coef = np.linalg.lstsq(aw.T @ A, aw.T @ b, rcond=None)[0]
-        r = b - A @ coef
-        scale = 1.4826 * np.median(np.abs(r[keep])) + 1e-6
-        keep = np.abs(r) < 4 * scale
+        gram = np.zeros((len(exps), len(exps)))
+        rhs = np.zeros(len(exps))
+        for (a_t, b, wt), k in zip(blocks, keep, strict=True):
+            aw_t = a_t * np.where(k, wt, 0.0)
+            gram += aw_t @ a_t.T
+            rhs += aw_t @ b
+        coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+        res = [b - coef @ a_t for a_t, b, _ in blocks]
+        kept = np.concatenate([r[k] for r, k in zip(res, keep, strict=True)])
+        scale = 1.4826 * np.median(np.abs(kept)) + 1e-6
+        keep = [np.abs(r) < 4 * scale for r in res]
     poly = _eval_polynomial(coef, exps, coords)
     z = np.sum(w[mask] * np.exp(1j * (po[mask] - poly[mask])))
     return (poly + np.float32(np.angle(z))).astype(np.float32)
