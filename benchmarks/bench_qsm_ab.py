@@ -84,18 +84,11 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     path.unlink()
-    cols = [c for c in rows[0] if c not in ("tree", "round")]
     print(f"\nPreset {args.preset!r}, seed {args.seed}, {args.threads} threads")
-    print(f"| tree | round | {' | '.join(cols)} |")
-    print("|---|---:|" + "---:|" * len(cols))
-    for r in rows:
-        print(f"| {r['tree']} | {r['round']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
-    print("\nMinimum over the rounds")
-    print(f"| tree | {' | '.join(cols)} |")
-    print("|---|" + "---:|" * len(cols))
-    for tree in args.trees:
-        sel = [r for r in rows if r["tree"] == tree]
-        print(f"| {tree} | " + " | ".join(f"{min(r[c] for r in sel):.2f}" for c in cols) + " |")
+    sys.path.insert(0, str(HERE))
+    from bench_qsm import print_tables
+
+    print_tables(rows, "tree", "round", "Minimum over the rounds", min)
     print(f"load average at end: {os.getloadavg()}")
 
 
