@@ -291,22 +291,28 @@ def main() -> None:
                 print("   ", qsm_ci_scores(res.chi_ppm, sub, res.mask, tmp))
         print(f"seed {seed}: one FFT pair on {sub.mag.shape[:3]} took {pair:.3f} s", flush=True)
 
-    cols = [c for c in rows[0] if c not in ("method", "seed")]
     print(f"\nPreset {args.preset!r}, {args.threads} threads; targets (default): DGM slope "
           "0.95-1.05, DGM error <= 5 ppb, |rim-ctr| <= 5 ppb, NRMSE <= 55 %, fwd slope "
           "0.95-1.05, <= 20 s, <= 150 FFT pairs, <= 3 GB")  # fmt: skip
-    print(f"| method | seed | {' | '.join(cols)} |")
+    print_tables(rows, "method", "seed", "Mean over seeds", np.mean)
+    print(f"load average at end: {os.getloadavg()}")
+
+
+def print_tables(rows: list[dict], group: str, item: str, title: str, summary) -> None:
+    """Markdown tables of benchmark rows: one line per row (``group``, ``item`` first), then
+    ``summary`` (e.g. ``np.mean``, ``min``) of every column per group, under ``title``."""
+    cols = [c for c in rows[0] if c not in (group, item)]
+    print(f"| {group} | {item} | {' | '.join(cols)} |")
     print("|---|---:|" + "---:|" * len(cols))
     for r in rows:
-        print(f"| {r['method']} | {r['seed']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
-    print("\nMean over seeds")
-    print(f"| method | {' | '.join(cols)} |")
+        print(f"| {r[group]} | {r[item]} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
+    print(f"\n{title}")
+    print(f"| {group} | {' | '.join(cols)} |")
     print("|---|" + "---:|" * len(cols))
-    for name in args.methods:
-        sel = [r for r in rows if r["method"] == name]
-        means = [f"{np.mean([r[c] for r in sel]):.2f}" for c in cols]
-        print(f"| {name} | " + " | ".join(means) + " |")
-    print(f"load average at end: {os.getloadavg()}")
+    for name in dict.fromkeys(r[group] for r in rows):
+        sel = [r for r in rows if r[group] == name]
+        values = [f"{summary([r[c] for r in sel]):.2f}" for c in cols]
+        print(f"| {name} | " + " | ".join(values) + " |")
 
 
 if __name__ == "__main__":

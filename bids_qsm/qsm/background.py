@@ -23,6 +23,7 @@ import numpy as np
 from .cg import conjugate_gradient
 from .geometry import dipole_kernel, sphere_kernel
 from .grid import bounding_box, irfft3, pad_to_fast, rfft3
+from .slabs import SlabRunner, neg_laplacian_slab
 
 
 def vsharp_radii(
@@ -155,19 +156,6 @@ def pdf(
     return local, mask.copy()
 
 
-def _neg_laplacian(x: np.ndarray, inv_h2: list[np.float32], out: np.ndarray) -> np.ndarray:
-    """``out = -lap(x)`` (7-point stencil, per mm^2) with x taken as 0 beyond the array edge."""
-    out.fill(0)
-    for a in range(3):
-        xs = np.moveaxis(x, a, 0)
-        os_ = np.moveaxis(out, a, 0)
-        c = inv_h2[a]
-        os_ += np.float32(2) * c * xs
-        os_[1:] -= c * xs[:-1]
-        os_[:-1] -= c * xs[1:]
-    return out
-
-
 def lbv(
     field: np.ndarray,
     mask: np.ndarray,
@@ -205,7 +193,9 @@ def lbv(
     inv_h2 = [np.float32(1.0 / (v * v)) for v in vs]
     f = np.pad(np.where(mask[sl], field[sl], 0).astype(np.float32), pad)
     tmp = np.empty(f.shape, np.float32)
-    b = _neg_laplacian(f, inv_h2, np.empty(f.shape, np.float32))
+    run = SlabRunner(f.shape[0], threads)
+    b = np.empty(f.shape, np.float32)
+    run(lambda i0, i1: neg_laplacian_slab(f, inv_h2, i0, i1, b[i0:i1]))
     b *= -w  # lap f in the interior (all 6 neighbours lie in the mask there)
     ev = np.zeros(f.shape, np.float32)
     for a, n in enumerate(f.shape):
@@ -218,7 +208,12 @@ def lbv(
     del ev
 
     def apply_a(x: np.ndarray) -> np.ndarray:  # -lap restricted to the interior (SPD)
-        return np.multiply(_neg_laplacian(x, inv_h2, tmp), w, out=tmp)
+        def slab(i0: int, i1: int) -> None:
+            neg_laplacian_slab(x, inv_h2, i0, i1, tmp[i0:i1])
+            tmp[i0:i1] *= w[i0:i1]
+
+        run(slab)
+        return tmp
 
     def precondition(r: np.ndarray) -> np.ndarray:
         z = sfft.idstn(sfft.dstn(r, type=2, workers=threads) * inv_ev, type=2, workers=threads)
@@ -245,6 +240,7 @@ def lbv(
         p *= np.float32(rz_new / rz)
         p += z
         rz = rz_new
+    run.close()
     out = np.zeros(mask.shape, np.float32)
     out[sl] = (x * w)[region]
     out_mask = np.zeros(mask.shape, bool)

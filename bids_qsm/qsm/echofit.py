@@ -16,6 +16,7 @@ phase of echo k is ``phi_k = 2 pi f TE_k`` with ``f`` the total field (Hz).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from .grid import block_mean, irfft3, pad_to_fast, rfft3, upsample_linear
 from .offset import fit_offset_polynomial
+from .slabs import SlabRunner
 from .unwrap import auto_downsample, unwrap_laplacian, unwrap_quality
 
 TWO_PI = np.float32(2 * np.pi)
@@ -42,12 +44,9 @@ class FieldFit:
 
 
 def gaussian_smooth_fft(
-    x: np.ndarray,
-    sigma_vox: Sequence[float],
-    weight: np.ndarray | None = None,
-    threads: int = 2,
-    downsample: int = 1,
-) -> np.ndarray:
+    x: np.ndarray, sigma_vox: Sequence[float], weight: np.ndarray | None = None,
+    threads: int = 2, downsample: int = 1,
+) -> np.ndarray:  # fmt: skip
     """Normalised Gaussian smoothing by FFT (sigma in voxels), for real or complex ``x``.
 
     With ``weight``: ``G*(w x) / G*w`` (normalised convolution), so voxels of zero weight (outside
@@ -151,7 +150,13 @@ def mcpc3ds(
         # Twicing: smooth what the smoothing left behind (curvature and mask-edge bias).
         rest = wrap_fast(po - po_s)
         po_s += gaussian_smooth_fft(rest, sigma_vox, w, threads, ds)
-    corrected = wrap_fast(phase - po_s[..., None])
+    corrected = np.empty(phase.shape, np.float32)
+
+    def slab(i0: int, i1: int) -> None:
+        corrected[i0:i1] = wrap_fast(phase[i0:i1] - po_s[i0:i1, ..., None])
+
+    with SlabRunner(phase.shape[0], threads) as run:
+        run(slab)
     return corrected, po_s, dphi_u
 
 
@@ -224,27 +229,23 @@ def repair_unwrapping(
 
     Returns the repaired fit and the number of voxels changed.
     """
-    import scipy.ndimage as ndi
-
     field = fit.field_hz.copy()
     residual = fit.residual.copy()
     un = fit.unwrapped.copy()
-    wrapped = wrap_fast(un)
     n_changed = 0
     for _ in range(passes):
         good = mask & (residual <= threshold)
         bad = mask & ~good
         if not bad.any():
             break
-        w = good.astype(np.float32)
-        num = ndi.uniform_filter(np.where(good, field, 0).astype(np.float32), 3, mode="constant")
-        den = ndi.uniform_filter(w, 3, mode="constant")
-        cand = bad & (den > np.float32(0.5 / 27))
+        idx = np.nonzero(bad)
+        num, den = _neighbour_sums(np.where(good, field, np.float32(0)), good, idx)
+        cand = den > np.float32(0.5)  # at least one good neighbour
         if not cand.any():
             break
-        idx = np.nonzero(cand)
-        f0 = num[idx] / den[idx]
-        u_new = temporal_unwrap(wrapped[idx], mag[idx], te_s, f0)
+        idx = tuple(i[cand] for i in idx)
+        f0 = num[cand] / den[cand]
+        u_new = temporal_unwrap(wrap_fast(fit.unwrapped[idx]), mag[idx], te_s, f0)
         f_new, r_new = weighted_field_fit(u_new, mag[idx], te_s)
         better = r_new < residual[idx]
         sel = tuple(i[better] for i in idx)
@@ -253,6 +254,22 @@ def repair_unwrapping(
         un[sel] = u_new[better]
         n_changed += int(better.sum())
     return FieldFit(field, residual, fit.phase_offset, un), n_changed
+
+
+def _neighbour_sums(
+    values: np.ndarray, good: np.ndarray, idx: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``values`` and of ``good`` over the 3x3x3 neighbourhoods (0 beyond the array)
+    of the voxels ``idx`` (float32): 27 gathers at those voxels only."""
+    vp = np.pad(values.astype(np.float32, copy=False), 1)
+    gp = np.pad(good, 1)
+    num = np.zeros(idx[0].size, np.float32)
+    den = np.zeros(idx[0].size, np.float32)
+    for d in itertools.product((0, 1, 2), repeat=3):
+        j = tuple(i + o for i, o in zip(idx, d, strict=True))
+        num += vp[j]
+        den += gp[j]
+    return num, den
 
 
 def fit_field(
@@ -318,12 +335,23 @@ def fit_field(
     )
     if unwrapping == "quality":
         f0 = dphi_u / (TWO_PI * np.float32(te[1] - te[0]))
-        un = temporal_unwrap(corrected, mag, te, f0)
+        un = np.empty(corrected.shape, np.float32)
     else:
         un = np.stack(
             [unwrapper(corrected[..., k], mask, mag[..., k]) for k in range(n_echo)], axis=-1
         )
-    f, res = weighted_field_fit(un, mag, te)
-    f = np.where(mask, f, np.float32(0))
-    res = np.where(mask, res, np.float32(0))
-    return FieldFit(f, res, np.where(mask, po, np.float32(0)), un * mask[..., None])
+    f = np.empty(mask.shape, np.float32)
+    res = np.empty(mask.shape, np.float32)
+
+    def slab(i0: int, i1: int) -> None:  # per-voxel work, slab by slab
+        m = mask[i0:i1]
+        if unwrapping == "quality":
+            un[i0:i1] = temporal_unwrap(corrected[i0:i1], mag[i0:i1], te, f0[i0:i1])
+        f_s, r_s = weighted_field_fit(un[i0:i1], mag[i0:i1], te)
+        f[i0:i1] = np.where(m, f_s, np.float32(0))
+        res[i0:i1] = np.where(m, r_s, np.float32(0))
+        un[i0:i1] *= m[..., None]
+
+    with SlabRunner(mask.shape[0], threads) as run:
+        run(slab)
+    return FieldFit(f, res, np.where(mask, po, np.float32(0)), un)

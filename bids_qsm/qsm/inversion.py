@@ -44,15 +44,9 @@ def _unpad(x: np.ndarray, mask: np.ndarray, sl, region) -> np.ndarray:
 
 
 def tkd(
-    field: np.ndarray,
-    mask: np.ndarray,
-    voxel_size: np.ndarray,
-    b0_dir: np.ndarray,
-    *,
-    threshold: float = 0.15,
-    pad_mm: float = 12.0,
-    threads: int = 2,
-) -> np.ndarray:
+    field: np.ndarray, mask: np.ndarray, voxel_size: np.ndarray, b0_dir: np.ndarray,
+    threshold: float = 0.15, *, pad_mm: float = 12.0, threads: int = 2,
+) -> np.ndarray:  # fmt: skip
     """Truncated k-space division (ppm in, ppm out); ``threshold`` on ``|D|``."""
     f, _, D, sl, region = _prepare(field, mask, voxel_size, b0_dir, pad_mm)
     t = np.float32(threshold)

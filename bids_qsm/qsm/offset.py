@@ -65,11 +65,7 @@ def _eval_polynomial(
 
 
 def fit_offset_polynomial(
-    po: np.ndarray,
-    mask: np.ndarray,
-    weight: np.ndarray,
-    degree: int = 3,
-    stride: int = 3,
+    po: np.ndarray, mask: np.ndarray, weight: np.ndarray, degree: int = 3, stride: int = 3
 ) -> np.ndarray:
     """Polynomial (degree ``degree``) fit of a wrapped smooth phase ``po`` (rad) in ``mask``.
 
@@ -95,31 +91,39 @@ def fit_offset_polynomial(
         if not sel.any():
             continue
         pts = np.nonzero(sel)
-        # Per-axis coordinates of the lower voxel of every pair and the step along ax.
-        c_lo = [coords[a][pts[a] if a == ax else pts[a] * stride] for a in range(3)]
-        c_hi = [coords[a][pts[a] + 1] if a == ax else c_lo[a] for a in range(3)]
-        cols = np.empty((pts[0].size, len(exps)))
+        # Powers of the per-axis coordinates of every pair's lower voxel (table look-ups, no
+        # pow per row); along ax only the difference of the powers of the two voxels enters.
+        powers = []
+        for a in range(3):
+            c = coords[a][:, None] ** np.arange(degree + 1)
+            if a == ax:
+                powers.append((c[1:] - c[:-1])[pts[a]])
+            else:
+                powers.append(c[pts[a] * stride])
+        cols = np.empty((len(exps), pts[0].size))  # transposed rows (contiguous columns)
         for n, e in enumerate(exps):
-            m_hi = c_hi[0] ** e[0] * c_hi[1] ** e[1] * c_hi[2] ** e[2]
-            m_lo = c_lo[0] ** e[0] * c_lo[1] ** e[1] * c_lo[2] ** e[2]
-            cols[:, n] = m_hi - m_lo
+            np.multiply(powers[0][:, e[0]], powers[1][:, e[1]], out=cols[n])
+            cols[n] *= powers[2][:, e[2]]
         rows_a.append(cols)
         rows_b.append(_wrap(p_s[hi][sel] - p_s[lo][sel]).astype(np.float64))
         rows_w.append(wp[sel].astype(np.float64))
     if not rows_a:
         return np.zeros(po.shape, np.float32)
-    A = np.concatenate(rows_a)
-    b = np.concatenate(rows_b)
-    wt = np.concatenate(rows_w)
+    blocks = list(zip(rows_a, rows_b, rows_w, strict=True))  # per axis: A^T, b, weights
+    keep = [np.ones(b.shape, bool) for _, b, _ in blocks]
     coef = np.zeros(len(exps))
-    keep = np.ones(b.shape, bool)
     for _ in range(2):  # fit, then refit without outlying differences (residual-based)
-        wk = np.where(keep, wt, 0.0)
-        aw = A * wk[:, None]
-        coef = np.linalg.lstsq(aw.T @ A, aw.T @ b, rcond=None)[0]
-        r = b - A @ coef
-        scale = 1.4826 * np.median(np.abs(r[keep])) + 1e-6
-        keep = np.abs(r) < 4 * scale
+        gram = np.zeros((len(exps), len(exps)))
+        rhs = np.zeros(len(exps))
+        for (a_t, b, wt), k in zip(blocks, keep, strict=True):
+            aw_t = a_t * np.where(k, wt, 0.0)
+            gram += aw_t @ a_t.T
+            rhs += aw_t @ b
+        coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+        res = [b - coef @ a_t for a_t, b, _ in blocks]
+        kept = np.concatenate([r[k] for r, k in zip(res, keep, strict=True)])
+        scale = 1.4826 * np.median(np.abs(kept)) + 1e-6
+        keep = [np.abs(r) < 4 * scale for r in res]
     poly = _eval_polynomial(coef, exps, coords)
     z = np.sum(w[mask] * np.exp(1j * (po[mask] - poly[mask])))
     return (poly + np.float32(np.angle(z))).astype(np.float32)

@@ -247,20 +247,11 @@ def qsm_parameters(
 
 
 def reconstruct_qsm(
-    mag: np.ndarray,
-    phase_rad: np.ndarray,
-    te_s: Sequence[float],
-    b0_tesla: float,
-    voxel_size: np.ndarray,
-    b0_dir: np.ndarray,
-    options: QSMOptions | None = None,
-    mask: np.ndarray | None = None,
-    csf_mask: np.ndarray | None = None,
-    threads: int = 2,
-    *,
-    total_field_hz: np.ndarray | None = None,
-    local_field_ppm: np.ndarray | None = None,
-) -> QSMResult:
+    mag: np.ndarray, phase_rad: np.ndarray, te_s: Sequence[float], b0_tesla: float,
+    voxel_size: np.ndarray, b0_dir: np.ndarray, options: QSMOptions | None = None,
+    mask: np.ndarray | None = None, csf_mask: np.ndarray | None = None, threads: int = 2,
+    *, total_field_hz: np.ndarray | None = None, local_field_ppm: np.ndarray | None = None,
+) -> QSMResult:  # fmt: skip
     """Run the QSM pipeline on (X, Y, Z, E) magnitude and phase (rad); see module docstring.
 
     ``te_s`` echo times (s), ``b0_tesla`` field strength (T), ``voxel_size`` (mm), ``b0_dir``

@@ -318,7 +318,9 @@ def prepare_field(
 
     r2 = t2 = None
     if multi:  # R2* is cheap and is needed by the tissue criterion of the mask
-        r2, t2 = fit_r2star(inp.mag4[box], inp.te, m_box, r2star_max_hz=opt.r2star_max_hz)
+        r2, t2 = fit_r2star(
+            inp.mag4[box], inp.te, m_box, r2star_max_hz=opt.r2star_max_hz, threads=threads
+        )
     tick("r2star")
 
     r2_max = opt.mask_r2star_max_hz
@@ -347,14 +349,9 @@ def prepare_field(
 
 
 def remove_background(
-    field_ppm: np.ndarray,
-    mask: np.ndarray,
-    vs: np.ndarray,
-    b0: np.ndarray,
-    opt: QSMOptions,
-    threads: int = 2,
-    user_local_ppm: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    field_ppm: np.ndarray, mask: np.ndarray, vs: np.ndarray, b0: np.ndarray, opt: QSMOptions,
+    threads: int = 2, user_local_ppm: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:  # fmt: skip
     """(local field ppm, its mask, V-SHARP radii mm) by ``BG_REMOVAL_REGISTRY[opt.bg_removal]``.
 
     ``user_local_ppm`` (a background-free user field on the same grid) replaces the method.

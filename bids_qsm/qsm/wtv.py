@@ -12,15 +12,24 @@ Splitting (scaled ADMM): ``z1 = grad chi`` (anisotropic TV, soft threshold) and 
 (weighted least squares, element-wise), so every step is closed form; the chi step is a
 k-space division by ``mu1 |E|^2 + mu2 D^2``. Two FFT pairs per iteration. The start is a
 given map (e.g. RTS), so few iterations are needed.
+
+Implementation: only ``s`` and ``w = z - s`` of each split are stored (the chi step needs no
+more), and the element-wise steps (gradient and its adjoint, soft threshold, data split, the
+k-space products) run slab by slab in ``threads`` threads (:mod:`bids_qsm.qsm.slabs`): the
+same float32 arithmetic as whole-array numpy, with less memory traffic.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
 from .geometry import dipole_kernel
 from .grid import bounding_box, irfft3, laplacian_eigenvalues, pad_to_fast, rfft3
-from .inversion import _grad_adjoint_add, _grad_forward, rts
+from .inversion import rts
+from .slabs import SlabRunner, grad_adjoint_slab, grad_slab
 
 
 def weighted_tv(
@@ -76,100 +85,136 @@ def weighted_tv(
     den = np.float32(mu1) * L + np.float32(mu2) * D * D
     inv = np.where(den > 0, 1 / np.where(den > 0, den, 1), 0).astype(np.float32)
     del den, L
-    h = [float(v) for v in vs]
+    inv *= np.float32(mu1)  # folds mu1 of the chi-step right-hand side
+    mu2_d = (np.float32(mu2 / mu1) * D).astype(np.float32)
     if x0 is None:
         x = np.zeros(shape, np.float32)
     else:
         x = pad_to_fast(np.where(mask, x0, 0)[sl].astype(np.float32), pad)[0]
-    # z1 = grad x, s1 = 0; z2 = D x, s2 = 0 (the start is a fixed point of the splitting).
-    z1 = [_grad_forward(x, a, h[a], np.empty(shape, np.float32)) for a in range(3)]
-    s1 = [np.zeros(shape, np.float32) for _ in range(3)]
-    z2 = irfft3(rfft3(x, threads) * D, shape, threads)
-    s2 = np.zeros(shape, np.float32)
-    w2f = w2 * f
-    w2_mu = (np.float32(1) / (w2 + np.float32(mu2))).astype(np.float32)
-    thr = np.float32(lam / mu1)
-    mu2_d = (np.float32(mu2 / mu1) * D).astype(np.float32)
-    inv *= np.float32(mu1)
-    acc = np.empty(shape, np.float32)
+    st = _Splits(
+        inv_h=[np.float32(1.0 / float(v)) for v in vs], thr=np.float32(lam / mu1),
+        relax=float(relax), mu2=np.float32(mu2), w2f=w2 * f,
+        w2_mu=(np.float32(1) / (w2 + np.float32(mu2))).astype(np.float32),
+    )  # fmt: skip
+    del w2, f
     n_iter = 0
-    for _ in range(max_iter):
-        n_iter += 1
-        acc.fill(0)
-        for a in range(3):
-            z1[a] -= s1[a]  # z1 - s1 (restored below from the new z1)
-            _grad_adjoint_add(z1[a], a, h[a], acc)
-        X = rfft3(acc, threads)  # X = inv (mu1 F[acc] + mu2 D F[z2 - s2]), mu1 folded in
-        z2 -= s2
-        Z2 = rfft3(z2, threads)
-        Z2 *= mu2_d
-        X += Z2
-        del Z2
-        X *= inv
-        dx = irfft3(X * D, shape, threads)
-        x_new = irfft3(X, shape, threads)
-        del X
-        _update_splits(x_new, dx, z1, s1, z2, s2, acc, h, thr, relax, mu2, w2f, w2_mu)
-        if tol > 0:
-            x -= x_new
-            change = float(
-                np.sqrt(np.vdot(x, x)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30)
-            )
-            if change < tol:
-                x = x_new
-                break
-        x = x_new
+    with SlabRunner(shape[0], threads) as run:
+        # z1 = grad x, s1 = 0; z2 = D x, s2 = 0 (the start is a fixed point of the splitting):
+        # w1 = z1 - s1 = grad x, w2 = z2 - s2 = D x.
+        st.start(x, irfft3(rfft3(x, threads) * D, shape, threads), run)
+        acc = np.empty(shape, np.float32)
+        for _ in range(max_iter):
+            n_iter += 1
+            x_new = _iterate(st, D, mu2_d, inv, acc, run, threads)
+            if tol > 0:
+                x -= x_new
+                change = float(
+                    np.sqrt(np.vdot(x, x)) / max(np.sqrt(float(np.vdot(x_new, x_new))), 1e-30)
+                )
+                if change < tol:
+                    x = x_new
+                    break
+            x = x_new
     out = np.zeros(mask.shape, np.float32)
     out[sl] = x[region]
     out[~mask] = 0
     return out, n_iter
 
 
-def _update_splits(
-    x_new: np.ndarray,
-    dx: np.ndarray,
-    z1: list[np.ndarray],
-    s1: list[np.ndarray],
-    z2: np.ndarray,
-    s2: np.ndarray,
-    scratch: np.ndarray,
-    h: list[float],
-    thr: np.float32,
-    relax: float,
-    mu2: float,
-    w2f: np.ndarray,
-    w2_mu: np.ndarray,
-) -> None:
-    """z- and scaled-dual steps of :func:`weighted_tv`, in place (``dx = D x_new`` is consumed).
+def _iterate(
+    st: _Splits,
+    D: np.ndarray,
+    mu2_d: np.ndarray,
+    inv: np.ndarray,
+    acc: np.ndarray,
+    run: SlabRunner,
+    threads: int,
+) -> np.ndarray:
+    """One ADMM iteration of :func:`weighted_tv`: the chi step (2 FFT pairs), then the z- and
+    dual steps of ``st`` in place. Returns the new chi (padded grid)."""
+    shape = acc.shape
+    run(lambda i0, i1: grad_adjoint_slab(st.w1, st.inv_h, i0, i1, acc[i0:i1]))
+    # X = inv (mu1 F[grad^T w1] + mu2 D F[w2]), mu1 folded into inv
+    X = rfft3(acc, threads)
+    W2 = rfft3(st.w2, threads)
+    run(lambda i0, i1: _kspace_slab(X, W2, mu2_d, inv, D, i0, i1))
+    dx = irfft3(W2, shape, threads)  # W2 holds X D now
+    x_new = irfft3(X, shape, threads)
+    run(lambda i0, i1: st.update(x_new, dx, i0, i1))
+    return x_new
 
-    On entry ``z1`` and ``z2`` hold ``z - s`` of the previous iteration. TV split: soft
-    threshold of ``r = grad x + s1``; data split: ``z2 = (W^2 f + mu2 r2) / (W^2 + mu2)`` with
-    ``r2 = D x + s2``. Over-relaxation (Boyd 2011, 3.4.3) replaces ``A x`` by
-    ``relax A x + (1 - relax) z_old``, i.e. ``r = relax A x + (1 - relax) (z - s) + (2 - relax) s``.
+
+def _kspace_slab(X, W2, mu2_d, inv, D, i0: int, i1: int) -> None:
+    """Slab of the chi step in k-space, in place: ``X = inv (X + mu2_d W2)``, then
+    ``W2 = X D``."""
+    w2 = W2[i0:i1]
+    w2 *= mu2_d[i0:i1]
+    x = X[i0:i1]
+    x += w2
+    x *= inv[i0:i1]
+    np.multiply(x, D[i0:i1], out=w2)
+
+
+@dataclass
+class _Splits:
+    """Split variables of :func:`weighted_tv`, stored as ``s`` (scaled dual) and ``w = z - s``
+    (all that the chi step needs), updated slab by slab in place.
+
+    TV split: soft threshold of ``r = grad x + s1``: ``s1 = r - soft(r) = clip(r)``,
+    ``z1 = r - s1``, so ``w1 = r - 2 s1``. Data split: ``r2 = D x + s2``,
+    ``z2 = (W^2 f + mu2 r2) / (W^2 + mu2)``, ``s2 = r2 - z2``, ``w2 = z2 - s2``.
+    Over-relaxation (Boyd 2011, 3.4.3) replaces ``A x`` by ``relax A x + (1 - relax) z_old``,
+    i.e. ``r = relax A x + (1 - relax) w + (2 - relax) s``.
     """
-    a_x, a_z, a_s = np.float32(relax), np.float32(1 - relax), np.float32(2 - relax)
-    for a in range(3):
-        g = _grad_forward(x_new, a, h[a], scratch)
-        r = z1[a]
-        if relax == 1.0:
-            np.add(g, s1[a], out=r)
-        else:
-            r *= a_z
-            r += a_x * g
-            r += a_s * s1[a]
-        np.clip(r, -thr, thr, out=s1[a])  # new s1 = r - soft(r) = clip(r)
-        r -= s1[a]  # z1 = soft(r)
-    if relax == 1.0:
-        dx += s2
-    else:
-        z2 *= a_z
-        dx *= a_x
-        dx += z2
-        dx += a_s * s2
-    np.multiply(dx, np.float32(mu2), out=z2)
-    z2 += w2f
-    z2 *= w2_mu
-    np.subtract(dx, z2, out=s2)
+
+    inv_h: list[np.float32]
+    thr: np.float32
+    relax: float
+    mu2: np.float32
+    w2f: np.ndarray
+    w2_mu: np.ndarray
+    s1: list[np.ndarray] = dataclasses.field(default_factory=list)
+    w1: list[np.ndarray] = dataclasses.field(default_factory=list)
+    s2: np.ndarray | None = None
+    w2: np.ndarray | None = None
+
+    def start(self, x: np.ndarray, dx: np.ndarray, run: SlabRunner) -> None:
+        """``s = 0``, ``w1 = grad x``, ``w2 = D x`` (``dx``, kept)."""
+        self.s1 = [np.zeros(x.shape, np.float32) for _ in range(3)]
+        self.w1 = [np.empty(x.shape, np.float32) for _ in range(3)]
+        for a in range(3):
+            run(lambda i0, i1, a=a: grad_slab(x, a, self.inv_h[a], i0, i1, self.w1[a][i0:i1]))
+        self.s2 = np.zeros(x.shape, np.float32)
+        self.w2 = dx
+
+    def _relaxed(self, ax_: np.ndarray, w: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """``r`` from ``ax_ = A x`` (overwritten with r; ``w`` is overwritten too)."""
+        if self.relax == 1.0:
+            ax_ += s
+            return ax_
+        ax_ *= np.float32(self.relax)
+        w *= np.float32(1 - self.relax)
+        ax_ += w
+        ax_ += np.float32(2 - self.relax) * s
+        return ax_
+
+    def update(self, x_new: np.ndarray, dx: np.ndarray, i0: int, i1: int) -> None:
+        """z- and dual steps on rows ``i0:i1`` (``dx = D x_new`` is consumed there)."""
+        g = np.empty((i1 - i0, *x_new.shape[1:]), np.float32)
+        for a in range(3):
+            grad_slab(x_new, a, self.inv_h[a], i0, i1, g)
+            s, w = self.s1[a][i0:i1], self.w1[a][i0:i1]
+            r = self._relaxed(g, w, s)
+            np.clip(r, -self.thr, self.thr, out=s)
+            np.subtract(r, s, out=w)
+            w -= s
+        s, w = self.s2[i0:i1], self.w2[i0:i1]
+        r = self._relaxed(dx[i0:i1], w, s)
+        np.multiply(r, self.mu2, out=w)
+        w += self.w2f[i0:i1]
+        w *= self.w2_mu[i0:i1]  # z2
+        np.subtract(r, w, out=s)
+        w -= s
 
 
 def invert_wtv(
