@@ -175,6 +175,7 @@ def register_atlas(
         tmp = Path(tmpd)
         t0 = time.perf_counter()
         fixed = _fixed_images(atlas, grid, p, tmp)
+        parameters["RegistrationDomain"] = fixed["domain"]
         moving_path, syn_metric = _subject_image(
             mag, mask, gre_affine, t1w, tmp, p, threads, seed, timings, parameters
         )
@@ -258,8 +259,10 @@ def _fixed_images(atlas: Atlas, grid: float, p: RegistrationParams, tmp: Path) -
     ants.image_write(tpl_g, str(fixed_path))
     mask_path = tmp / "fixed_mask.nii"
     ants.image_write(ants.iMath(tpl_mask_g, "MD", _MASK_DILATION_VOX), str(mask_path))
+    domain = {"CropMarginVox": margin, "MetricMaskDilationVox": _MASK_DILATION_VOX,
+              "ShapeVox": [int(n) for n in tpl_g.shape]}  # fmt: skip
     return {"tpl": tpl, "tpl_mask": tpl_mask, "grid_img": tpl_g, "path": fixed_path,
-            "mask_path": mask_path}  # fmt: skip
+            "mask_path": mask_path, "domain": domain}  # fmt: skip
 
 
 def _subject_image(
