@@ -9,7 +9,8 @@ means, the registration QC values, wall and CPU time, and the load average; then
 issue-12 targets with the worst case.
 
 Usage: ``.venv/bin/python benchmarks/bench_atlas.py [--preset full] [--seeds 1 2 3]
-[--threads 2] [--json out.json] [--sloppy] [--params '{"cc_radius": 2}']`` (``--sloppy``: start
+[--threads 2] [--json out.json] [--sloppy] [--params '{"cc_radius": 2}'] [--cache DIR]``
+(``--cache``: keep/reuse each seed's simulated subject and QSM; ``--sloppy``: start
 from the ``--sloppy`` preset; ``--params``: JSON overrides of ``RegistrationParams``; the ITK
 thread count is fixed before ANTs is first used).
 """
@@ -134,6 +135,35 @@ def print_tables(results: dict[str, dict]) -> bool:
     return ok
 
 
+def subject_and_qsm(preset: str, seed: int, threads: int, cache: Path | None):
+    """The simulated subject (with its T1w) and its QSM (ppm); from/to ``cache`` if given
+    (only the fields the benchmark uses are kept: magnitude, affine, masks, T1w, labels)."""
+    import pickle
+    from types import SimpleNamespace
+
+    from bids_qsm.qsm.pipeline import reconstruct_qsm
+    from bids_qsm.simulate.subject import simulate_subject
+
+    path = cache / f"{preset}_seed{seed}.pkl" if cache else None
+    if path is not None and path.is_file():
+        print(f"seed {seed}: simulated subject and QSM from {path}", flush=True)
+        return pickle.loads(path.read_bytes())
+    t0 = time.perf_counter()
+    sim = simulate_subject(preset, seed=seed, t1w=True)
+    t_sim = time.perf_counter() - t0
+    q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
+                        sim.b0_dir, threads=threads)  # fmt: skip
+    print(f"seed {seed}: simulated in {t_sim:.1f} s, QSM in {time.perf_counter() - t0 - t_sim:.1f}"
+          f" s; deformation {sim.deformation.info.get('MeanDisplacementInBrainMM')} mm mean, "
+          f"scale {sim.deformation.info.get('Scale')}", flush=True)  # fmt: skip
+    keep = SimpleNamespace(**{k: getattr(sim, k) for k in ("mag", "affine", "brain_mask", "t1w",
+                                                             "labels")})  # fmt: skip
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps((keep, q.chi_ppm)))
+    return keep, q.chi_ppm
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="full", choices=["tiny", "small", "full"])
@@ -143,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--params", default="{}", help="JSON overrides of RegistrationParams")
     ap.add_argument("--sloppy", action="store_true", help="start from the --sloppy preset")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep/reuse each seed's simulated subject and QSM (pickle)")  # fmt: skip
     args = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
 
@@ -151,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     from bids_qsm.atlas.registration import RegistrationParams
     from bids_qsm.atlas.registry import load_atlas
     from bids_qsm.atlas.stages import SLOPPY_PARAMS
-    from bids_qsm.qsm.pipeline import reconstruct_qsm
-    from bids_qsm.simulate.subject import simulate_subject
 
     atlas = load_atlas()
     over = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.params).items()}
@@ -160,22 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     params = RegistrationParams(**{**base, **over})
     results: dict[str, dict] = {}
     for seed in args.seeds:
-        t0 = time.perf_counter()
-        sim = simulate_subject(args.preset, seed=seed, t1w="T1w" in args.cases)
-        t_sim = time.perf_counter() - t0
-        q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
-                            sim.b0_dir, threads=args.threads)  # fmt: skip
-        t_qsm = time.perf_counter() - t0 - t_sim
-        print(f"seed {seed}: simulated in {t_sim:.1f} s, QSM in {t_qsm:.1f}"
-              f" s; deformation {sim.deformation.info.get('MeanDisplacementInBrainMM')} mm mean, "
-              f"scale {sim.deformation.info.get('Scale')}", flush=True)  # fmt: skip
+        sim, chi = subject_and_qsm(args.preset, seed, args.threads, args.cache)
         for with_t1w in [c == "T1w" for c in args.cases]:
             name = f"{'T1w' if with_t1w else 'GRE'}/s{seed}"
-            res = run_case(sim, q.chi_ppm, atlas, with_t1w, args.threads, seed, params)
+            res = run_case(sim, chi, atlas, with_t1w, args.threads, seed, params)
             results[name] = res
             print(f"  {name}: wall {res['wall']:.1f} s, CPU {res['cpu']:.1f} s, load "
                   f"{res['load']:.1f}, steps {res['steps']}", flush=True)  # fmt: skip
-        del sim, q
+        del sim, chi
     grids = sorted({r["grid_mm"] for r in results.values()})
     print(f"\npreset={args.preset} threads={args.threads} seeds={args.seeds} grid_mm={grids} "
           f"params={'sloppy preset' if args.sloppy else 'defaults'}"

@@ -92,6 +92,8 @@ def test_register_tiny_fast(tmp_path: Path, atlas) -> None:
     assert reg.parameters["DeepGrayMatterStage"] is True
     assert "iron CC" in stages[2]["Metric"] and "iron CC" in stages[3]["Metric"]
     assert reg.parameters["IronChannel"]["Metric"] == "CC"
+    # crop margin 8 mm, but at least one voxel beyond the metric mask (dilated 3 voxels)
+    assert reg.parameters["RegistrationDomain"]["CropMarginVox"] == 4
     assert {"dgm_local_cc", "jacobian_p01", "iron_contrast_min_ppb", "status"} <= set(reg.qc)
     assert reg.qc["status"]["iron_contrast_min_ppb"] == "ok" and reg.qc["jacobian_p01"] > 0
 

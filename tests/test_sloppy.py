@@ -15,7 +15,7 @@ def test_sloppy_preset_has_fewer_iterations_and_names_itself() -> None:
     def syn_cost(p: RegistrationParams) -> float:  # iterations x voxels of each level
         return sum(i / s**3 for i, s in zip(p.syn_iterations, p.syn_shrink, strict=True))
 
-    assert syn_cost(sloppy) < syn_cost(default) / 3
+    assert syn_cost(sloppy) < syn_cost(default) / 1.9
     assert sloppy.syn_iterations[-1] < default.syn_iterations[-1]
     assert sloppy.grid_mm == default.grid_mm and sloppy.cc_radius == default.cc_radius
 
@@ -47,7 +47,7 @@ def test_box_stage_replaces_the_finest_whole_brain_level_on_fine_data() -> None:
     assert use_dgm_stage(RegistrationParams(dgm_stage=True), 3.0)
     f = Path("f.nii.gz")
     box = {"fixed": f, "mask": f, "iron_fixed": f, "size_mm": [90.0, 100.0, 80.0], "grid": 2.0}
-    for dgm, n_stages, syn_its in ((box, 4, [60, 40]), (None, 3, [60, 40, 20])):
+    for dgm, n_stages, syn_its in ((box, 4, [60, 40]), (None, 3, [60, 40, 10])):
         args, stages = registration_args(f, f, f, "MI", p, 0, "o_", (f, f, {}), dgm)
         assert len(stages) == n_stages and stages[2]["Iterations"] == syn_its
         assert args.count("--transform") == n_stages

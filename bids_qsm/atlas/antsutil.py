@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from bids_qsm.atlas.registry import Atlas
-from bids_qsm.atlas.transforms import itk_threads, nib_to_ants
+from bids_qsm.atlas.transforms import itk_threads
 from bids_qsm.errors import InputDataError
-
-#: Offset (mm) of the coordinate images of :func:`template_coords`; larger than any head.
-_COORD_OFFSET_MM = 1000.0
 
 
 def combine_magnitude(img: nib.Nifti1Image) -> np.ndarray:
@@ -110,29 +108,42 @@ def levels(
     return tuple(its), tuple(shrinks), smooth
 
 
-def template_coords(atlas: Atlas, gre_ref, xfm: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Template world coordinates (mm, (3, X, Y, Z)) of every voxel of ``gre_ref``.
+def template_coords(
+    atlas: Atlas, gre_ref, ref_affine: np.ndarray, xfm: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Template world coordinates (mm, RAS, (3, X, Y, Z)) of every voxel of ``gre_ref`` (an
+    ANTs image whose voxel -> RAS affine is ``ref_affine``).
 
-    Linear interpolation of the template's coordinate images is exact (they are linear).
-    The images carry an offset of ``_COORD_OFFSET_MM`` so that ANTs' default value 0 (points
-    outside the template grid) is recognisable. Returns (coordinates, inside), coordinates
-    0 where ``inside`` is False."""
+    One ``antsApplyTransforms`` call composes ``xfm`` into a displacement field on the
+    ``gre_ref`` grid (``--output [field,1]``, written uncompressed): each voxel's template
+    point is its own position plus that displacement, exactly the point at which ANTs would
+    sample a template image. Returns (coordinates, inside): ``inside`` is False where the
+    point falls outside the template grid (ITK's buffer: half a voxel beyond the edge
+    voxel centres), and the coordinates are 0 there."""
     import ants
+    from ants.internal import get_lib_fn, process_arguments
 
-    aff = atlas.template_img.affine
-    shape = atlas.template_img.shape[:3]
-    out = []
+    with tempfile.TemporaryDirectory(prefix=".coords-") as tmpd:
+        field_path = str(Path(tmpd) / "field.nii")
+        args = ["-d", 3, "-i", gre_ref, "-o", f"[{field_path},1]", "-r", gre_ref]
+        for x in xfm:
+            args += ["-t", str(x)]
+        args += ["-v", 0, "--float", 1]
+        if get_lib_fn("antsApplyTransforms")(process_arguments(args)) != 0:
+            raise RuntimeError("antsApplyTransforms could not compose the transforms")
+        disp = ants.image_read(field_path).numpy()  # (X, Y, Z, 3), mm, ITK's LPS axes
+    shape = tuple(gre_ref.shape)
+    aff = np.asarray(ref_affine, dtype=float)
+    ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    coords = (aff[:3, :3].astype(np.float32) @ ijk).reshape(3, *shape)
+    lps = np.array([-1.0, -1.0, 1.0], np.float32)
     for k in range(3):
-        lin = [np.arange(n, dtype=np.float32) for n in shape]
-        val = sum(
-            np.float32(aff[k, j]) * np.reshape(lin[j], [-1 if i == j else 1 for i in range(3)])
-            for j in range(3)
-        ) + np.float32(aff[k, 3] + _COORD_OFFSET_MM)
-        img = nib_to_ants(nib.Nifti1Image(np.broadcast_to(val, shape).astype(np.float32), aff))
-        out.append(ants.apply_transforms(gre_ref, img, xfm, interpolator="linear").numpy())
-    coords = np.stack(out)
-    inside = np.all(coords > 0.5 * _COORD_OFFSET_MM, axis=0)
-    coords -= np.float32(_COORD_OFFSET_MM)
+        coords[k] += np.float32(aff[k, 3]) + lps[k] * disp[..., k]
+    del disp
+    inv = np.linalg.inv(np.asarray(atlas.template_img.affine, dtype=float))
+    t_ijk = inv[:3, :3] @ coords.reshape(3, -1) + inv[:3, 3:4]
+    n_vox = np.asarray(atlas.template_img.shape[:3])[:, None]
+    inside = _in_buffer(t_ijk, n_vox).reshape(shape)
     coords[:, ~inside] = 0.0
     return coords, inside
 
@@ -152,6 +163,8 @@ def labels_at(
     loops over all ~170 AAL3 labels per voxel).
     """
     lab = np.asarray(labels_img.dataobj).astype(np.int32)
+    flat = lab.ravel()
+    stride = np.asarray([lab.shape[1] * lab.shape[2], lab.shape[2], 1], dtype=np.int64)
     inv = np.linalg.inv(np.asarray(labels_img.affine, dtype=float))
     pts = np.asarray(coords, dtype=np.float64).reshape(3, -1)
     keep = np.ones(pts.shape[1], bool) if inside is None else np.asarray(inside).reshape(-1)
@@ -163,27 +176,40 @@ def labels_at(
         ok = _in_buffer(ijk, n_vox) & keep[s : s + chunk]
         ijk = ijk[:, ok]
         base = np.floor(ijk).astype(np.int64)
-        frac = ijk - base
+        # flat offsets of the two neighbours per axis; ITK's linear interpolator repeats the
+        # edge voxel for neighbours beyond the edge
+        off = [[np.clip(base[d] + o, 0, n_vox[d, 0] - 1) * stride[d] for o in (0, 1)]
+               for d in range(3)]  # fmt: skip
         cl = np.empty((8, ijk.shape[1]), np.int32)
-        cw = np.empty((8, ijk.shape[1]), np.float64)
         for k, (a, b, c) in enumerate(corners):
-            # ITK's linear interpolator: neighbours beyond the edge repeat the edge voxel
-            i, j, m = (np.clip(base[d] + o, 0, n_vox[d, 0] - 1) for d, o in enumerate((a, b, c)))
-            cl[k] = lab[i, j, m]
-            cw[k] = (
-                (frac[0] if a else 1.0 - frac[0])
-                * (frac[1] if b else 1.0 - frac[1])
-                * (frac[2] if c else 1.0 - frac[2])
-            )
-        score = np.zeros_like(cw)
-        for k in range(8):
-            score[k] = (cw * (cl == cl[k])).sum(axis=0)
-        score -= 1e-9 * cl  # ties -> smallest label
-        pick = np.argmax(score, axis=0)
+            cl[k] = flat[off[0][a] + off[1][b] + off[2][c]]
+        pick = cl[0].copy()
+        # only points whose 8 corners differ need the weights (most are inside one label)
+        mixed = np.flatnonzero((cl != cl[0]).any(axis=0))
+        if mixed.size:
+            pick[mixed] = _vote(cl[:, mixed], ijk[:, mixed] - base[:, mixed], corners)
         res = np.zeros(pts[:, s : s + chunk].shape[1], np.int32)
-        res[ok] = np.take_along_axis(cl, pick[None], axis=0)[0]
+        res[ok] = pick
         out[s : s + chunk] = res
     return out.reshape(np.asarray(coords).shape[1:])
+
+
+def _vote(cl: np.ndarray, frac: np.ndarray, corners: list[tuple[int, int, int]]) -> np.ndarray:
+    """Label with the largest summed trilinear weight among the 8 corner labels ``cl``
+    (8, N) at fractional offsets ``frac`` (3, N); ties -> the smallest label."""
+    cw = np.empty(cl.shape, np.float64)
+    for k, (a, b, c) in enumerate(corners):
+        cw[k] = (
+            (frac[0] if a else 1.0 - frac[0])
+            * (frac[1] if b else 1.0 - frac[1])
+            * (frac[2] if c else 1.0 - frac[2])
+        )
+    score = np.zeros_like(cw)
+    for k in range(8):
+        score[k] = (cw * (cl == cl[k])).sum(axis=0)
+    score -= 1e-9 * cl  # ties -> smallest label
+    pick = np.argmax(score, axis=0)
+    return np.take_along_axis(cl, pick[None], axis=0)[0]
 
 
 def _in_buffer(ijk: np.ndarray, n_vox: np.ndarray) -> np.ndarray:

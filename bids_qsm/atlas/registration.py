@@ -75,6 +75,9 @@ __all__ = [
     "warp_to_template",
 ]
 
+#: Dilation (voxels of the registration grid) of the template brain mask used as metric mask.
+_MASK_DILATION_VOX = 3
+
 #: Keys of :attr:`AtlasRegistration.transforms`.
 KEY_TO_TEMPLATE = "GRE_to_template"
 KEY_FROM_TEMPLATE = "template_to_GRE"
@@ -172,6 +175,7 @@ def register_atlas(
         tmp = Path(tmpd)
         t0 = time.perf_counter()
         fixed = _fixed_images(atlas, grid, p, tmp)
+        parameters["RegistrationDomain"] = fixed["domain"]
         moving_path, syn_metric = _subject_image(
             mag, mask, gre_affine, t1w, tmp, p, threads, seed, timings, parameters
         )
@@ -234,7 +238,8 @@ def _base_parameters(
 
 def _fixed_images(atlas: Atlas, grid: float, p: RegistrationParams, tmp: Path) -> dict:
     """The template (and its brain mask) on the registration grid, cropped to the brain +
-    ``p.crop_margin_mm``; the metric mask is the brain mask dilated by 3 voxels."""
+    ``p.crop_margin_mm`` (at least 4 voxels); the metric mask is the brain mask dilated by 3
+    voxels."""
     import ants
 
     tpl = nib_to_ants(atlas.template_img)
@@ -246,15 +251,18 @@ def _fixed_images(atlas: Atlas, grid: float, p: RegistrationParams, tmp: Path) -
     tpl_mask_g = ants.resample_image(tpl_mask, g, use_voxels=False, interp_type=0)
     # crop the fixed grid to the brain + margin: SyN cost scales with its voxel count
     brain_g = ants.threshold_image(tpl_mask_g, 0.5, 2.0)
-    margin = max(1, int(round(p.crop_margin_mm / grid)))
+    # at least one voxel beyond the metric mask (the brain mask dilated by 3 voxels)
+    margin = max(_MASK_DILATION_VOX + 1, int(round(p.crop_margin_mm / grid)))
     tpl_g = ants.crop_image(tpl_g, ants.iMath(brain_g, "MD", margin))
     tpl_mask_g = ants.resample_image_to_target(brain_g, tpl_g, interp_type="nearestNeighbor")
-    fixed_path = tmp / "fixed.nii.gz"
+    fixed_path = tmp / "fixed.nii"
     ants.image_write(tpl_g, str(fixed_path))
-    mask_path = tmp / "fixed_mask.nii.gz"
-    ants.image_write(ants.iMath(tpl_mask_g, "MD", 3), str(mask_path))
+    mask_path = tmp / "fixed_mask.nii"
+    ants.image_write(ants.iMath(tpl_mask_g, "MD", _MASK_DILATION_VOX), str(mask_path))
+    domain = {"CropMarginVox": margin, "MetricMaskDilationVox": _MASK_DILATION_VOX,
+              "ShapeVox": [int(n) for n in tpl_g.shape]}  # fmt: skip
     return {"tpl": tpl, "tpl_mask": tpl_mask, "grid_img": tpl_g, "path": fixed_path,
-            "mask_path": mask_path}  # fmt: skip
+            "mask_path": mask_path, "domain": domain}  # fmt: skip
 
 
 def _subject_image(
@@ -273,7 +281,7 @@ def _subject_image(
     gre_brain = nib.Nifti1Image((mag * mask).astype(np.float32), gre_affine)
     if t1w is None:
         parameters["SubjectImage"] = "GRE magnitude (RSS over echoes) masked by brain mask"
-        return save(gre_brain, tmp / "moving.nii.gz"), p.gre_syn_metric
+        return save(gre_brain, tmp / "moving.nii"), p.gre_syn_metric
     gre_mask_img = nib.Nifti1Image(mask.astype(np.uint8), gre_affine)
     moving_path, _, rigid_info = t1w_to_gre_world(
         t1w, gre_brain, gre_mask_img, tmp, p, threads, seed, timings
@@ -362,7 +370,7 @@ def _warp_to_gre(
     gre_ref = nib_to_ants(nib.Nifti1Image(np.zeros(box_shape(sub), np.float32), sub_affine))
     xfm = [str(transforms[KEY_FROM_TEMPLATE])]
     with itk_threads(threads):
-        coords, inside = template_coords(atlas, gre_ref, xfm)
+        coords, inside = template_coords(atlas, gre_ref, sub_affine, xfm)
     if p.label_interpolation != "genericLabel":
         raise ValueError(f"label_interpolation {p.label_interpolation!r}: only genericLabel")
     tpl_mask = nib.Nifti1Image(atlas.template_mask().astype(np.float32), atlas.template_img.affine)

@@ -58,13 +58,13 @@ class RegistrationParams:
     quality: str = "default"
     grid_mm: float = 2.0
     grid_at_least_voxel: bool = True
-    crop_margin_mm: float = 12.0
+    crop_margin_mm: float = 8.0
     rigid_iterations: tuple[int, ...] = (500, 250)
     affine_iterations: tuple[int, ...] = (500, 250)
     linear_shrink: tuple[int, ...] = (4, 2)
     linear_smooth_vox: tuple[float, ...] = (2, 1)
     linear_convergence: tuple[float, int] = (1e-6, 10)
-    syn_iterations: tuple[int, ...] = (60, 40, 20)
+    syn_iterations: tuple[int, ...] = (60, 40, 10)
     syn_shrink: tuple[int, ...] = (4, 2, 1)
     syn_smooth_vox: tuple[float, ...] = (2, 1, 0)
     syn_convergence: tuple[float, int] = (1e-6, 10)
@@ -94,12 +94,13 @@ class RegistrationParams:
     winsorize: tuple[float, float] = (0.005, 0.995)
     rigid_t1w_iterations: tuple[int, ...] = (300, 150, 50)
     rigid_t1w_levels_mm: tuple[float, ...] = (6.0, 3.0, 2.0)
+    rigid_t1w_sampling_rate: float = 0.1
     label_interpolation: str = "genericLabel"
 
 
 #: ``--sloppy`` (as fMRIPrep's): fewer linear and SyN iterations, above all at the finest level,
-#: which dominates the cost (docs/atlas.md). About 3 times faster, with lower Dice of the small
-#: nuclei (pallidum, nigra, red nucleus): for demos and tests only, never for a study.
+#: which dominates the cost (docs/atlas.md). About half the SyN work of the default, with lower
+#: Dice of the small nuclei (pallidum, nigra, red nucleus): for demos and tests only.
 SLOPPY_PARAMS = RegistrationParams(
     quality="sloppy",
     rigid_iterations=(200, 100),
@@ -180,9 +181,9 @@ def iron_images(
     if tpl_iron is None:
         return None
     fixed = ants.resample_image_to_target(nib_to_ants(tpl_iron), fixed_grid, interp_type="linear")
-    fixed_path = tmp / "fixed_iron.nii.gz"
+    fixed_path = tmp / "fixed_iron.nii"
     ants.image_write(fixed, str(fixed_path))
-    moving_path = tmp / "moving_iron.nii.gz"
+    moving_path = tmp / "moving_iron.nii"
     nib.save(iron_moving(iron, mask), moving_path)
     info = {
         "Subject": "susceptibility map (ppm) clipped to [-0.1, 0.3], 0 outside the brain mask",
@@ -230,16 +231,16 @@ def dgm_images(
         ants.image_write(a, str(path))
         return path
 
-    fixed = crop(atlas.template_img, "fixed_dgm.nii.gz")
+    fixed = crop(atlas.template_img, "fixed_dgm.nii")
     inner = np.zeros(tuple(b.stop - b.start for b in sl), np.float32)
     rim = int(round(0.5 * p.dgm_margin_mm / float(np.abs(aff[0, 0]))))
     inner[rim : -rim or None, rim : -rim or None, rim : -rim or None] = 1.0
     full = np.zeros(shape, np.float32)
     full[sl] = inner
-    mask = crop(nib.Nifti1Image(full, aff), "fixed_dgm_mask.nii.gz")
+    mask = crop(nib.Nifti1Image(full, aff), "fixed_dgm_mask.nii")
     iron_fixed = None
     if iron_paths is not None:
-        iron_fixed = crop(iron_template(atlas), "fixed_dgm_iron.nii.gz")
+        iron_fixed = crop(iron_template(atlas), "fixed_dgm_iron.nii")
     size_mm = [round(float(v), 1) for v in (box[1] - box[0])]
     return {"fixed": fixed, "mask": mask, "iron_fixed": iron_fixed, "size_mm": size_mm, "grid": g}
 

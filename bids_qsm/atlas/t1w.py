@@ -46,9 +46,9 @@ def t1w_to_gre_world(
     if data.ndim != 3:
         raise InputDataError(f"T1w must be a 3D image, got shape {data.shape}")
     t1 = nib.Nifti1Image(np.nan_to_num(data), t1w.affine)
-    t1_path = save(t1, tmp / "t1w.nii.gz")
-    gre_path = save(gre_brain, tmp / "gre_brain.nii.gz")
-    gre_mask_path = save(gre_mask_img, tmp / "gre_mask.nii.gz")
+    t1_path = save(t1, tmp / "t1w.nii")
+    gre_path = save(gre_brain, tmp / "gre_brain.nii")
+    gre_mask_path = save(gre_mask_img, tmp / "gre_mask.nii")
     gre_vox = float(voxel_mm(gre_brain.affine).min())
     its, shrink, smooth = levels(p.rigid_t1w_levels_mm, gre_vox, p.rigid_t1w_iterations)
     f, m = str(gre_path), str(t1_path)
@@ -63,7 +63,7 @@ def t1w_to_gre_world(
         "--use-histogram-matching", "0",
         "--random-seed", str(ants_seed(seed)),
     ]  # fmt: skip
-    metric = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.sampling_rate}]"
+    metric = f"MI[{f},{m},1,{p.mi_bins},Regular,{p.rigid_t1w_sampling_rate}]"
     args += stage_args(
         "Rigid[0.1]", metric, its, shrink, smooth, p.linear_convergence, str(gre_mask_path)
     )
@@ -85,12 +85,12 @@ def t1w_to_gre_world(
     vox = float(voxel_mm(t1.affine).mean())
     m_arr = ndimage.binary_dilation(m_t1.numpy() > 0.5, iterations=max(1, int(round(3.0 / vox))))
     brain = nib.Nifti1Image(t1_world.get_fdata(dtype=np.float32) * m_arr, t1_world.affine)
-    moving_path = save(brain, tmp / "t1w_brain_greworld.nii.gz")
+    moving_path = save(brain, tmp / "t1w_brain_greworld.nii")
     timings["rigid_T1w_to_GRE"] = time.perf_counter() - t0
     info = {
         "Transform": "Rigid[0.1]",
         "Fixed": "GRE magnitude masked by the brain mask (metric mask: brain mask)",
-        "Metric": f"MI[bins={p.mi_bins},Regular,{p.sampling_rate}]",
+        "Metric": f"MI[bins={p.mi_bins},Regular,{p.rigid_t1w_sampling_rate}]",
         "Iterations": list(its),
         "ShrinkFactors": list(shrink),
         "SmoothingSigmasVox": list(smooth),
