@@ -113,11 +113,20 @@ class _QSMInputSpec(GreInputSpec):
     threads = traits.Int(2, usedefault=True, desc="FFT worker threads")
 
 
-_QSMOutputSpec = _spec(
-    "_QSMOutputSpec", TraitedSpec, "chi_file", "mask_file", "brain_mask_file", "field_hz_file",
-    "local_field_file", "residual_file", "combined_mag_file", "r2star_file", "t2star_file",
+#: Outputs of the whole QSM (:class:`ReconstructQSM`, and the workflow's QSM output node).
+QSM_OUTPUTS: tuple[str, ...] = (
+    "chi_file",
+    "mask_file",
+    "brain_mask_file",
+    "field_hz_file",
+    "local_field_file",
+    "residual_file",
+    "combined_mag_file",
+    "r2star_file",
+    "t2star_file",
     "params_file",
-)  # fmt: skip
+)
+_QSMOutputSpec = _spec("_QSMOutputSpec", TraitedSpec, *QSM_OUTPUTS)
 
 
 class ReconstructQSM(SimpleInterface):

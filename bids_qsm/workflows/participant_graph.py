@@ -23,27 +23,18 @@ from bids_qsm.config import Config
 from bids_qsm.interfaces.atlas import RegisterAtlas
 from bids_qsm.interfaces.gre import LoadGRE
 from bids_qsm.interfaces.outputs import WriteDerivatives
-from bids_qsm.interfaces.qsm import InvertField, PrepareQSMField, RemoveBackground
+from bids_qsm.interfaces.qsm import (
+    QSM_OUTPUTS,
+    InvertField,
+    PrepareQSMField,
+    RemoveBackground,
+)
 from bids_qsm.interfaces.stats import LesionStats, RegionalStats
 from bids_qsm.interfaces.swi import ComputeSWI
 from bids_qsm.qsm.pipeline import stage_options
 from bids_qsm.specs import acquisition_to_dict
 
 LOGGER = logging.getLogger("bids_qsm.participant")
-
-
-_QSM_OUTPUTS = (
-    "chi_file",
-    "mask_file",
-    "brain_mask_file",
-    "field_hz_file",
-    "local_field_file",
-    "residual_file",
-    "combined_mag_file",
-    "r2star_file",
-    "t2star_file",
-    "params_file",
-)
 
 
 def qsm_options(config: Config) -> dict[str, Any]:
@@ -107,7 +98,7 @@ def init_qsm_wf(*, options: dict[str, Any], threads: int, name: str = "qsm_wf") 
     inputnode = pe.Node(
         IdentityInterface(["mag_file", "phase_file", "meta_file"]), name="inputnode"
     )
-    outputnode = pe.Node(IdentityInterface(list(_QSM_OUTPUTS)), name="outputnode")
+    outputnode = pe.Node(IdentityInterface(list(QSM_OUTPUTS)), name="outputnode")
     field = pe.Node(
         PrepareQSMField(options=stage_options(options, "field"), threads=threads),
         name="qsm_field", n_procs=threads, mem_gb=3.5,
