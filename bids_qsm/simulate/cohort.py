@@ -11,7 +11,10 @@ Planted between-subject iron variation (``--iron-sd-ppb``): the offsets can have
 structure (:data:`LITERATURE_IRON_SD_PPM`, or any mapping), so that regional iron measures
 can be validated by their correlation with the true susceptibility across subjects. With a
 mapping, each structure's offset is shared by both hemispheres to a degree
-(:data:`HEMISPHERE_CORRELATION`), as iron is in real cohorts.
+(:data:`HEMISPHERE_CORRELATION`) and, through one per-subject iron factor, by all structures
+(:data:`SHARED_IRON_CORRELATION`), as iron is in real cohorts: deep gray matter iron rises
+together with age within a person (Li W 2014, Hum Brain Mapp 35:2698; Treit 2021, Hum Brain
+Mapp 42:4597), so a subject with more iron in one nucleus tends to have more in the others.
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ LITERATURE_IRON_SD_PPM: dict[str, float] = {
 }
 #: Correlation of a structure's offset between the two hemispheres (mapping mode only).
 HEMISPHERE_CORRELATION: float = 0.8
+#: Correlation between the offsets of two different structures of one subject (mapping mode
+#: only): the share of the variance carried by one per-subject iron factor (age, body iron).
+#: An assumption of moderate size (the cited cohorts report common age trends, not this
+#: number); must not exceed HEMISPHERE_CORRELATION.
+SHARED_IRON_CORRELATION: float = 0.5
 
 
 def edss_scale(edss: float) -> float:
@@ -148,17 +156,21 @@ def structure_offsets_ppm(
 
     ``sd_ppm``: one SD for every structure and hemisphere (independent draws), or a mapping
     structure name -> SD (ppm; missing structures use :data:`BETWEEN_SUBJECT_SD_PPM`) whose
-    left and right offsets correlate with :data:`HEMISPHERE_CORRELATION`.
+    left and right offsets correlate with :data:`HEMISPHERE_CORRELATION` and offsets of
+    different structures with :data:`SHARED_IRON_CORRELATION` (unit normal scores
+    ``z = sqrt(a) g + sqrt(rho - a) c_structure + sqrt(1 - rho) e_structure,side``, ``g``
+    common to the subject, scaled by each structure's SD).
     """
     if not isinstance(sd_ppm, Mapping):
         return {(n, h): float(rng.normal(0.0, sd_ppm)) for n in STRUCTURE_NAMES for h in ("L", "R")}
-    rho = HEMISPHERE_CORRELATION
+    rho, a = HEMISPHERE_CORRELATION, SHARED_IRON_CORRELATION
+    subject = rng.normal()
     out = {}
     for n in STRUCTURE_NAMES:
         sd = float(sd_ppm.get(n, BETWEEN_SUBJECT_SD_PPM))
-        common = rng.normal()
+        common = np.sqrt(a) * subject + np.sqrt(rho - a) * rng.normal()
         for h in ("L", "R"):
-            z = np.sqrt(rho) * common + np.sqrt(1.0 - rho) * rng.normal()
+            z = common + np.sqrt(1.0 - rho) * rng.normal()
             out[(n, h)] = float(sd * z)
     return out
 
