@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_swi.py --preset small --cache DIR ...   # first
     .venv/bin/python benchmarks/bench_swi_mpapt.py --cache DIR [--preset small] [--seed 0]
-        [--n-controls 20]
+        [--n-controls 20] [--tag _rc-0p5]
 
 Reads the per-subject measures that ``bench_swi.py --cache DIR`` stored (the newest ``.pkl``
 of each control) and prints, for ours, the peer (``phase-unwrap``) and the noise-free oracle,
@@ -72,11 +72,13 @@ VARIANTS: dict[str, Stat] = {
 }
 
 
-def load_controls(cache: Path, preset: str, seed: int, n: int) -> list[dict]:
-    """The newest cached measures of controls 0..n-1 (``bench_swi.py`` pickles)."""
+def load_controls(cache: Path, preset: str, seed: int, n: int, tag: str = "") -> list[dict]:
+    """The newest cached measures of controls 0..n-1 (``bench_swi.py`` pickles; ``tag`` as in
+    their names, e.g. ``_rc-0p5`` for ``--iron-correlation 0.5``)."""
     out = []
     for i in range(n):
-        paths = sorted(cache.glob(f"{preset}_HC_{seed}_{i:02d}_m-*.pkl"), key=os.path.getmtime)
+        pat = f"{preset}_HC_{seed}_{i:02d}{tag}_m-*.pkl"
+        paths = sorted(cache.glob(pat), key=os.path.getmtime)
         if not paths:
             raise SystemExit(f"{cache}: no measures of control {i} (run bench_swi.py first)")
         with open(paths[-1], "rb") as fh:
@@ -95,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="small")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-controls", type=int, default=20)
+    ap.add_argument("--tag", default="", help="cache name tag, e.g. _rc-0p5")
     args = ap.parse_args(argv)
-    hc = load_controls(Path(args.cache), args.preset, args.seed, args.n_controls)
+    hc = load_controls(Path(args.cache), args.preset, args.seed, args.n_controls, args.tag)
     print(
         f"MP-APT variants: preset={args.preset} seed={args.seed} controls={len(hc)} "
         f"load={os.getloadavg()[0]:.1f}\n"

@@ -54,18 +54,26 @@ def test_scalar_sd_keeps_the_historical_draws():
 
 
 def test_offsets_share_one_iron_factor_per_subject():
-    """Different structures of one subject correlate (SHARED_IRON_CORRELATION): the pulvinar
-    and the thalamus around it go up and down together, so their contrast varies less."""
+    """With ``shared_correlation`` different structures of one subject correlate: the pulvinar
+    and the thalamus around it go up and down together, so their contrast varies less. The
+    default (0) keeps the historical draws: independent structures."""
+    assert SHARED_IRON_CORRELATION == 0.0
+    a = 0.5
     rng = np.random.default_rng(1)
-    draws = [structure_offsets_ppm(rng, LITERATURE_IRON_SD_PPM) for _ in range(4000)]
+    draws = [structure_offsets_ppm(rng, LITERATURE_IRON_SD_PPM, a) for _ in range(4000)]
     pulv = np.array([d[("pulvinar", "L")] for d in draws])
     thal = np.array([d[("thalamus", "L")] for d in draws])
     gp = np.array([d[("globus_pallidus", "R")] for d in draws])
     for other in (thal, gp):
-        assert np.corrcoef(pulv, other)[0, 1] == pytest.approx(SHARED_IRON_CORRELATION, abs=0.04)
+        assert np.corrcoef(pulv, other)[0, 1] == pytest.approx(a, abs=0.04)
+    assert np.corrcoef(pulv, [d[("pulvinar", "R")] for d in draws])[0, 1] == pytest.approx(
+        HEMISPHERE_CORRELATION, abs=0.04
+    )
     sd_p, sd_t = LITERATURE_IRON_SD_PPM["pulvinar"], LITERATURE_IRON_SD_PPM["thalamus"]
-    expected = np.sqrt(sd_p**2 + sd_t**2 - 2 * SHARED_IRON_CORRELATION * sd_p * sd_t)
+    expected = np.sqrt(sd_p**2 + sd_t**2 - 2 * a * sd_p * sd_t)
     assert (pulv - thal).std() == pytest.approx(expected, rel=0.06)
+    with pytest.raises(ValueError, match="shared iron correlation"):
+        structure_offsets_ppm(rng, LITERATURE_IRON_SD_PPM, 0.9)
 
 
 def test_pulvinar_is_more_paramagnetic_than_the_rest_of_the_thalamus():
