@@ -426,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-controls", type=int, default=20)
     ap.add_argument("--n-patients", type=int, default=10)
     ap.add_argument("--iron-sd", default="literature", help="as --iron-sd-ppb of the simulator")
+    ap.add_argument("--iron-correlation", type=float, default=None, help="shared iron factor")
     ap.add_argument("--n-sd", type=float, default=None, help="structure threshold (default: SWI)")
     ap.add_argument("--sigma-mm", type=float, default=None, help="in-plane Gaussian sigma")
     ap.add_argument("--field-source", choices=("local", "total"), default=None)
@@ -449,15 +450,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {dt:.2f} |")
         return 0
 
+    from bids_qsm.simulate import cohort
     from bids_qsm.simulate.cohort import parse_iron_sd
     from bids_qsm.swi import DEFAULT_DOMINANCE, SWIOptions
     from bids_qsm.swi.phase_iron import DEFAULT_N_SD, WHOLE_BRAIN_N_SD
 
     sd = parse_iron_sd(args.iron_sd)
+    if args.iron_correlation is not None:  # read by structure_offsets_ppm at each draw
+        cohort.SHARED_IRON_CORRELATION = args.iron_correlation
     tag = (
         ""
         if args.iron_sd == "literature"
         else "_sd-" + "".join(c if c.isalnum() else "-" for c in args.iron_sd)
+    ) + (
+        "" if args.iron_correlation is None else f"_rc-{args.iron_correlation:g}".replace(".", "p")
     )
     kw: dict[str, Any] = {}
     if args.sigma_mm is not None:
@@ -482,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     print_validity(
         out,
         f"SWI phase-iron validity: preset={args.preset} controls={args.n_controls} "
-        f"patients={args.n_patients} (EDSS 3) iron SD={args.iron_sd} structure threshold = "
+        f"patients={args.n_patients} (EDSS 3) iron SD={args.iron_sd} shared iron correlation="
+        f"{cohort.SHARED_IRON_CORRELATION:g} structure threshold = "
         f"control mean + {n_sd:g} SD (whole brain {WHOLE_BRAIN_N_SD:g} SD) seed={args.seed} "
         + (
             f"high-pass gaussian ({opt.field_source} field, "

@@ -10,9 +10,11 @@ from bids_qsm.simulate.cohort import (
     BETWEEN_SUBJECT_SD_PPM,
     HEMISPHERE_CORRELATION,
     LITERATURE_IRON_SD_PPM,
+    SHARED_IRON_CORRELATION,
     parse_iron_sd,
     structure_offsets_ppm,
 )
+from bids_qsm.simulate.tissues import STRUCTURE_TISSUES
 
 
 def test_parse_iron_sd_forms():
@@ -49,3 +51,34 @@ def test_scalar_sd_keeps_the_historical_draws():
     rng = np.random.default_rng(5)
     expected = [rng.normal(0.0, BETWEEN_SUBJECT_SD_PPM) for _ in range(len(a))]
     np.testing.assert_allclose(list(a.values()), expected)
+
+
+def test_offsets_share_one_iron_factor_per_subject():
+    """With ``shared_correlation`` different structures of one subject correlate: the pulvinar
+    and the thalamus around it go up and down together, so their contrast varies less. The
+    default (0) keeps the historical draws: independent structures."""
+    assert SHARED_IRON_CORRELATION == 0.0
+    a = 0.5
+    rng = np.random.default_rng(1)
+    draws = [structure_offsets_ppm(rng, LITERATURE_IRON_SD_PPM, a) for _ in range(4000)]
+    pulv = np.array([d[("pulvinar", "L")] for d in draws])
+    thal = np.array([d[("thalamus", "L")] for d in draws])
+    gp = np.array([d[("globus_pallidus", "R")] for d in draws])
+    for other in (thal, gp):
+        assert np.corrcoef(pulv, other)[0, 1] == pytest.approx(a, abs=0.04)
+    assert np.corrcoef(pulv, [d[("pulvinar", "R")] for d in draws])[0, 1] == pytest.approx(
+        HEMISPHERE_CORRELATION, abs=0.04
+    )
+    sd_p, sd_t = LITERATURE_IRON_SD_PPM["pulvinar"], LITERATURE_IRON_SD_PPM["thalamus"]
+    expected = np.sqrt(sd_p**2 + sd_t**2 - 2 * a * sd_p * sd_t)
+    assert (pulv - thal).std() == pytest.approx(expected, rel=0.06)
+    with pytest.raises(ValueError, match="shared iron correlation"):
+        structure_offsets_ppm(rng, LITERATURE_IRON_SD_PPM, 0.9)
+
+
+def test_pulvinar_is_more_paramagnetic_than_the_rest_of_the_thalamus():
+    """Simulator tissue values: pulvinar 35 ppb above the other thalamic nuclei (in-vivo QSM,
+    docs/methods_swi.md), the AAL3 thalamus (25 % pulvinar) near the seed study's -1.1 ppb."""
+    p, t = STRUCTURE_TISSUES["pulvinar"].chi_ppm, STRUCTURE_TISSUES["thalamus"].chi_ppm
+    assert p - t == pytest.approx(0.035)
+    assert abs(0.25 * p + 0.75 * t) < 0.002

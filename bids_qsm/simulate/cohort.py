@@ -11,7 +11,13 @@ Planted between-subject iron variation (``--iron-sd-ppb``): the offsets can have
 structure (:data:`LITERATURE_IRON_SD_PPM`, or any mapping), so that regional iron measures
 can be validated by their correlation with the true susceptibility across subjects. With a
 mapping, each structure's offset is shared by both hemispheres to a degree
-(:data:`HEMISPHERE_CORRELATION`), as iron is in real cohorts.
+(:data:`HEMISPHERE_CORRELATION`), as iron is in real cohorts. Optionally
+(``shared_correlation``, off by default) one per-subject iron factor also correlates the
+offsets of different structures: deep gray matter iron rises together with age within a
+person (Li W 2014, Hum Brain Mapp 35:2698; Treit 2021, Hum Brain Mapp 42:4597), but we have
+no published value of that correlation, and because filtered phase sees a structure's
+*contrast* to its neighbours it lowers how well phase follows absolute iron
+(``docs/methods_swi.md``, sensitivity run): a sensitivity option, not the default.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ LITERATURE_IRON_SD_PPM: dict[str, float] = {
 }
 #: Correlation of a structure's offset between the two hemispheres (mapping mode only).
 HEMISPHERE_CORRELATION: float = 0.8
+#: Default correlation between the offsets of two different structures of one subject
+#: (mapping mode only; the share of the variance carried by one per-subject iron factor).
+#: 0: independent structures (no published value to plant; see the module docstring).
+SHARED_IRON_CORRELATION: float = 0.0
 
 
 def edss_scale(edss: float) -> float:
@@ -142,23 +152,34 @@ def draw_participant(
 
 
 def structure_offsets_ppm(
-    rng: np.random.Generator, sd_ppm: float | Mapping[str, float] = BETWEEN_SUBJECT_SD_PPM
+    rng: np.random.Generator,
+    sd_ppm: float | Mapping[str, float] = BETWEEN_SUBJECT_SD_PPM,
+    shared_correlation: float | None = None,
 ) -> dict[tuple[str, str], float]:
     """Random per-subject offsets (ppm) of each structure's mean, per hemisphere.
 
     ``sd_ppm``: one SD for every structure and hemisphere (independent draws), or a mapping
     structure name -> SD (ppm; missing structures use :data:`BETWEEN_SUBJECT_SD_PPM`) whose
-    left and right offsets correlate with :data:`HEMISPHERE_CORRELATION`.
+    left and right offsets correlate with :data:`HEMISPHERE_CORRELATION` and offsets of
+    different structures with ``shared_correlation`` (default
+    :data:`SHARED_IRON_CORRELATION`, 0 .. HEMISPHERE_CORRELATION): unit normal scores
+    ``z = sqrt(a) g + sqrt(rho - a) c_structure + sqrt(1 - rho) e_structure,side``, ``g``
+    common to the subject, scaled by each structure's SD. With ``a = 0`` no ``g`` is drawn
+    (the draws of earlier versions).
     """
     if not isinstance(sd_ppm, Mapping):
         return {(n, h): float(rng.normal(0.0, sd_ppm)) for n in STRUCTURE_NAMES for h in ("L", "R")}
     rho = HEMISPHERE_CORRELATION
+    a = SHARED_IRON_CORRELATION if shared_correlation is None else float(shared_correlation)
+    if not 0.0 <= a <= rho:
+        raise ValueError(f"shared iron correlation must be in [0, {rho}], not {a}")
+    subject = rng.normal() if a > 0 else 0.0
     out = {}
     for n in STRUCTURE_NAMES:
         sd = float(sd_ppm.get(n, BETWEEN_SUBJECT_SD_PPM))
-        common = rng.normal()
+        common = np.sqrt(a) * subject + np.sqrt(rho - a) * rng.normal()
         for h in ("L", "R"):
-            z = np.sqrt(rho) * common + np.sqrt(1.0 - rho) * rng.normal()
+            z = common + np.sqrt(1.0 - rho) * rng.normal()
             out[(n, h)] = float(sd * z)
     return out
 

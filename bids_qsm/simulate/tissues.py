@@ -40,8 +40,14 @@ TISSUES: dict[str, Tissue] = {
 
 #: Deep gray matter (reported structures) for healthy controls.
 STRUCTURE_TISSUES: dict[str, Tissue] = {
-    "thalamus": Tissue(-0.005, 21.0, 0.78),  # non-pulvinar nuclei
-    "pulvinar": Tissue(0.010, 24.0, 0.78),
+    # The pulvinar is the most paramagnetic part of the thalamus on in-vivo QSM (posterior and
+    # lateral nuclei: Kumar 2021, Front Neuroanat 15:725731; segmented on its own QSM contrast
+    # in Li X 2019, NeuroImage 191:337, and Li Y 2021, Front Neurosci 14:607705): +25 ppb vs
+    # -10 ppb for the other nuclei (35 ppb of contrast), which keeps the AAL3 thalamus (25 %
+    # pulvinar by volume) at about -1.4 ppb, the seed study's -1.1 ppb. R2* follows chi
+    # (R2STAR_PER_CHI_HZ_PER_PPM).
+    "thalamus": Tissue(-0.010, 20.4, 0.78),  # non-pulvinar nuclei
+    "pulvinar": Tissue(0.025, 25.8, 0.78),
     "caudate": Tissue(0.050, 24.0, 0.82),
     "putamen": Tissue(0.040, 28.0, 0.80),
     "globus_pallidus": Tissue(0.130, 42.0, 0.75),

@@ -59,20 +59,27 @@ WHOLE_BRAIN_N_SD: float = 2.0
 #: Participant-level default threshold: the run's own brain mean + this many SD.
 PARTICIPANT_N_SD: float = 2.0
 
+#: Column | description | unit, one per line (parsed into :data:`MEASURE_COLUMNS`).
+_MEASURE_TABLE = """
+region | Region key: '<structure>_<hemisphere>' or the label-mapping key |
+structure | Structure name |
+hemisphere | L, R, or empty when the region is not lateralised |
+nvox | Number of voxels of the region inside the brain mask | voxels
+volume_mm3 | Region volume (report beside iron measures: atrophy shifts phase) | mm3
+phase_iron_mean_rad | Mean phase iron (= minus the mean SWI filtered phase) | rad
+phase_iron_sd_rad | Standard deviation of phase iron over the region (ddof=0) | rad
+apt_threshold_rad | Abnormal-phase threshold; voxels with phase iron above it | rad
+apt_nvox | Number of abnormal-phase voxels | voxels
+apt_volume_mm3 | Abnormal-phase tissue volume | mm3
+apt_fraction | Abnormal-phase voxels / region voxels | 1
+mpapt_rad | MP-APT: mean phase iron of the abnormal-phase voxels (NaN if none) | rad
+"""
 #: Column -> (description, unit) for the stats sidecar JSON.
 MEASURE_COLUMNS: dict[str, tuple[str, str]] = {
-    "region": ("Region key: '<structure>_<hemisphere>' or the label-mapping key", ""),
-    "structure": ("Structure name", ""),
-    "hemisphere": ("L, R, or empty when the region is not lateralised", ""),
-    "nvox": ("Number of voxels of the region inside the brain mask", "voxels"),
-    "volume_mm3": ("Region volume (report beside iron measures: atrophy shifts phase)", "mm3"),
-    "phase_iron_mean_rad": ("Mean phase iron (= minus the mean SWI filtered phase)", "rad"),
-    "phase_iron_sd_rad": ("Standard deviation of phase iron over the region (ddof=0)", "rad"),
-    "apt_threshold_rad": ("Abnormal-phase threshold; voxels with phase iron above it", "rad"),
-    "apt_nvox": ("Number of abnormal-phase voxels", "voxels"),
-    "apt_volume_mm3": ("Abnormal-phase tissue volume", "mm3"),
-    "apt_fraction": ("Abnormal-phase voxels / region voxels", "1"),
-    "mpapt_rad": ("MP-APT: mean phase iron of the abnormal-phase voxels (NaN if none)", "rad"),
+    key: (desc, unit)
+    for key, desc, unit in (
+        (c.strip() for c in line.split("|")) for line in _MEASURE_TABLE.strip().splitlines()
+    )
 }
 
 

@@ -241,13 +241,11 @@ def _homodyne_phase(
     return hp_phase
 
 
-def _check_inputs(
-    mag: np.ndarray,
-    phase_rad: np.ndarray | None,
-    te_s: Sequence[float],
-    voxel_size: np.ndarray,
-    mask: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+_Checked = tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _check_inputs(mag: np.ndarray, phase_rad: np.ndarray | None, te_s: Sequence[float],
+                  voxel_size: np.ndarray, mask: np.ndarray) -> _Checked:  # fmt: skip
     """(magnitude 4D, phase 4D or None, echo times s, voxel size mm, mask), shapes checked."""
     mag4 = _as4d(mag, "magnitude")
     te = np.asarray(te_s, dtype=np.float64).ravel()
@@ -281,16 +279,10 @@ def _base_parameters(opt: SWIOptions, te: np.ndarray, ref_te: float) -> dict[str
 
 
 def _phase_iron(
-    hp_phase: np.ndarray,
-    valid: np.ndarray,
-    m: np.ndarray,
-    vs: np.ndarray,
-    opt: SWIOptions,
-    b0_tesla: float,
-    r2star_hz: np.ndarray | None,
-    fit_residual: np.ndarray | None,
+    hp_phase: np.ndarray, valid: np.ndarray, m: np.ndarray, vs: np.ndarray, opt: SWIOptions,
+    b0_tesla: float, r2star_hz: np.ndarray | None, fit_residual: np.ndarray | None,
     params: dict[str, Any],
-) -> np.ndarray:
+) -> np.ndarray:  # fmt: skip
     """Phase-iron map (rad, iron positive; NaN outside the phase-quality mask) and, in
     ``params``, the quality mask and the abnormal-phase threshold."""
     r2max = float(opt.quality_r2star_max_hz) * float(b0_tesla) / 3.0
@@ -323,20 +315,12 @@ def _phase_iron(
 
 
 def compute_swi(
-    mag: np.ndarray,
-    phase_rad: np.ndarray | None,
-    te_s: Sequence[float],
-    voxel_size: np.ndarray,
-    mask: np.ndarray,
-    field_hz: np.ndarray | None = None,
-    options: SWIOptions | None = None,
-    *,
-    local_field_ppm: np.ndarray | None = None,
-    local_mask: np.ndarray | None = None,
-    b0_tesla: float = 3.0,
-    r2star_hz: np.ndarray | None = None,
-    fit_residual: np.ndarray | None = None,
-) -> SWIResult:
+    mag: np.ndarray, phase_rad: np.ndarray | None, te_s: Sequence[float],
+    voxel_size: np.ndarray, mask: np.ndarray, field_hz: np.ndarray | None = None,
+    options: SWIOptions | None = None, *, local_field_ppm: np.ndarray | None = None,
+    local_mask: np.ndarray | None = None, b0_tesla: float = 3.0,
+    r2star_hz: np.ndarray | None = None, fit_residual: np.ndarray | None = None,
+) -> SWIResult:  # fmt: skip
     """SWI, minIP, SWI filtered phase and phase-iron map from (multi-)echo GRE.
 
     Parameters
@@ -400,12 +384,5 @@ def compute_swi(
 
     phase_iron = _phase_iron(hp_phase, valid, m, vs, opt, b0_tesla, r2star_hz, fit_residual, params)
     timings["total"] = time.perf_counter() - t_all
-    return SWIResult(
-        swi=swi,
-        minip=mip,
-        hp_phase_rad=hp_phase,
-        phase_iron_rad=phase_iron,
-        parameters=params,
-        timings_s=timings,
-        magnitude=comb,
-    )
+    return SWIResult(swi=swi, minip=mip, hp_phase_rad=hp_phase, phase_iron_rad=phase_iron,
+                     parameters=params, timings_s=timings, magnitude=comb)  # fmt: skip
