@@ -151,13 +151,18 @@ def subject_and_qsm(preset: str, seed: int, threads: int, cache: Path | None):
     t0 = time.perf_counter()
     sim = simulate_subject(preset, seed=seed, t1w=True)
     t_sim = time.perf_counter() - t0
-    q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
-                        sim.b0_dir, threads=threads)  # fmt: skip
-    print(f"seed {seed}: simulated in {t_sim:.1f} s, QSM in {time.perf_counter() - t0 - t_sim:.1f}"
-          f" s; deformation {sim.deformation.info.get('MeanDisplacementInBrainMM')} mm mean, "
-          f"scale {sim.deformation.info.get('Scale')}", flush=True)  # fmt: skip
-    keep = SimpleNamespace(**{k: getattr(sim, k) for k in ("mag", "affine", "brain_mask", "t1w",
-                                                             "labels")})  # fmt: skip
+    q = reconstruct_qsm(
+        sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size, sim.b0_dir, threads=threads
+    )
+    print(
+        f"seed {seed}: simulated in {t_sim:.1f} s, QSM in {time.perf_counter() - t0 - t_sim:.1f}"
+        f" s; deformation {sim.deformation.info.get('MeanDisplacementInBrainMM')} mm mean, "
+        f"scale {sim.deformation.info.get('Scale')}",
+        flush=True,
+    )
+    keep = SimpleNamespace(
+        **{k: getattr(sim, k) for k in ("mag", "affine", "brain_mask", "t1w", "labels")}
+    )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps((keep, q.chi_ppm)))
@@ -173,8 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--params", default="{}", help="JSON overrides of RegistrationParams")
     ap.add_argument("--sloppy", action="store_true", help="start from the --sloppy preset")
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="keep/reuse each seed's simulated subject and QSM (pickle)")  # fmt: skip
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep/reuse each seed's simulated subject and QSM (pickle)",
+    )
     args = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
 

@@ -63,22 +63,45 @@ def subject_data(args, atlas, i: int, group: str, edss: float, tmp: Path):
     from bids_qsm.qsm.pipeline import reconstruct_qsm
     from bids_qsm.simulate import simulate_subject
 
-    sim = simulate_subject(args.preset, 100 + i, group=group, edss=edss, atrophy=True,
-                           null_effect=True, participant_label=f"{i + 1:02d}")  # fmt: skip
-    q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
-                        sim.b0_dir, threads=args.threads)  # fmt: skip
+    sim = simulate_subject(
+        args.preset,
+        100 + i,
+        group=group,
+        edss=edss,
+        atrophy=True,
+        null_effect=True,
+        participant_label=f"{i + 1:02d}",
+    )
+    q = reconstruct_qsm(
+        sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size, sim.b0_dir, threads=args.threads
+    )
     reg = register_atlas(
-        nib.Nifti1Image(sim.mag, sim.affine), nib.Nifti1Image(q.brain_mask.astype(np.uint8),
-        sim.affine), atlas, tmp / str(i), "s", threads=args.threads,
-        params=registration_params(args.sloppy), iron=nib.Nifti1Image(q.chi_ppm, sim.affine),
-    )  # fmt: skip
+        nib.Nifti1Image(sim.mag, sim.affine),
+        nib.Nifti1Image(q.brain_mask.astype(np.uint8), sim.affine),
+        atlas,
+        tmp / str(i),
+        "s",
+        threads=args.threads,
+        params=registration_params(args.sloppy),
+        iron=nib.Nifti1Image(q.chi_ppm, sim.affine),
+    )
     fine, fine_vox = supersampled_labels(
         atlas, reg, q.brain_mask, sim.affine, float(sim.voxel_size[0]), args.supersample
     )
-    d = {"cmag": q.combined_mag, "chi": q.chi_ppm, "r2": q.r2star_hz, "mask": q.mask,
-         "reg": reg.labels, "true": sim.labels, "vox": sim.voxel_size, "fine": fine,
-         "fine_vox": fine_vox, "group": group, "loss_names": np.array(list(sim.structure_loss)),
-         "loss_vals": np.array(list(sim.structure_loss.values()))}  # fmt: skip
+    d = {
+        "cmag": q.combined_mag,
+        "chi": q.chi_ppm,
+        "r2": q.r2star_hz,
+        "mask": q.mask,
+        "reg": reg.labels,
+        "true": sim.labels,
+        "vox": sim.voxel_size,
+        "fine": fine,
+        "fine_vox": fine_vox,
+        "group": group,
+        "loss_names": np.array(list(sim.structure_loss)),
+        "loss_vals": np.array(list(sim.structure_loss.values())),
+    }
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(cache / f"s{i}.npz", **d)
@@ -106,13 +129,21 @@ def subject_rows(atlas, i: int, d, truth) -> list[dict]:
         labs = sorted(labs)
         t, r = np.isin(d["true"], labs), np.isin(d["reg"], labs)
         tr = truth[(truth.structure == name) & (truth.hemisphere == hemi)].iloc[0]
-        rows.append({
-            "subject": i + 1, "group": str(d["group"]), "structure": name, "hemisphere": hemi,
-            "loss": loss.get(name, 0.0), "true": t.sum() * vox,
-            "true_tissue": float(tr.get("tissue_volume_mm3", np.nan)), "reg": r.sum() * vox,
-            "reg_fine": np.isin(d["fine"], labs).sum() * float(d["fine_vox"]),
-            "tissue": tissue[(name, hemi)], "dice": 2 * (t & r).sum() / (t.sum() + r.sum()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "subject": i + 1,
+                "group": str(d["group"]),
+                "structure": name,
+                "hemisphere": hemi,
+                "loss": loss.get(name, 0.0),
+                "true": t.sum() * vox,
+                "true_tissue": float(tr.get("tissue_volume_mm3", np.nan)),
+                "reg": r.sum() * vox,
+                "reg_fine": np.isin(d["fine"], labs).sum() * float(d["fine_vox"]),
+                "tissue": tissue[(name, hemi)],
+                "dice": 2 * (t & r).sum() / (t.sum() + r.sum()),
+            }
+        )
     return rows
 
 
@@ -124,12 +155,18 @@ def summary(rows: list[dict]) -> None:
     print("\nbilateral thalamus/caudate/putamen (the test's rows):")
     for grp in ("HC", "MS"):
         sel = [r for r in bil if r["group"] == grp]
-        for vol, ref in (("reg", "true"), ("tissue", "true"), ("reg", "true_tissue"),
-                         ("tissue", "true_tissue")):  # fmt: skip
+        for vol, ref in (
+            ("reg", "true"),
+            ("tissue", "true"),
+            ("reg", "true_tissue"),
+            ("tissue", "true_tissue"),
+        ):
             e = np.array([r[vol] / r[ref] - 1 for r in sel])
             name = "label " if vol == "reg" else "tissue"
-            print(f"{grp}: {name} volume vs {ref:11s}: mean error {e.mean():+.3f}, "
-                  f"largest |error| {np.abs(e).max():.3f}")  # fmt: skip
+            print(
+                f"{grp}: {name} volume vs {ref:11s}: mean error {e.mean():+.3f}, "
+                f"largest |error| {np.abs(e).max():.3f}"
+            )
     for name in NAMES:
         s = [r for r in bil if r["structure"] == name]
         ratios = []
@@ -160,16 +197,20 @@ def main(argv: list[str] | None = None) -> int:
             rows += subject_rows(atlas, i, d, truth)
             print(f"subject {i + 1} ({group}) done", flush=True)
     print(f"\npreset={args.preset} sloppy={args.sloppy} supersample={args.supersample}")
-    print(f"{'sub':>3s} {'grp':3s} {'structure':9s} {'hemi':9s} {'loss':>5s} {'true':>6s} "
-          f"{'tissue':>6s} {'label':>6s} {'fine':>6s} {'volume':>6s} {'dice':>5s} "
-          f"{'e_label':>7s} {'e_fine':>6s} {'e_vol':>6s} {'e_vol_t':>7s}")  # fmt: skip
+    print(
+        f"{'sub':>3s} {'grp':3s} {'structure':9s} {'hemi':9s} {'loss':>5s} {'true':>6s} "
+        f"{'tissue':>6s} {'label':>6s} {'fine':>6s} {'volume':>6s} {'dice':>5s} "
+        f"{'e_label':>7s} {'e_fine':>6s} {'e_vol':>6s} {'e_vol_t':>7s}"
+    )
     for r in rows:
-        print(f"{r['subject']:3d} {r['group']:3s} {r['structure']:9s} {r['hemisphere']:9s} "
-              f"{r['loss']:5.3f} {r['true']:6.0f} {r['true_tissue']:6.0f} {r['reg']:6.0f} "
-              f"{r['reg_fine']:6.0f} {r['tissue']:6.0f} {r['dice']:5.3f} "
-              f"{r['reg'] / r['true'] - 1:+7.3f} {r['reg_fine'] / r['true'] - 1:+6.3f} "
-              f"{r['tissue'] / r['true'] - 1:+6.3f} "
-              f"{r['tissue'] / r['true_tissue'] - 1:+7.3f}")  # fmt: skip
+        print(
+            f"{r['subject']:3d} {r['group']:3s} {r['structure']:9s} {r['hemisphere']:9s} "
+            f"{r['loss']:5.3f} {r['true']:6.0f} {r['true_tissue']:6.0f} {r['reg']:6.0f} "
+            f"{r['reg_fine']:6.0f} {r['tissue']:6.0f} {r['dice']:5.3f} "
+            f"{r['reg'] / r['true'] - 1:+7.3f} {r['reg_fine'] / r['true'] - 1:+6.3f} "
+            f"{r['tissue'] / r['true'] - 1:+6.3f} "
+            f"{r['tissue'] / r['true_tissue'] - 1:+7.3f}"
+        )
     summary(rows)
     return 0
 

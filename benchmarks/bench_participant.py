@@ -172,9 +172,11 @@ def main() -> None:
         f"CPU time of the process tree: {cpu:.1f} s waited-for (getrusage children), "
         f"{sampler.cpu_s:.1f} s sampled from /proc ({len(sampler.cpu_by_pid)} processes)"
     )
-    print("load average (1, 5, 15 min): "
-          f"{' '.join(f'{v:.1f}' for v in load0)} at the start, "
-          f"{' '.join(f'{v:.1f}' for v in load1)} at the end")  # fmt: skip
+    print(
+        "load average (1, 5, 15 min): "
+        f"{' '.join(f'{v:.1f}' for v in load0)} at the start, "
+        f"{' '.join(f'{v:.1f}' for v in load1)} at the end"
+    )
     print("targets (issue 12, quiet machine): <= 120 s wall, <= 4 GB peak")
 
 

@@ -39,16 +39,29 @@ def child(subject_path: str, threads: int) -> None:
     shape = sub.mag.shape[:3]
     before, load0 = fft_pair_times(shape, threads), os.getloadavg()[0]
     t0, c0 = time.perf_counter(), cpu_s()
-    res = reconstruct_qsm(sub.mag, sub.phase, sub.te_s, sub.b0_tesla, sub.voxel_size,
-                          sub.b0_dir, QSMOptions(), threads=threads)  # fmt: skip
+    res = reconstruct_qsm(
+        sub.mag,
+        sub.phase,
+        sub.te_s,
+        sub.b0_tesla,
+        sub.voxel_size,
+        sub.b0_dir,
+        QSMOptions(),
+        threads=threads,
+    )
     wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     after = fft_pair_times(shape, threads)
     acc = accuracy(res.chi_ppm, sub, res.mask)
-    out = {"wall s": wall, "CPU s": cpu, "FFTpairs": wall / (0.5 * (before[0] + after[0])),
-           "CPU pairs": cpu / (0.5 * (before[1] + after[1])),
-           "load1": 0.5 * (load0 + os.getloadavg()[0]),
-           **{k: v for k, v in res.timings_s.items() if k != "total"},
-           "NRMSE%": acc["NRMSE%"], "DGMslope": acc["DGMslope"]}  # fmt: skip
+    out = {
+        "wall s": wall,
+        "CPU s": cpu,
+        "FFTpairs": wall / (0.5 * (before[0] + after[0])),
+        "CPU pairs": cpu / (0.5 * (before[1] + after[1])),
+        "load1": 0.5 * (load0 + os.getloadavg()[0]),
+        **{k: v for k, v in res.timings_s.items() if k != "total"},
+        "NRMSE%": acc["NRMSE%"],
+        "DGMslope": acc["DGMslope"],
+    }
     print(json.dumps(out))
 
 
@@ -76,10 +89,21 @@ def main() -> None:
         for tree in args.trees:
             env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
             out = subprocess.run(
-                [sys.executable, __file__, "--trees", tree, "--child", str(path),
-                 "--threads", str(args.threads)],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    "--trees",
+                    tree,
+                    "--child",
+                    str(path),
+                    "--threads",
+                    str(args.threads),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             row = {"tree": tree, "round": rnd, **json.loads(out.strip().splitlines()[-1])}
             rows.append(row)
             print(row, flush=True)

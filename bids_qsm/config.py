@@ -44,6 +44,7 @@ from bids_qsm.methods import (  # noqa: F401 (re-exported: defined once in the c
     REFERENCE_REGIONS,
     SWI_HIGHPASS_METHODS,
     UNWRAPPING_METHODS,
+    QSMMethodChoices,
 )
 from bids_qsm.specs import AtlasSpec
 
@@ -121,14 +122,9 @@ class NipypeConfig:
 
 
 @dataclass
-class WorkflowConfig:
+class WorkflowConfig(QSMMethodChoices):
     """Algorithm choices and parameters of the participant level (all reported in sidecars)."""
 
-    unwrapping: str = DEFAULT_UNWRAPPING
-    bg_removal: str = DEFAULT_BG_REMOVAL
-    inversion: str = DEFAULT_INVERSION
-    reference: str = DEFAULT_REFERENCE
-    phase_sign: int = 1
     vsharp_radius_mm: float = 12.0
     swi_highpass: str = DEFAULT_SWI_HIGHPASS
     swi_mask_power: int = 4

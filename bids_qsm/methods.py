@@ -8,6 +8,8 @@ order of the choices, not the default).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 #: Phase unwrapping (``--unwrapping``).
 UNWRAPPING_METHODS: tuple[str, ...] = ("quality", "laplacian")
 #: Background field removal (``--bg-removal``); keys of ``qsm.stages.BG_REMOVAL_REGISTRY``.
@@ -27,6 +29,22 @@ DEFAULT_INVERSION = "wtv"
 DEFAULT_REFERENCE = "brain"
 DEFAULT_SWI_HIGHPASS = "gaussian"
 
+
+@dataclass
+class QSMMethodChoices:
+    """The QSM algorithm choices, declared once: the base of ``QSMOptions`` (numerical core) and
+    of ``WorkflowConfig`` (configuration), so the two cannot drift apart.
+
+    ``phase_sign`` is +1 or -1: the scanner's phase polarity (-1 flips the phase, rad).
+    """
+
+    unwrapping: str = DEFAULT_UNWRAPPING
+    bg_removal: str = DEFAULT_BG_REMOVAL
+    inversion: str = DEFAULT_INVERSION
+    reference: str = DEFAULT_REFERENCE
+    phase_sign: int = 1
+
+
 #: The choice of each ``workflow.<name>`` setting (checked once the options are merged).
 WORKFLOW_CHOICES: dict[str, tuple[str, ...]] = {
     "unwrapping": UNWRAPPING_METHODS,
@@ -37,6 +55,7 @@ WORKFLOW_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 __all__ = [
+    "QSMMethodChoices",
     "BG_REMOVAL_METHODS",
     "DEFAULT_BG_REMOVAL",
     "DEFAULT_INVERSION",

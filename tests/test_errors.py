@@ -242,14 +242,28 @@ def test_output_folder_not_writable_fails_before_processing_73(
     anat = tmp_path / "out" / "sub-01" / "anat"
     anat.parent.mkdir(parents=True)
     anat.write_text("a file where the folder should be")
-    cli_error(capsys, 73, (str(anat), "not a folder"),
-              bids_dataset, tmp_path / "out", "participant", "--skip-bids-validation")  # fmt: skip
+    cli_error(
+        capsys,
+        73,
+        (str(anat), "not a folder"),
+        bids_dataset,
+        tmp_path / "out",
+        "participant",
+        "--skip-bids-validation",
+    )
     assert not fake_participant
     if os.geteuid() != 0:  # permissions do not stop root
         anat.unlink()
         anat.mkdir(mode=0o500)
-        cli_error(capsys, 73, (str(anat), "not writable"), bids_dataset, tmp_path / "out",
-                  "participant", "--skip-bids-validation")  # fmt: skip
+        cli_error(
+            capsys,
+            73,
+            (str(anat), "not writable"),
+            bids_dataset,
+            tmp_path / "out",
+            "participant",
+            "--skip-bids-validation",
+        )
 
 
 # ---------------------------------------------------------------------- items 3 and 4
@@ -261,14 +275,30 @@ def test_malformed_sidecar_json_exit_65(
     bad = sidecar(files["phase"][1])
     bad.write_text('{"EchoTime": 0.008, "Units": "rad",')  # truncated
     # sub-02 not selected: pybids still reads it
-    cli_error(capsys, ExitCode.DATA_ERROR, (str(bad), "malformed JSON"), bids_factory.root,
-              tmp_path / "o", "participant", "--participant-label", "01",
-              "--skip-bids-validation")  # fmt: skip
+    cli_error(
+        capsys,
+        ExitCode.DATA_ERROR,
+        (str(bad), "malformed JSON"),
+        bids_factory.root,
+        tmp_path / "o",
+        "participant",
+        "--participant-label",
+        "01",
+        "--skip-bids-validation",
+    )
     assert not fake_participant
     # selected: found before pybids
-    cli_error(capsys, ExitCode.DATA_ERROR, (str(bad), "malformed JSON", "line 1 column"),
-              bids_factory.root, tmp_path / "o", "participant", "--participant-label", "02",
-              "--skip-bids-validation")  # fmt: skip
+    cli_error(
+        capsys,
+        ExitCode.DATA_ERROR,
+        (str(bad), "malformed JSON", "line 1 column"),
+        bids_factory.root,
+        tmp_path / "o",
+        "participant",
+        "--participant-label",
+        "02",
+        "--skip-bids-validation",
+    )
 
 
 def test_group_level_corrupt_stats_table_exit_65(tmp_path: Path, capsys) -> None:
@@ -277,8 +307,15 @@ def test_group_level_corrupt_stats_table_exit_65(tmp_path: Path, capsys) -> None
     c = fabricate_cohort(tmp_path / "c", n_controls=2, n_patients=2, transforms=False)
     table = sorted(c.output_dir.glob("sub-*/anat/*_stats.tsv"))[1]
     table.write_bytes(b"\xff\xfe\x00\x81garbage\x00\n\x93\x94")
-    cli_error(capsys, 65, (str(table), "corrupt table"), c.bids_dir, c.output_dir, "group",
-              "--no-voxelwise")  # fmt: skip
+    cli_error(
+        capsys,
+        65,
+        (str(table), "corrupt table"),
+        c.bids_dir,
+        c.output_dir,
+        "group",
+        "--no-voxelwise",
+    )
 
 
 # ---------------------------------------------------------------------- item 5
@@ -293,8 +330,17 @@ def test_non_binary_lesion_mask_is_refused_65(
     BidsFactory.save_nifti(flair, image)  # a FLAIR-like image given as mask
     ok = bids_factory.add_lesion_mask(masks, "01")
     BidsFactory.save_nifti(ok, (np.asarray(nib.load(ok).dataobj) * 255).astype(np.uint8))
-    cli_error(capsys, 65, (str(flair), "not binary"), bids_factory.root, tmp_path / "o",
-              "participant", "--skip-bids-validation", "--lesion-masks", masks)  # fmt: skip
+    cli_error(
+        capsys,
+        65,
+        (str(flair), "not binary"),
+        bids_factory.root,
+        tmp_path / "o",
+        "participant",
+        "--skip-bids-validation",
+        "--lesion-masks",
+        masks,
+    )
     assert not fake_participant
     code, err = run_cli(capsys, bids_factory.root, tmp_path / "o", "participant",
                         "--skip-bids-validation", "--lesion-masks", masks,
@@ -307,9 +353,15 @@ def test_single_slice_image_exit_65(
     bids_factory: BidsFactory, tmp_path: Path, capsys, fake_participant: list
 ) -> None:
     files = bids_factory.add_gre("01", shape=(16, 16, 1))
-    cli_error(capsys, 65, (str(files["mag"][0]), "only 1 voxel(s)", "3D volume"),
-              bids_factory.root, tmp_path / "o", "participant",
-              "--skip-bids-validation")  # fmt: skip
+    cli_error(
+        capsys,
+        65,
+        (str(files["mag"][0]), "only 1 voxel(s)", "3D volume"),
+        bids_factory.root,
+        tmp_path / "o",
+        "participant",
+        "--skip-bids-validation",
+    )
 
 
 def test_thick_slices_keep_a_usable_mask() -> None:
@@ -344,9 +396,15 @@ def test_echoes_out_of_order_exit_65(
     files = bids_factory.add_gre("01")
     set_echo_time(files["mag"][1], 0.002)
     set_echo_time(files["phase"][1], 0.002)
-    cli_error(capsys, 65, (str(files["mag"][1]), "shorter than 0.004 s", files["mag"][0].name,
-              "increasing EchoTime"), bids_factory.root, tmp_path / "o", "participant",
-              "--skip-bids-validation")  # fmt: skip
+    cli_error(
+        capsys,
+        65,
+        (str(files["mag"][1]), "shorter than 0.004 s", files["mag"][0].name, "increasing EchoTime"),
+        bids_factory.root,
+        tmp_path / "o",
+        "participant",
+        "--skip-bids-validation",
+    )
     assert not fake_participant
 
 
@@ -356,10 +414,15 @@ def test_duplicated_echo_time_names_the_duplicate(
     files = bids_factory.add_gre("01")
     set_echo_time(files["mag"][2], 0.008)  # same as echo-2
     set_echo_time(files["phase"][2], 0.008)
-    line = cli_error(capsys, 65, (str(files["mag"][2]), "repeats that of",
-                                  files["mag"][1].name),
-                     bids_factory.root, tmp_path / "o", "participant",
-                     "--skip-bids-validation")  # fmt: skip
+    line = cli_error(
+        capsys,
+        65,
+        (str(files["mag"][2]), "repeats that of", files["mag"][1].name),
+        bids_factory.root,
+        tmp_path / "o",
+        "participant",
+        "--skip-bids-validation",
+    )
     assert str(files["mag"][0]) not in line
 
 
@@ -368,8 +431,15 @@ def test_duplicated_echo_time_in_a_4d_file_names_the_volumes(
 ) -> None:
     files = bids_factory.add_gre("01", four_d=True)
     set_echo_time(files["mag"][0], [0.004, 0.008, 0.008])
-    cli_error(capsys, 65, (str(files["mag"][0]), "(volume 2)"), bids_factory.root,
-              tmp_path / "o", "participant", "--skip-bids-validation")  # fmt: skip
+    cli_error(
+        capsys,
+        65,
+        (str(files["mag"][0]), "(volume 2)"),
+        bids_factory.root,
+        tmp_path / "o",
+        "participant",
+        "--skip-bids-validation",
+    )
 
 
 # ---------------------------------------------------------------------- item 9 (unit)

@@ -23,8 +23,9 @@ def subject():
 
 
 def _scores(s, options: QSMOptions, threads: int = 1) -> dict[str, float]:
-    r = reconstruct_qsm(s.mag, s.phase, s.te_s, s.b0_tesla, s.voxel_size, s.b0_dir, options,
-                        threads=threads)  # fmt: skip
+    r = reconstruct_qsm(
+        s.mag, s.phase, s.te_s, s.b0_tesla, s.voxel_size, s.b0_dir, options, threads=threads
+    )
     truth = np.where(r.mask, s.chi_ppm - s.chi_ppm[r.mask].mean(), 0)
     ag = metrics.regional_agreement(
         r.chi_ppm, truth, s.labels, r.mask, metrics.deep_gray_matter_regions()
@@ -50,8 +51,9 @@ def test_small_preset_edge_fixes_and_tolerances():
     # of the mask (the field fixes of issue 13 active at 2 mm) NRMSE 48.7 %. The simulation
     # and the reconstruction give the same arrays with 1 or 2 threads.
     s = sim.simulate_subject("small", seed=1, workers=2)
-    r = reconstruct_qsm(s.mag, s.phase, s.te_s, s.b0_tesla, s.voxel_size, s.b0_dir,
-                        QSMOptions(), threads=2)  # fmt: skip
+    r = reconstruct_qsm(
+        s.mag, s.phase, s.te_s, s.b0_tesla, s.voxel_size, s.b0_dir, QSMOptions(), threads=2
+    )
     truth = np.where(r.mask, s.chi_ppm - s.chi_ppm[r.mask].mean(), 0)
     ag = metrics.regional_agreement(
         r.chi_ppm, truth, s.labels, r.mask, metrics.deep_gray_matter_regions()

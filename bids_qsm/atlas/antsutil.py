@@ -178,8 +178,9 @@ def labels_at(
         base = np.floor(ijk).astype(np.int64)
         # flat offsets of the two neighbours per axis; ITK's linear interpolator repeats the
         # edge voxel for neighbours beyond the edge
-        off = [[np.clip(base[d] + o, 0, n_vox[d, 0] - 1) * stride[d] for o in (0, 1)]
-               for d in range(3)]  # fmt: skip
+        off = [
+            [np.clip(base[d] + o, 0, n_vox[d, 0] - 1) * stride[d] for o in (0, 1)] for d in range(3)
+        ]
         cl = np.empty((8, ijk.shape[1]), np.int32)
         for k, (a, b, c) in enumerate(corners):
             cl[k] = flat[off[0][a] + off[1][b] + off[2][c]]

@@ -259,10 +259,19 @@ def _fixed_images(atlas: Atlas, grid: float, p: RegistrationParams, tmp: Path) -
     ants.image_write(tpl_g, str(fixed_path))
     mask_path = tmp / "fixed_mask.nii"
     ants.image_write(ants.iMath(tpl_mask_g, "MD", _MASK_DILATION_VOX), str(mask_path))
-    domain = {"CropMarginVox": margin, "MetricMaskDilationVox": _MASK_DILATION_VOX,
-              "ShapeVox": [int(n) for n in tpl_g.shape]}  # fmt: skip
-    return {"tpl": tpl, "tpl_mask": tpl_mask, "grid_img": tpl_g, "path": fixed_path,
-            "mask_path": mask_path, "domain": domain}  # fmt: skip
+    domain = {
+        "CropMarginVox": margin,
+        "MetricMaskDilationVox": _MASK_DILATION_VOX,
+        "ShapeVox": [int(n) for n in tpl_g.shape],
+    }
+    return {
+        "tpl": tpl,
+        "tpl_mask": tpl_mask,
+        "grid_img": tpl_g,
+        "path": fixed_path,
+        "mask_path": mask_path,
+        "domain": domain,
+    }
 
 
 def _subject_image(

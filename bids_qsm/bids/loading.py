@@ -160,5 +160,15 @@ def load_gre(
         np.round(b0_dir, 4).tolist(),
         units,
     )
-    return GreData(mag=mag, phase=phase, te_s=te, b0_tesla=float(b0), affine=affine, header=header,
-                   voxel_size=voxel_size, b0_dir=b0_dir, phase_units=units, info=info)  # fmt: skip
+    return GreData(
+        mag=mag,
+        phase=phase,
+        te_s=te,
+        b0_tesla=float(b0),
+        affine=affine,
+        header=header,
+        voxel_size=voxel_size,
+        b0_dir=b0_dir,
+        phase_units=units,
+        info=info,
+    )

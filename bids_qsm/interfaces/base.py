@@ -43,7 +43,10 @@ def file_spec(
     body: dict[str, Any] = {"__module__": module}
     for n in names:
         must = n not in may_be_absent
-        body[n] = File(desc=descriptions[n], **({"exists": True} if must else {}),
-                       **({"mandatory": True} if must and mandatory else {}))  # fmt: skip
+        body[n] = File(
+            desc=descriptions[n],
+            **({"exists": True} if must else {}),
+            **({"mandatory": True} if must and mandatory else {}),
+        )
     body.update(traits_)
     return type(name, (base,), body)

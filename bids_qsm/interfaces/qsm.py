@@ -101,8 +101,16 @@ _MAY_BE_ABSENT = frozenset({"r2star_file", "t2star_file", "r2star_box_file", "us
 
 def _spec(name: str, base: type, *names: str, mandatory: bool = False, **traits_: Any) -> type:
     """A spec of the :data:`_FILES` ``names`` (see :func:`~bids_qsm.interfaces.base.file_spec`)."""
-    return file_spec(name, __name__, base, _FILES, names, mandatory=mandatory,
-                     may_be_absent=_MAY_BE_ABSENT, **traits_)  # fmt: skip
+    return file_spec(
+        name,
+        __name__,
+        base,
+        _FILES,
+        names,
+        mandatory=mandatory,
+        may_be_absent=_MAY_BE_ABSENT,
+        **traits_,
+    )
 
 
 class _QSMInputSpec(GreInputSpec):
@@ -197,11 +205,20 @@ def _acquisition(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 _FieldOutputSpec = _spec(
-    "_FieldOutputSpec", TraitedSpec, "brain_mask_file", "field_hz_file", "residual_file",
-    "combined_mag_file", "r2star_file", "t2star_file", "field_ppm_box_file", "mask_box_file",
-    "r2star_box_file", "user_local_box_file",
+    "_FieldOutputSpec",
+    TraitedSpec,
+    "brain_mask_file",
+    "field_hz_file",
+    "residual_file",
+    "combined_mag_file",
+    "r2star_file",
+    "t2star_file",
+    "field_ppm_box_file",
+    "mask_box_file",
+    "r2star_box_file",
+    "user_local_box_file",
     state_file=File(exists=True, desc="JSON: box, grid shape, R2* limit, user inputs, timings"),
-)  # fmt: skip
+)
 
 
 class PrepareQSMField(SimpleInterface):
@@ -305,15 +322,22 @@ def _unbox(state: dict[str, Any], x: Any, dtype: type) -> Any:
 
 
 _BackgroundInputSpec = _spec(
-    "_BackgroundInputSpec", _StageInputSpec, "field_ppm_box_file", "mask_box_file",
-    "user_local_box_file", mandatory=True,
+    "_BackgroundInputSpec",
+    _StageInputSpec,
+    "field_ppm_box_file",
+    "mask_box_file",
+    "user_local_box_file",
+    mandatory=True,
     options=traits.Dict(desc="QSMOptions fields of background removal"),
-)  # fmt: skip
+)
 _BackgroundOutputSpec = _spec(
-    "_BackgroundOutputSpec", TraitedSpec, "local_box_file", "local_mask_box_file",
+    "_BackgroundOutputSpec",
+    TraitedSpec,
+    "local_box_file",
+    "local_mask_box_file",
     "local_field_file",
     state_file=File(exists=True, desc="JSON: stage 1 state plus the V-SHARP radii, timings"),
-)  # fmt: skip
+)
 
 
 class RemoveBackground(_QSMStage):
@@ -343,13 +367,16 @@ class RemoveBackground(_QSMStage):
 
 
 _InvertInputSpec = _spec(
-    "_InvertInputSpec", _StageInputSpec, "local_box_file", "local_mask_box_file",
-    "r2star_box_file", "combined_mag_file", mandatory=True,
+    "_InvertInputSpec",
+    _StageInputSpec,
+    "local_box_file",
+    "local_mask_box_file",
+    "r2star_box_file",
+    "combined_mag_file",
+    mandatory=True,
     options=traits.Dict(desc="QSMOptions fields (all: the sidecar records every option)"),
-)  # fmt: skip
-_InvertOutputSpec = _spec(
-    "_InvertOutputSpec", TraitedSpec, "chi_file", "mask_file", "params_file"
-)  # fmt: skip
+)
+_InvertOutputSpec = _spec("_InvertOutputSpec", TraitedSpec, "chi_file", "mask_file", "params_file")
 
 
 class InvertField(_QSMStage):

@@ -44,9 +44,12 @@ class FieldFit:
 
 
 def gaussian_smooth_fft(
-    x: np.ndarray, sigma_vox: Sequence[float], weight: np.ndarray | None = None,
-    threads: int = 2, downsample: int = 1,
-) -> np.ndarray:  # fmt: skip
+    x: np.ndarray,
+    sigma_vox: Sequence[float],
+    weight: np.ndarray | None = None,
+    threads: int = 2,
+    downsample: int = 1,
+) -> np.ndarray:
     """Normalised Gaussian smoothing by FFT (sigma in voxels), for real or complex ``x``.
 
     With ``weight``: ``G*(w x) / G*w`` (normalised convolution), so voxels of zero weight (outside

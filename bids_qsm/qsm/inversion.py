@@ -16,6 +16,8 @@ and return float32 maps that are 0 outside the mask (mean not referenced).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .cg import conjugate_gradient
@@ -44,9 +46,15 @@ def _unpad(x: np.ndarray, mask: np.ndarray, sl, region) -> np.ndarray:
 
 
 def tkd(
-    field: np.ndarray, mask: np.ndarray, voxel_size: np.ndarray, b0_dir: np.ndarray,
-    threshold: float = 0.15, *, pad_mm: float = 12.0, threads: int = 2,
-) -> np.ndarray:  # fmt: skip
+    field: np.ndarray,
+    mask: np.ndarray,
+    voxel_size: np.ndarray,
+    b0_dir: np.ndarray,
+    threshold: float = 0.15,
+    *,
+    pad_mm: float = 12.0,
+    threads: int = 2,
+) -> np.ndarray:
     """Truncated k-space division (ppm in, ppm out); ``threshold`` on ``|D|``."""
     f, _, D, sl, region = _prepare(field, mask, voxel_size, b0_dir, pad_mm)
     t = np.float32(threshold)
@@ -233,6 +241,21 @@ def tv_admm(
     x0 = np.zeros(f.shape, np.float32)
     x, _ = _admm_tv(Q, K0, x0, voxel_size, lam, rho or 100 * lam, tol, max_iter, threads)
     return _unpad(x, mask, sl, region)
+
+
+def rts_options(opt: Any, max_iter: int | None = None) -> dict[str, Any]:
+    """Keyword arguments of :func:`rts` from a :class:`~bids_qsm.qsm.pipeline.QSMOptions`
+    (its ``rts_*`` fields and ``inversion_pad_mm``, mm); ``max_iter`` replaces ``rts_max_iter``
+    (the weighted-TV start runs ``wtv_rts_iter`` step-2 iterations)."""
+    return {
+        "delta": opt.rts_delta,
+        "mu": opt.rts_mu,
+        "rho": opt.rts_rho,
+        "tol": opt.rts_tol,
+        "max_iter": opt.rts_max_iter if max_iter is None else max_iter,
+        "lsmr_iter": opt.rts_lsmr_iter,
+        "pad_mm": opt.inversion_pad_mm,
+    }
 
 
 def rts(

@@ -23,12 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from ..methods import (
-    DEFAULT_BG_REMOVAL,
-    DEFAULT_INVERSION,
-    DEFAULT_REFERENCE,
-    DEFAULT_UNWRAPPING,
-)
+from ..methods import QSMMethodChoices
 from .stages import (  # noqa: F401 (re-exported)
     ALGORITHM_NAMES,
     BG_REMOVAL,
@@ -51,14 +46,9 @@ from .stages import (  # noqa: F401 (re-exported)
 
 
 @dataclass
-class QSMOptions:
+class QSMOptions(QSMMethodChoices):
     """Every algorithm choice and parameter of :func:`reconstruct_qsm` (units in names)."""
 
-    unwrapping: str = DEFAULT_UNWRAPPING
-    bg_removal: str = DEFAULT_BG_REMOVAL
-    inversion: str = DEFAULT_INVERSION
-    reference: str = DEFAULT_REFERENCE
-    phase_sign: int = 1
     # mask
     mask_threshold_scale: float = 0.5
     mask_opening_radius_mm: float = 4.0
@@ -247,11 +237,20 @@ def qsm_parameters(
 
 
 def reconstruct_qsm(
-    mag: np.ndarray, phase_rad: np.ndarray, te_s: Sequence[float], b0_tesla: float,
-    voxel_size: np.ndarray, b0_dir: np.ndarray, options: QSMOptions | None = None,
-    mask: np.ndarray | None = None, csf_mask: np.ndarray | None = None, threads: int = 2,
-    *, total_field_hz: np.ndarray | None = None, local_field_ppm: np.ndarray | None = None,
-) -> QSMResult:  # fmt: skip
+    mag: np.ndarray,
+    phase_rad: np.ndarray,
+    te_s: Sequence[float],
+    b0_tesla: float,
+    voxel_size: np.ndarray,
+    b0_dir: np.ndarray,
+    options: QSMOptions | None = None,
+    mask: np.ndarray | None = None,
+    csf_mask: np.ndarray | None = None,
+    threads: int = 2,
+    *,
+    total_field_hz: np.ndarray | None = None,
+    local_field_ppm: np.ndarray | None = None,
+) -> QSMResult:
     """Run the QSM pipeline on (X, Y, Z, E) magnitude and phase (rad); see module docstring.
 
     ``te_s`` echo times (s), ``b0_tesla`` field strength (T), ``voxel_size`` (mm), ``b0_dir``

@@ -34,7 +34,7 @@ from .background import lbv, pdf, vsharp, vsharp_radii
 from .echofit import FieldFit, fit_field, repair_unwrapping
 from .geometry import hz_to_ppm
 from .grid import bounding_box
-from .inversion import rts, tikhonov, tkd, tv_admm
+from .inversion import rts, rts_options, tikhonov, tkd, tv_admm
 from .mask import brain_mask, erode_mask, erode_voxels, largest_component, refine_mask
 from .phase import apply_phase_sign, combine_magnitude
 from .r2star import fit_r2star
@@ -81,11 +81,7 @@ def _bg_lbv(field_ppm, mask, vs, b0, opt, radii, threads):
 
 
 def _inv_rts(local, mask, vs, b0, opt, threads, magnitude=None):
-    return rts(
-        local, mask, vs, b0, delta=opt.rts_delta, mu=opt.rts_mu, rho=opt.rts_rho,
-        tol=opt.rts_tol, max_iter=opt.rts_max_iter, lsmr_iter=opt.rts_lsmr_iter,
-        pad_mm=opt.inversion_pad_mm, threads=threads,
-    )  # fmt: skip
+    return rts(local, mask, vs, b0, threads=threads, **rts_options(opt))
 
 
 def _inv_tikhonov(local, mask, vs, b0, opt, threads, magnitude=None):
@@ -349,9 +345,14 @@ def prepare_field(
 
 
 def remove_background(
-    field_ppm: np.ndarray, mask: np.ndarray, vs: np.ndarray, b0: np.ndarray, opt: QSMOptions,
-    threads: int = 2, user_local_ppm: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[float]]:  # fmt: skip
+    field_ppm: np.ndarray,
+    mask: np.ndarray,
+    vs: np.ndarray,
+    b0: np.ndarray,
+    opt: QSMOptions,
+    threads: int = 2,
+    user_local_ppm: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """(local field ppm, its mask, V-SHARP radii mm) by ``BG_REMOVAL_REGISTRY[opt.bg_removal]``.
 
     ``user_local_ppm`` (a background-free user field on the same grid) replaces the method.

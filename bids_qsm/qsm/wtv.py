@@ -28,7 +28,7 @@ import numpy as np
 
 from .geometry import dipole_kernel
 from .grid import bounding_box, irfft3, laplacian_eigenvalues, pad_to_fast, rfft3
-from .inversion import rts
+from .inversion import rts, rts_options
 from .slabs import SlabRunner, grad_adjoint_slab, grad_slab
 
 
@@ -92,10 +92,13 @@ def weighted_tv(
     else:
         x = pad_to_fast(np.where(mask, x0, 0)[sl].astype(np.float32), pad)[0]
     st = _Splits(
-        inv_h=[np.float32(1.0 / float(v)) for v in vs], thr=np.float32(lam / mu1),
-        relax=float(relax), mu2=np.float32(mu2), w2f=w2 * f,
+        inv_h=[np.float32(1.0 / float(v)) for v in vs],
+        thr=np.float32(lam / mu1),
+        relax=float(relax),
+        mu2=np.float32(mu2),
+        w2f=w2 * f,
         w2_mu=(np.float32(1) / (w2 + np.float32(mu2))).astype(np.float32),
-    )  # fmt: skip
+    )
     del w2, f
     n_iter = 0
     with SlabRunner(shape[0], threads) as run:
@@ -236,16 +239,21 @@ def invert_wtv(
     """
     if opt.wtv_weight not in ("mask", "magnitude"):
         raise ValueError(f"wtv_weight must be 'mask' or 'magnitude', got {opt.wtv_weight!r}")
-    x0 = rts(
-        local, mask, voxel_size, b0_dir, delta=opt.rts_delta, mu=opt.rts_mu, rho=opt.rts_rho,
-        tol=opt.rts_tol, max_iter=opt.wtv_rts_iter, lsmr_iter=opt.rts_lsmr_iter,
-        pad_mm=opt.inversion_pad_mm, threads=threads,
-    )  # fmt: skip
+    x0 = rts(local, mask, voxel_size, b0_dir, threads=threads, **rts_options(opt, opt.wtv_rts_iter))
     chi, _ = weighted_tv(
-        local, mask, voxel_size, b0_dir,
-        weight=magnitude if opt.wtv_weight == "magnitude" else None, x0=x0,
-        lam=opt.wtv_lambda, mu1=opt.wtv_mu1, mu2=opt.wtv_mu2, tol=opt.wtv_tol,
-        max_iter=opt.wtv_max_iter, relax=opt.wtv_relax, pad_mm=opt.inversion_pad_mm,
+        local,
+        mask,
+        voxel_size,
+        b0_dir,
+        weight=magnitude if opt.wtv_weight == "magnitude" else None,
+        x0=x0,
+        lam=opt.wtv_lambda,
+        mu1=opt.wtv_mu1,
+        mu2=opt.wtv_mu2,
+        tol=opt.wtv_tol,
+        max_iter=opt.wtv_max_iter,
+        relax=opt.wtv_relax,
+        pad_mm=opt.inversion_pad_mm,
         threads=threads,
-    )  # fmt: skip
+    )
     return chi

@@ -60,14 +60,29 @@ def _columns(*names: str) -> tuple[tuple[str, str, str], ...]:
 
 
 _REGIONAL_COLUMNS = _columns(
-    "volume_mm3", "chi_mean_ppm", "chi_median_ppm", "chi_std_ppm", "chi_iqr", "r2star_mean_hz",
-    "phaseiron_mean_rad", "mpapt_rad", "apt_volume_mm3"
-)  # fmt: skip
+    "volume_mm3",
+    "chi_mean_ppm",
+    "chi_median_ppm",
+    "chi_std_ppm",
+    "chi_iqr",
+    "r2star_mean_hz",
+    "phaseiron_mean_rad",
+    "mpapt_rad",
+    "apt_volume_mm3",
+)
 _LESION_COLUMNS = _columns(
-    "label", "lesion_id", "volume_mm3", "chi_mean_ppm", "rim_chi_mean_ppm", "core_chi_mean_ppm",
-    "rim_minus_core_ppm", "phaseiron_mean_rad", "rim_phaseiron_mean_rad", "mpapt_rad",
-    "apt_volume_mm3"
-)  # fmt: skip
+    "label",
+    "lesion_id",
+    "volume_mm3",
+    "chi_mean_ppm",
+    "rim_chi_mean_ppm",
+    "core_chi_mean_ppm",
+    "rim_minus_core_ppm",
+    "phaseiron_mean_rad",
+    "rim_phaseiron_mean_rad",
+    "mpapt_rad",
+    "apt_volume_mm3",
+)
 
 
 def _cell(value: Any, kind: str) -> str:

@@ -316,13 +316,25 @@ def write_bids_dataset(
         if progress:
             progress(f"simulating sub-{label} ({group}, preset {preset})")
         kwargs = dict(
-            oblique_deg=oblique_deg, te_s=te_s, b0_tesla=b0_tesla, snr=snr, t1w=t1w,
-            lesions=lesions and (group == "MS" or not cohort), group=group,
-            edss=next(edss) if group == "MS" else 0.0, null_effect=null_effect, atrophy=atrophy,
-            shim_residual_hz=shim_residual_hz, between_subject_sd_ppm=between_subject_sd_ppm,
-            effect_scale=effect_scale, voxel_mm=voxel_mm, fov_mm=fov_mm, participant_label=label,
-            workers=workers, rigid_anatomy=rigid_anatomy,
-        )  # fmt: skip
+            oblique_deg=oblique_deg,
+            te_s=te_s,
+            b0_tesla=b0_tesla,
+            snr=snr,
+            t1w=t1w,
+            lesions=lesions and (group == "MS" or not cohort),
+            group=group,
+            edss=next(edss) if group == "MS" else 0.0,
+            null_effect=null_effect,
+            atrophy=atrophy,
+            shim_residual_hz=shim_residual_hz,
+            between_subject_sd_ppm=between_subject_sd_ppm,
+            effect_scale=effect_scale,
+            voxel_mm=voxel_mm,
+            fov_mm=fov_mm,
+            participant_label=label,
+            workers=workers,
+            rigid_anatomy=rigid_anatomy,
+        )
         if n_sessions > 1:  # longitudinal: ses-<k> folders and sub-<l>_sessions.tsv
             from bids_qsm.simulate.sessions import session_plan, write_subject_sessions
 

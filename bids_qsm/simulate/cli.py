@@ -213,15 +213,33 @@ def build_parser() -> argparse.ArgumentParser:
 #: :func:`~bids_qsm.simulate.bids_writer.write_bids_dataset` parameters set by the option of
 #: the same name, and parameter -> option where the names differ.
 _SAME_NAME = (
-    "preset", "n_subjects", "n_controls", "n_patients", "seed", "phase_units", "oblique_deg",
-    "lesions", "t1w", "null_effect", "atrophy", "snr", "rigid_anatomy", "shim_residual_hz",
-    "effect_scale", "interval_years",
-)  # fmt: skip
+    "preset",
+    "n_subjects",
+    "n_controls",
+    "n_patients",
+    "seed",
+    "phase_units",
+    "oblique_deg",
+    "lesions",
+    "t1w",
+    "null_effect",
+    "atrophy",
+    "snr",
+    "rigid_anatomy",
+    "shim_residual_hz",
+    "effect_scale",
+    "interval_years",
+)
 _RENAMED = {
-    "te_s": "te", "b0_tesla": "field_strength", "pose_rotation_sd_deg": "pose_sd_deg",
-    "voxel_mm": "voxel_size", "fov_mm": "fov", "workers": "nthreads", "n_sessions": "sessions",
+    "te_s": "te",
+    "b0_tesla": "field_strength",
+    "pose_rotation_sd_deg": "pose_sd_deg",
+    "voxel_mm": "voxel_size",
+    "fov_mm": "fov",
+    "workers": "nthreads",
+    "n_sessions": "sessions",
     "iron_rate_ppm_per_year": "iron_rate_ppb_per_year",
-}  # fmt: skip
+}
 
 
 def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,11 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         root = write_bids_dataset(
-            args.out_dir, **_dataset_options(args), progress=log.info,
+            args.out_dir,
+            **_dataset_options(args),
+            progress=log.info,
             random_pose=not args.no_random_pose,
-            between_subject_sd_ppm=(args.iron_sd_ppb if args.iron_sd_ppb is not None
-                                    else args.between_subject_sd_ppb / 1000.0),
-        )  # fmt: skip
+            between_subject_sd_ppm=(
+                args.iron_sd_ppb
+                if args.iron_sd_ppb is not None
+                else args.between_subject_sd_ppb / 1000.0
+            ),
+        )
     except BidsQsmError as exc:
         if args.verbose >= 2:
             log.exception("simulation failed")

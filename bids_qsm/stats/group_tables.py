@@ -25,9 +25,13 @@ ENTITY_COLUMNS: tuple[str, ...] = ("participant_id", "session_id", "acq", "run")
 
 #: Measures tested by default (those present with finite values are used), with units.
 DEFAULT_MEASURES: dict[str, str] = column_units(
-    "regional", "chi_mean_ppm", "phaseiron_mean_rad", "r2star_mean_hz", "mpapt_rad",
+    "regional",
+    "chi_mean_ppm",
+    "phaseiron_mean_rad",
+    "r2star_mean_hz",
+    "mpapt_rad",
     "apt_volume_mm3",
-)  # fmt: skip
+)
 
 #: Covariate token meaning "the volume_mm3 of the structure being tested".
 VOLUME_TOKENS: tuple[str, ...] = ("volume", "volume_mm3")

@@ -217,8 +217,10 @@ def regional_table(
             pregion = region if phase_labels is None else _in_labels(plabels[at], ids, ptop)
         sel = region & mask[at]
         psel = pregion & mask[at]
-        maps = {k: None if v is None else v[at] for k, v in
-                (("r2", r2star_hz), ("hp", hp_phase_rad), ("pi", phase_iron_rad))}  # fmt: skip
+        maps = {
+            k: None if v is None else v[at]
+            for k, v in (("r2", r2star_hz), ("hp", hp_phase_rad), ("pi", phase_iron_rad))
+        }
         row: dict[str, object] = {
             "structure": name,
             "hemisphere": hemi,

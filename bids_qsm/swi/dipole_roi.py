@@ -117,10 +117,15 @@ def self_positive_labels(
 
 
 def phase_quality_mask(
-    mask: np.ndarray, voxel_size: Sequence[float], *, edge_mm: float = 4.0,
-    r2star_hz: np.ndarray | None = None, r2star_max_hz: float = 80.0,
-    fit_residual: np.ndarray | None = None, residual_max: float = 0.3,
-) -> np.ndarray:  # fmt: skip
+    mask: np.ndarray,
+    voxel_size: Sequence[float],
+    *,
+    edge_mm: float = 4.0,
+    r2star_hz: np.ndarray | None = None,
+    r2star_max_hz: float = 80.0,
+    fit_residual: np.ndarray | None = None,
+    residual_max: float = 0.3,
+) -> np.ndarray:
     """Voxels of ``mask`` where the filtered phase is not dominated by background field (bool).
 
     Excludes voxels closer than ``edge_mm`` to the outside of ``mask`` (Euclidean distance

@@ -218,9 +218,14 @@ def _gaussian_phase(
 
 
 def _homodyne_phase(
-    mag4: np.ndarray, ph4: np.ndarray | None, te: np.ndarray, m: np.ndarray, ref_te: float,
-    opt: SWIOptions, params: dict[str, Any],
-) -> np.ndarray:  # fmt: skip
+    mag4: np.ndarray,
+    ph4: np.ndarray | None,
+    te: np.ndarray,
+    m: np.ndarray,
+    ref_te: float,
+    opt: SWIOptions,
+    params: dict[str, Any],
+) -> np.ndarray:
     """Homodyne SWI filtered phase (rad at ref TE, paramagnetic negative), 0 outside ``m``."""
     if ph4 is None:
         raise InputDataError("the homodyne SWI high-pass needs the phase")
@@ -244,8 +249,13 @@ def _homodyne_phase(
 _Checked = tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _check_inputs(mag: np.ndarray, phase_rad: np.ndarray | None, te_s: Sequence[float],
-                  voxel_size: np.ndarray, mask: np.ndarray) -> _Checked:  # fmt: skip
+def _check_inputs(
+    mag: np.ndarray,
+    phase_rad: np.ndarray | None,
+    te_s: Sequence[float],
+    voxel_size: np.ndarray,
+    mask: np.ndarray,
+) -> _Checked:
     """(magnitude 4D, phase 4D or None, echo times s, voxel size mm, mask), shapes checked."""
     mag4 = _as4d(mag, "magnitude")
     te = np.asarray(te_s, dtype=np.float64).ravel()
@@ -279,10 +289,16 @@ def _base_parameters(opt: SWIOptions, te: np.ndarray, ref_te: float) -> dict[str
 
 
 def _phase_iron(
-    hp_phase: np.ndarray, valid: np.ndarray, m: np.ndarray, vs: np.ndarray, opt: SWIOptions,
-    b0_tesla: float, r2star_hz: np.ndarray | None, fit_residual: np.ndarray | None,
+    hp_phase: np.ndarray,
+    valid: np.ndarray,
+    m: np.ndarray,
+    vs: np.ndarray,
+    opt: SWIOptions,
+    b0_tesla: float,
+    r2star_hz: np.ndarray | None,
+    fit_residual: np.ndarray | None,
     params: dict[str, Any],
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Phase-iron map (rad, iron positive; NaN outside the phase-quality mask) and, in
     ``params``, the quality mask and the abnormal-phase threshold."""
     r2max = float(opt.quality_r2star_max_hz) * float(b0_tesla) / 3.0
@@ -315,12 +331,20 @@ def _phase_iron(
 
 
 def compute_swi(
-    mag: np.ndarray, phase_rad: np.ndarray | None, te_s: Sequence[float],
-    voxel_size: np.ndarray, mask: np.ndarray, field_hz: np.ndarray | None = None,
-    options: SWIOptions | None = None, *, local_field_ppm: np.ndarray | None = None,
-    local_mask: np.ndarray | None = None, b0_tesla: float = 3.0,
-    r2star_hz: np.ndarray | None = None, fit_residual: np.ndarray | None = None,
-) -> SWIResult:  # fmt: skip
+    mag: np.ndarray,
+    phase_rad: np.ndarray | None,
+    te_s: Sequence[float],
+    voxel_size: np.ndarray,
+    mask: np.ndarray,
+    field_hz: np.ndarray | None = None,
+    options: SWIOptions | None = None,
+    *,
+    local_field_ppm: np.ndarray | None = None,
+    local_mask: np.ndarray | None = None,
+    b0_tesla: float = 3.0,
+    r2star_hz: np.ndarray | None = None,
+    fit_residual: np.ndarray | None = None,
+) -> SWIResult:
     """SWI, minIP, SWI filtered phase and phase-iron map from (multi-)echo GRE.
 
     Parameters
@@ -384,5 +408,12 @@ def compute_swi(
 
     phase_iron = _phase_iron(hp_phase, valid, m, vs, opt, b0_tesla, r2star_hz, fit_residual, params)
     timings["total"] = time.perf_counter() - t_all
-    return SWIResult(swi=swi, minip=mip, hp_phase_rad=hp_phase, phase_iron_rad=phase_iron,
-                     parameters=params, timings_s=timings, magnitude=comb)  # fmt: skip
+    return SWIResult(
+        swi=swi,
+        minip=mip,
+        hp_phase_rad=hp_phase,
+        phase_iron_rad=phase_iron,
+        parameters=params,
+        timings_s=timings,
+        magnitude=comb,
+    )

@@ -334,8 +334,13 @@ def run_group_level(config: Config, *, atlas: Any = None) -> int:
 
         write_group_report(
             c.group_dir,
-            atlas_name=s.atlas, design=c.design, data=st.data, groupdiff=st.groupdiff,
-            clinical=st.clinical, thresholds=thresholds, voxelwise=vox,
+            atlas_name=s.atlas,
+            design=c.design,
+            data=st.data,
+            groupdiff=st.groupdiff,
+            clinical=st.clinical,
+            thresholds=thresholds,
+            voxelwise=vox,
             settings={
                 "n_permutations": s.n_permutations if s.voxelwise else 0,
                 "measures": st.measures,
@@ -350,7 +355,7 @@ def run_group_level(config: Config, *, atlas: Any = None) -> int:
                 exclusions=c.exclusions,
                 output_dir=s.output_dir,
             ),
-        )  # fmt: skip
+        )
         add_group_section(c.group_dir, longitudinal)
     LOGGER.info(
         "group level finished in %.1f s (%s)",

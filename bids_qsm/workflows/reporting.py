@@ -117,8 +117,9 @@ def acquisition_figures(
         raise FileNotFoundError(f"{chi_path}: no susceptibility map to report on")
     chi_img = nib.load(str(chi_path))
     affine, vs = chi_img.affine, chi_img.header.get_zooms()[:3]
-    maps = _read_all({k: dpath(k) for k in ("chi", "mask", "dseg", "mag", "minip", "r2star",
-                                            "phaseiron")})  # fmt: skip
+    maps = _read_all(
+        {k: dpath(k) for k in ("chi", "mask", "dseg", "mag", "minip", "r2star", "phaseiron")}
+    )
     chi = maps["chi"]
     assert chi is not None
     mask = maps["mask"]

@@ -28,13 +28,18 @@ def _phase_text(q: Mapping[str, Any]) -> list[str]:
     return [
         text
         for done, text in (
-            (rescaled, "Phase images stored in arbitrary units were rescaled to radians in "
-             "[-π, π)."),
-            (negated, "The phase was negated (vendor convention) so that paramagnetic "
-             "susceptibility is positive."),
+            (
+                rescaled,
+                "Phase images stored in arbitrary units were rescaled to radians in [-π, π).",
+            ),
+            (
+                negated,
+                "The phase was negated (vendor convention) so that paramagnetic "
+                "susceptibility is positive.",
+            ),
         )
         if done
-    ]  # fmt: skip
+    ]
 
 
 def _mask_text(q: Mapping[str, Any]) -> list[str]:
