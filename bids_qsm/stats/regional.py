@@ -139,6 +139,37 @@ def _label_box(*label_maps: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
+def _structure_groups(
+    structures: Sequence[StructureDef],
+) -> tuple[dict[tuple[str, str], set[int]], list[str]]:
+    """(structure, hemisphere) -> label values (bilateral = L and R united) and the structure
+    names in first-seen order."""
+    groups: dict[tuple[str, str], set[int]] = {}
+    order: list[str] = []
+    for s in structures:
+        groups.setdefault((s.name, s.hemisphere), set()).update(s.labels)
+        groups.setdefault((s.name, "bilateral"), set()).update(s.labels)
+        if s.name not in order:
+            order.append(s.name)
+    return groups, order
+
+
+def _apt_columns(
+    phase_iron_rad: np.ndarray | None,
+    sel: np.ndarray,
+    threshold_rad: float | None,
+    voxel_volume_mm3: float,
+) -> dict[str, float]:
+    """``mpapt_rad`` (rad), ``apt_volume_mm3`` (mm3) and ``apt_threshold_rad`` of one region;
+    NaN without a phase-iron map, a threshold or voxels. MP-APT is taken over the whole
+    structure: the threshold selects the voxels (measured better than the self-positive ROI
+    for MP-APT, docs/methods_swi.md)."""
+    if phase_iron_rad is None or threshold_rad is None or not sel.any():
+        return {"mpapt_rad": np.nan, "apt_volume_mm3": np.nan, "apt_threshold_rad": np.nan}
+    mpapt, volume = phase_abnormality(phase_iron_rad, sel, float(threshold_rad), voxel_volume_mm3)
+    return {"mpapt_rad": mpapt, "apt_volume_mm3": volume, "apt_threshold_rad": float(threshold_rad)}
+
+
 def regional_table(
     chi_ppm: np.ndarray,
     labels: np.ndarray,
@@ -189,13 +220,7 @@ def regional_table(
     # the structures' rows on the bounding box of all labels: the same voxels in the same
     # (C) order as on the whole grid, so the same sums, in a fraction of the passes
     box = _label_box(labels, plabels)
-    groups: dict[tuple[str, str], set[int]] = {}
-    order: list[str] = []
-    for s in structures:
-        groups.setdefault((s.name, s.hemisphere), set()).update(s.labels)
-        groups.setdefault((s.name, "bilateral"), set()).update(s.labels)
-        if s.name not in order:
-            order.append(s.name)
+    groups, order = _structure_groups(structures)
 
     tissue = (
         tissue_volumes(magnitude, chi_ppm, r2star_hz, labels, groups, mask, voxel_volume_mm3)
@@ -237,23 +262,20 @@ def regional_table(
             if isinstance(apt_threshold_rad, Mapping)
             else apt_threshold_rad
         )
-        if phase_iron_rad is not None and thr is not None and sel.any():
-            # MP-APT over the whole structure: the threshold selects the voxels (measured
-            # better than the ROI for MP-APT, docs/methods_swi.md)
-            row["mpapt_rad"], row["apt_volume_mm3"] = phase_abnormality(
-                maps["pi"], sel, float(thr), voxel_volume_mm3
-            )
-            row["apt_threshold_rad"] = float(thr)
-        else:
-            row["mpapt_rad"] = row["apt_volume_mm3"] = row["apt_threshold_rad"] = np.nan
+        row.update(_apt_columns(maps["pi"], sel, thr, voxel_volume_mm3))
         rows.append(row)
 
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).assign(
+        reference_region=reference_region, reference_value_ppm=reference_value_ppm
+    )
+    return _with_entities(df, entities, atlas)[list(STATS_COLUMNS)]
+
+
+def _with_entities(df: pd.DataFrame, entities: Entities, atlas: str) -> pd.DataFrame:
+    """``df`` with the entity and atlas columns first (n/a for absent entities)."""
     df.insert(0, "participant_id", entities.participant_id)
     df.insert(1, "session_id", entities.session_id or "n/a")
     df.insert(2, "acq", entities.acq or "n/a")
     df.insert(3, "run", entities.run or "n/a")
     df.insert(4, "atlas", atlas)
-    df["reference_region"] = reference_region
-    df["reference_value_ppm"] = reference_value_ppm
-    return df[list(STATS_COLUMNS)]
+    return df

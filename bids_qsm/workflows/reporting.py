@@ -120,12 +120,9 @@ def acquisition_figures(
     maps = _read_all(
         {k: dpath(k) for k in ("chi", "mask", "dseg", "mag", "minip", "r2star", "phaseiron")}
     )
-    chi = maps["chi"]
-    assert chi is not None
-    mask = maps["mask"]
-    mask = mask > 0 if mask is not None else chi != 0
-    labels = maps["dseg"]
-    labels = labels.astype(np.int32) if labels is not None else None
+    chi = maps["chi"]  # present: checked above
+    mask = maps["mask"] > 0 if maps["mask"] is not None else chi != 0
+    labels = maps["dseg"].astype(np.int32) if maps["dseg"] is not None else None
     side = _sidecar(chi_path)
 
     fig_dir = Path(out_dir) / f"sub-{acq.subject}" / "figures"
