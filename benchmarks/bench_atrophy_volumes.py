@@ -45,7 +45,8 @@ def supersampled_labels(atlas, reg, mask, affine, voxel_mm: float, factor: int):
     fine[:3, :3] = saff[:3, :3] / factor
     fine[:3, 3] = saff[:3, 3] - saff[:3, :3] @ np.full(3, (factor - 1) / (2 * factor))
     ref = nib_to_ants(nib.Nifti1Image(np.zeros(shape, np.float32), fine))
-    coords, inside = template_coords(atlas, ref, [str(reg.transforms[KEY_FROM_TEMPLATE])])
+    xfm = [str(reg.transforms[KEY_FROM_TEMPLATE])]
+    coords, inside = template_coords(atlas, ref, fine, xfm)
     return labels_at(atlas.labels_img, coords, inside), voxel_mm**3 / factor**3
 
 
