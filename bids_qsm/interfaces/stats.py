@@ -65,7 +65,6 @@ class _RegionalInputSpec(_IronTableInputSpec):
     qsm_params_file = File(exists=True, mandatory=True, desc="reference region and value")
     dseg_file = File(desc="atlas labels in GRE space (absent: whole brain only)")
     r2star_file = File()
-    mag_file = File(desc="GRE magnitude (combined echoes): tissue-fraction volumes")
     hpphase_file = File()
     atlas = traits.Dict(mandatory=True, desc="atlas spec")
     threads = traits.Int(1, usedefault=True, desc="FFT threads of the self-positive ROIs")
@@ -127,7 +126,6 @@ class RegionalStats(_IronTable):
             phase_labels=phase_labels,
             reference_region=params["reference_region"],
             reference_value_ppm=params["reference_value_ppm"],
-            magnitude=load_optional(self.inputs.mag_file),
         )
         return self._write_table(df, runtime, "regional_stats.tsv")
 

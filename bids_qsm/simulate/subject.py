@@ -195,7 +195,7 @@ def simulate_subject(
     )  # fmt: skip
     chi, r2, labels, brain, affine = g["chi"], g["r2"], g["labels"], g["brain"], g["affine"]
     vox_mm3 = float(np.prod(g["vox"]))
-    regional = regional_truth(chi, r2, labels, brain, vox_mm3, csf_fraction=g["csf"])
+    regional = regional_truth(chi, r2, labels, brain, vox_mm3)
     regional["atrophy_fraction"] = regional["structure"].map(head.loss).fillna(0.0).astype(float)
     lesion_masks, lesion_table = _lesions_on_gre(head, g["to_gre"], g, vox_mm3)
     t1w_out = _t1w_image(p, head, pose.matrix(), g["centre"], rng["t1"]) if t1w else None
@@ -284,7 +284,6 @@ def _acquire(p: Any, head: _Head, pose: HeadPose, rng: dict[str, np.random.Gener
     brain = to_gre(fields["brain"]) > 0.5
     labels = to_gre(maps.labels, order=0).astype(np.int16)
     labels[~brain] = 0
-    csf = to_gre(maps.csf_fraction, order=0) if maps.csf_fraction is not None else None
     total, local = to_gre(fields["total"]), to_gre(fields["local"])
     del fields
     # The scanner centres its frequency on the brain (F0 adjustment), then shims.
@@ -302,7 +301,7 @@ def _acquire(p: Any, head: _Head, pose: HeadPose, rng: dict[str, np.random.Gener
         m0 * np.float32(MAG_SCALE), r2, total, phi0, te, b0_tesla, sigma_noise, rng["noise"]
     )
     return {"chi": chi, "r2": r2, "brain": brain, "labels": labels, "total": total,
-            "local": local, "csf": csf, "phi0": phi0, "mag": mag, "phase": phase, "affine": affine,
+            "local": local, "phi0": phi0, "mag": mag, "phase": phase, "affine": affine,
             "centre": centre, "sigma_noise": sigma_noise, "to_gre": to_gre, "vox": vox}  # fmt: skip
 
 

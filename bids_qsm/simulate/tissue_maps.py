@@ -56,7 +56,6 @@ class TissueMaps:
     t1w: np.ndarray  # fraction of white matter
     labels: np.ndarray
     brain: np.ndarray
-    csf_fraction: np.ndarray | None = None  # CSF volume fraction after atrophy
 
 
 def _fractions_after_atrophy(
@@ -187,7 +186,7 @@ def tissue_maps(
         for s in aal3_structures()
     }
     _fill_structures(chi, r2, m0, labels, f_csf, rng, value_ppm)
-    maps = TissueMaps(chi, r2, m0, t1, labels, hm.brain_mask, f_csf.astype(np.float32))
+    maps = TissueMaps(chi, r2, m0, t1, labels, hm.brain_mask)
     _fill_lesions_and_head(maps, hm, lesions)
     maps.r2star = maps.r2star * np.float32(b0_tesla / 3.0)
     for name in ("chi", "r2star", "m0", "t1w"):

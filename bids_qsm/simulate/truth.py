@@ -10,19 +10,9 @@ from bids_qsm.simulate.lesions import LesionSet
 
 
 def regional_truth(
-    chi: np.ndarray,
-    r2: np.ndarray,
-    labels: np.ndarray,
-    brain: np.ndarray,
-    vox_mm3: float,
-    csf_fraction: np.ndarray | None = None,
+    chi: np.ndarray, r2: np.ndarray, labels: np.ndarray, brain: np.ndarray, vox_mm3: float
 ) -> pd.DataFrame:
-    """Mean true chi and R2* per structure and hemisphere (and bilateral) on the GRE grid.
-
-    ``volume_mm3`` is the volume of the true labels; ``tissue_volume_mm3`` (with the true
-    CSF fraction per voxel, nearest neighbour) leaves out the CSF inside them (AAL3's left
-    caudate overlaps the template's lateral ventricle).
-    """
+    """Mean true chi and R2* per structure and hemisphere (and bilateral) on the GRE grid."""
     brain_mean = float(chi[brain].mean()) if brain.any() else 0.0
     groups: dict[tuple[str, str], np.ndarray] = {}
     for s in aal3_structures():
@@ -46,11 +36,6 @@ def regional_truth(
                 "r2star_mean_hz": float(r2[m].mean()) if n else np.nan,
                 "nvox": n,
                 "volume_mm3": n * vox_mm3,
-                "tissue_volume_mm3": (
-                    float((1.0 - csf_fraction[m]).sum(dtype=np.float64)) * vox_mm3
-                    if csf_fraction is not None
-                    else np.nan
-                ),
             }
         )
     return pd.DataFrame(rows)

@@ -3,10 +3,8 @@
 Pure numpy/pandas: takes arrays on the GRE grid (susceptibility in ppm, R2* in Hz, filtered
 phase and phase-iron in rad) and an atlas label image on the same grid, and returns the
 ``<src>_seg-<atlas>_stats.tsv`` content. Statistics use the voxels of a structure that lie
-inside the QSM mask (where the susceptibility is defined); ``volume_label_mm3`` is the volume
-of the structure's labels on the GRE grid, whether or not they lie inside the mask, and
-``volume_mm3`` the structure's tissue-fraction volume (:mod:`bids_qsm.stats.volumetry`) when
-the GRE magnitude and R2* are given, else the label volume.
+inside the QSM mask (where the susceptibility is defined); ``volume_mm3`` is the volume of the
+structure's labels on the GRE grid, whether or not they lie inside the mask.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import pandas as pd
 
 from bids_qsm.atlas.structures import StructureDef
 from bids_qsm.stats.columns import column_descriptions
-from bids_qsm.stats.volumetry import tissue_volumes
 
 #: Column order of the regional stats TSV (see :data:`COLUMN_DESCRIPTIONS`).
 STATS_COLUMNS: tuple[str, ...] = (
@@ -32,7 +29,6 @@ STATS_COLUMNS: tuple[str, ...] = (
     "hemisphere",
     "nvox",
     "volume_mm3",
-    "volume_label_mm3",
     "chi_mean_ppm",
     "chi_median_ppm",
     "chi_std_ppm",
@@ -186,7 +182,6 @@ def regional_table(
     phase_labels: np.ndarray | None = None,
     reference_region: str = "n/a",
     reference_value_ppm: float = np.nan,
-    magnitude: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Build the regional stats table.
 
@@ -208,9 +203,6 @@ def regional_table(
         default ``labels``. MP-APT and the abnormal-phase volume use the whole structure
         (``labels``). Phase statistics use finite values only (NaN = excluded by the
         phase-quality mask).
-    magnitude
-        GRE magnitude (a.u., e.g. the combined echoes): with ``r2star_hz`` it gives
-        ``volume_mm3`` as a tissue-fraction volume (:func:`.volumetry.tissue_volumes`).
     """
     mask = np.asarray(mask, dtype=bool)
     labels = np.asarray(labels)
@@ -222,11 +214,6 @@ def regional_table(
     box = _label_box(labels, plabels)
     groups, order = _structure_groups(structures)
 
-    tissue = (
-        tissue_volumes(magnitude, chi_ppm, r2star_hz, labels, groups, mask, voxel_volume_mm3)
-        if magnitude is not None and r2star_hz is not None and groups
-        else {}
-    )
     rows: list[dict[str, object]] = []
     keys = [
         (name, hemi) for name in order for hemi in ("L", "R", "bilateral") if (name, hemi) in groups
@@ -250,8 +237,7 @@ def regional_table(
             "structure": name,
             "hemisphere": hemi,
             "nvox": int(sel.sum()),
-            "volume_mm3": tissue.get((name, hemi), float(region.sum()) * voxel_volume_mm3),
-            "volume_label_mm3": float(region.sum()) * voxel_volume_mm3,
+            "volume_mm3": float(region.sum()) * voxel_volume_mm3,
             **_stats(chi_ppm[at][sel]),
             "r2star_mean_hz": finite_mean(maps["r2"], sel),
             "hpphase_mean_rad": finite_mean(maps["hp"], psel),

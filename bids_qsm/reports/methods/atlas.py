@@ -85,11 +85,4 @@ def _atlas_text(at: Mapping[str, Any], cite: _Citer) -> list[str]:
         "hippocampus, amygdala, nucleus accumbens, substantia nigra and red nucleus, left, right "
         "and bilateral."
     )
-    s.append(
-        "Structure volumes were the sum, over each registered label and a one-voxel ring around "
-        "it, of the voxels' fractions of the structure's tissue, unmixed from the GRE magnitude, "
-        "susceptibility and R2* into structure, white matter and CSF with class means taken "
-        "from the subject's own images and relative to the surrounding tissue (multi-echo data; "
-        "otherwise the label volume)."
-    )
     return s
