@@ -294,7 +294,17 @@ class _StageInputSpec(MetaInputSpec):
 
 
 class _QSMStage(SimpleInterface):
-    """Base of the stages after the first (inputs: :class:`_StageInputSpec`)."""
+    """Base of the stages after the first (inputs: :class:`_StageInputSpec`).
+
+    Each stage defines ``_run_stage(cwd, t0, state, acq, opt) -> dict``: its outputs (name ->
+    file), written in ``cwd``; ``t0`` is the stage's start time (s). A subclass without it is
+    refused when the class is defined.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not callable(vars(cls).get("_run_stage")):
+            raise TypeError(f"{cls.__name__} must define _run_stage(cwd, t0, state, acq, opt)")
 
     def _stage_inputs(self) -> tuple[dict[str, Any], dict[str, Any], Any]:
         """The previous stage's state, the acquisition (:func:`_acquisition`), the options."""
@@ -308,10 +318,6 @@ class _QSMStage(SimpleInterface):
         state, acq, opt = self._stage_inputs()
         self._results.update(self._run_stage(runtime.cwd, t0, state, acq, opt))
         return runtime
-
-    def _run_stage(self, cwd: str, t0: float, state: dict, acq: dict, opt: Any) -> dict:
-        """The stage's outputs (name -> file), written in ``cwd``; ``t0``: its start time (s)."""
-        raise NotImplementedError
 
 
 def _unbox(state: dict[str, Any], x: Any, dtype: type) -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -220,6 +221,20 @@ class _Splits:
         w -= s
 
 
+def wtv_options(opt: Any) -> dict[str, Any]:
+    """Keyword arguments of :func:`weighted_tv` from a :class:`~bids_qsm.qsm.pipeline.QSMOptions`
+    (its ``wtv_*`` fields and ``inversion_pad_mm``, mm)."""
+    return {
+        "lam": opt.wtv_lambda,
+        "mu1": opt.wtv_mu1,
+        "mu2": opt.wtv_mu2,
+        "tol": opt.wtv_tol,
+        "max_iter": opt.wtv_max_iter,
+        "relax": opt.wtv_relax,
+        "pad_mm": opt.inversion_pad_mm,
+    }
+
+
 def invert_wtv(
     local: np.ndarray,
     mask: np.ndarray,
@@ -247,13 +262,7 @@ def invert_wtv(
         b0_dir,
         weight=magnitude if opt.wtv_weight == "magnitude" else None,
         x0=x0,
-        lam=opt.wtv_lambda,
-        mu1=opt.wtv_mu1,
-        mu2=opt.wtv_mu2,
-        tol=opt.wtv_tol,
-        max_iter=opt.wtv_max_iter,
-        relax=opt.wtv_relax,
-        pad_mm=opt.inversion_pad_mm,
         threads=threads,
+        **wtv_options(opt),
     )
     return chi
