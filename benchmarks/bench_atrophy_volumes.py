@@ -10,6 +10,10 @@ transform (to separate the GRE grid's quantisation from the registration), the D
 relative errors. Then the largest relative error and the mean error of controls and patients.
 
     .venv/bin/python benchmarks/bench_atrophy_volumes.py [--preset tiny] [--sloppy] [--threads 1]
+        [--cache DIR]
+
+``--cache DIR`` keeps each subject's arrays (magnitude, chi, R2*, masks, true and registered
+labels) and transforms, so a rerun only recomputes the volumes.
 """
 
 from __future__ import annotations
@@ -44,18 +48,21 @@ def supersampled_labels(atlas, reg, mask, affine, voxel_mm: float, factor: int):
     return labels_at(atlas.labels_img, coords, inside), voxel_mm**3 / factor**3
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
-    ap.add_argument("--sloppy", action="store_true", help="the --sloppy registration preset")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--supersample", type=int, default=3)
-    args = ap.parse_args(argv)
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
+def registered_subject(preset: str, i: int, group: str, edss: float, args, cache: Path) -> dict:
+    """Simulate, reconstruct and register cohort subject ``i``; the arrays the volume estimates
+    need are kept in ``cache/<preset>_<sloppy>_<i>.npz`` (and the transforms beside it), so a
+    rerun (e.g. of a new volume estimator) skips the simulation, QSM and registration."""
+    import json
 
     import nibabel as nib
     import numpy as np
 
+    path = cache / f"{preset}_{'sloppy' if args.sloppy else 'default'}_{i}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            out = {k: z[k] for k in z.files}
+        out["loss"] = json.loads(str(out["loss"]))
+        return out
     from bids_qsm.atlas.registration import register_atlas
     from bids_qsm.atlas.registry import load_atlas
     from bids_qsm.atlas.stages import registration_params
@@ -63,33 +70,62 @@ def main(argv: list[str] | None = None) -> int:
     from bids_qsm.simulate import simulate_subject
 
     atlas = load_atlas()
-    params = registration_params(args.sloppy)
+    sim = simulate_subject(preset, 100 + i, group=group, edss=edss, atrophy=True,
+                           null_effect=True, participant_label=f"{i + 1:02d}")  # fmt: skip
+    q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
+                        sim.b0_dir, threads=args.threads)  # fmt: skip
+    reg = register_atlas(
+        nib.Nifti1Image(sim.mag, sim.affine), nib.Nifti1Image(q.brain_mask.astype(np.uint8),
+        sim.affine), atlas, path.with_suffix(""), "s", threads=args.threads,
+        params=registration_params(args.sloppy), iron=nib.Nifti1Image(q.chi_ppm, sim.affine),
+    )  # fmt: skip
+    fine, fine_vox = supersampled_labels(
+        atlas, reg, q.brain_mask, sim.affine, float(sim.voxel_size[0]), args.supersample
+    )
+    out = {
+        "mag": sim.mag, "te_s": np.asarray(sim.te_s), "affine": sim.affine,
+        "voxel_size": np.asarray(sim.voxel_size), "chi_ppm": q.chi_ppm, "qsm_mask": q.mask,
+        "brain_mask": q.brain_mask, "r2star_hz": q.r2star_hz, "combined_mag": q.combined_mag,
+        "true_labels": sim.labels, "true_chi_ppm": sim.chi_ppm, "reg_labels": reg.labels,
+        "fine_labels": fine, "fine_voxel_mm3": np.float64(fine_vox),
+        "loss": json.dumps(sim.structure_loss),
+    }  # fmt: skip
+    np.savez_compressed(path, **out)
+    out["loss"] = dict(sim.structure_loss)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
+    ap.add_argument("--sloppy", action="store_true", help="the --sloppy registration preset")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--supersample", type=int, default=3)
+    ap.add_argument("--cache", type=Path, help="keep each subject's registration here (reused)")
+    args = ap.parse_args(argv)
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
+
+    import numpy as np
+
+    from bids_qsm.atlas.registry import load_atlas
+
+    atlas = load_atlas()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache or Path(tmp)
+        cache.mkdir(parents=True, exist_ok=True)
         for i, (group, edss) in enumerate(COHORT):
-            sim = simulate_subject(args.preset, 100 + i, group=group, edss=edss, atrophy=True,
-                                   null_effect=True, participant_label=f"{i + 1:02d}")  # fmt: skip
-            q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
-                                sim.b0_dir, threads=args.threads)  # fmt: skip
-            mask = q.brain_mask
-            reg = register_atlas(
-                nib.Nifti1Image(sim.mag, sim.affine), nib.Nifti1Image(mask.astype(np.uint8),
-                sim.affine), atlas, Path(tmp) / str(i), "s", threads=args.threads,
-                params=params, iron=nib.Nifti1Image(q.chi_ppm, sim.affine),
-            )  # fmt: skip
-            vox = float(np.prod(sim.voxel_size))
-            fine, fine_vox = supersampled_labels(
-                atlas, reg, mask, sim.affine, float(sim.voxel_size[0]), args.supersample
-            )
+            d = registered_subject(args.preset, i, group, edss, args, cache)
+            vox = float(np.prod(d["voxel_size"]))
             for s in atlas.structures:
                 if s.name not in NAMES:
                     continue
-                t, r = np.isin(sim.labels, s.labels), np.isin(reg.labels, s.labels)
+                t, r = np.isin(d["true_labels"], s.labels), np.isin(d["reg_labels"], s.labels)
                 rows.append({
                     "subject": i + 1, "group": group, "structure": s.name,
-                    "hemisphere": s.hemisphere, "loss": sim.structure_loss.get(s.name, 0.0),
+                    "hemisphere": s.hemisphere, "loss": d["loss"].get(s.name, 0.0),
                     "true": t.sum() * vox, "reg": r.sum() * vox,
-                    "reg_fine": np.isin(fine, s.labels).sum() * fine_vox,
+                    "reg_fine": np.isin(d["fine_labels"], s.labels).sum() * d["fine_voxel_mm3"],
                     "dice": 2 * (t & r).sum() / (t.sum() + r.sum()),
                 })  # fmt: skip
             print(f"subject {i + 1} ({group}) registered", flush=True)
