@@ -10,10 +10,12 @@ transform (to separate the GRE grid's quantisation from the registration), the D
 relative errors. Then the largest relative error and the mean error of controls and patients.
 
     .venv/bin/python benchmarks/bench_atrophy_volumes.py [--preset tiny] [--sloppy] [--threads 1]
-        [--cache DIR]
+        [--cache DIR] [--seed-base 100] [--pve [--pve-params JSON]]
 
 ``--cache DIR`` keeps each subject's arrays (magnitude, chi, R2*, masks, true and registered
-labels) and transforms, so a rerun only recomputes the volumes.
+labels) and transforms, so a rerun only recomputes the volumes (``--seed-base`` other than 100
+adds ``_s<seed>`` to the file names). ``--pve`` adds the experimental partial-volume volume
+(:mod:`bids_qsm.stats.volumetry`) per hemisphere and bilateral, with the same summary.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def registered_subject(preset: str, i: int, group: str, edss: float, args, cache
     import nibabel as nib
     import numpy as np
 
-    path = cache / f"{preset}_{'sloppy' if args.sloppy else 'default'}_{i}.npz"
+    seeds = "" if args.seed_base == 100 else f"_s{args.seed_base}"
+    path = cache / f"{preset}_{'sloppy' if args.sloppy else 'default'}{seeds}_{i}.npz"
     if path.exists():
         with np.load(path) as z:
             out = {k: z[k] for k in z.files}
@@ -70,7 +73,7 @@ def registered_subject(preset: str, i: int, group: str, edss: float, args, cache
     from bids_qsm.simulate import simulate_subject
 
     atlas = load_atlas()
-    sim = simulate_subject(preset, 100 + i, group=group, edss=edss, atrophy=True,
+    sim = simulate_subject(preset, args.seed_base + i, group=group, edss=edss, atrophy=True,
                            null_effect=True, participant_label=f"{i + 1:02d}")  # fmt: skip
     q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
                         sim.b0_dir, threads=args.threads)  # fmt: skip
@@ -95,6 +98,91 @@ def registered_subject(preset: str, i: int, group: str, edss: float, args, cache
     return out
 
 
+def pve_volumes(d: dict, atlas, params) -> tuple[dict, float]:
+    """Partial-volume volumes (mm3, per (structure, hemisphere), bilateral = L + R) of one
+    cached subject and the CPU seconds they took."""
+    import time
+
+    from bids_qsm.stats.regional import _structure_groups
+    from bids_qsm.stats.volumetry import structure_volumes
+
+    groups, _ = _structure_groups(atlas.structures)
+    t0 = time.process_time()
+    vols = structure_volumes(
+        d["chi_ppm"],
+        d["r2star_hz"],
+        d["combined_mag"],
+        d["reg_labels"],
+        d["brain_mask"],
+        groups,
+        d["voxel_size"],
+        chi_mask=d["qsm_mask"],
+        params=params,
+    )
+    return vols, time.process_time() - t0
+
+
+def subject_rows(i: int, group: str, d: dict, atlas, params) -> list[dict]:
+    """Per structure and hemisphere (L, R, bilateral): loss, true, registered (and
+    supersampled) volumes, Dice and, with ``params``, the partial-volume volume."""
+    import numpy as np
+
+    vox = float(np.prod(d["voxel_size"]))
+    pve, cpu = pve_volumes(d, atlas, params) if params is not None else ({}, 0.0)
+    rows = []
+    for name in NAMES:
+        sides = [s for s in atlas.structures if s.name == name]
+        for hemi, ids in [(s.hemisphere, s.labels) for s in sides] + [
+            ("bilateral", tuple(v for s in sides for v in s.labels))
+        ]:
+            t, r = np.isin(d["true_labels"], ids), np.isin(d["reg_labels"], ids)
+            rows.append(
+                {
+                    "subject": i + 1,
+                    "group": group,
+                    "structure": name,
+                    "hemisphere": hemi,
+                    "loss": d["loss"].get(name, 0.0),
+                    "true": t.sum() * vox,
+                    "reg": r.sum() * vox,
+                    "reg_fine": np.isin(d["fine_labels"], ids).sum() * d["fine_voxel_mm3"],
+                    "dice": 2 * (t & r).sum() / (t.sum() + r.sum()),
+                    "pve": pve.get((name, hemi), np.nan),
+                    "pve_cpu_s": cpu,
+                }
+            )
+    return rows
+
+
+def summary(rows: list[dict], key: str) -> list[str]:
+    """Mean and largest error of controls and patients (every row, and per hemisphere only)
+    and the MS/HC ratio of the bilateral volumes of ``key`` against the true ratio."""
+    import numpy as np
+
+    out = []
+    for grp in ("HC", "MS"):
+        sel = [r for r in rows if r["group"] == grp]
+        err = [r[key] / r["true"] - 1 for r in sel]
+        hemi = [r[key] / r["true"] - 1 for r in sel if r["hemisphere"] != "bilateral"]
+        out.append(
+            f"  {grp}: mean error {np.mean(hemi):+.3f} (per hemisphere), largest |error| "
+            f"{max(abs(e) for e in err):.3f}; rows beyond 10 %: "
+            f"{sum(abs(e) > 0.10 for e in err)} of {len(err)}"
+        )
+    for name in NAMES:
+        bil = [r for r in rows if r["structure"] == name and r["hemisphere"] == "bilateral"]
+
+        def ratio(k: str, bil: list[dict] = bil) -> float:
+            ms = np.mean([r[k] for r in bil if r["group"] == "MS"])
+            return ms / np.mean([r[k] for r in bil if r["group"] == "HC"])
+
+        out.append(
+            f"  MS/HC {name}: {ratio(key):.3f} (true {ratio('true'):.3f}, "
+            f"difference {ratio(key) - ratio('true'):+.3f})"
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
@@ -102,48 +190,55 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--supersample", type=int, default=3)
     ap.add_argument("--cache", type=Path, help="keep each subject's registration here (reused)")
+    ap.add_argument("--seed-base", type=int, default=100, help="simulator seed of subject 1")
+    ap.add_argument("--pve", action="store_true", help="also the partial-volume volumes")
+    ap.add_argument("--pve-params", default="{}", help="PVEParams overrides (JSON)")
     args = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
 
-    import numpy as np
+    import json
 
     from bids_qsm.atlas.registry import load_atlas
+    from bids_qsm.stats.volumetry import PVEParams
 
     atlas = load_atlas()
+    params = PVEParams(**json.loads(args.pve_params)) if args.pve else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
         for i, (group, edss) in enumerate(COHORT):
             d = registered_subject(args.preset, i, group, edss, args, cache)
-            vox = float(np.prod(d["voxel_size"]))
-            for s in atlas.structures:
-                if s.name not in NAMES:
-                    continue
-                t, r = np.isin(d["true_labels"], s.labels), np.isin(d["reg_labels"], s.labels)
-                rows.append({
-                    "subject": i + 1, "group": group, "structure": s.name,
-                    "hemisphere": s.hemisphere, "loss": d["loss"].get(s.name, 0.0),
-                    "true": t.sum() * vox, "reg": r.sum() * vox,
-                    "reg_fine": np.isin(d["fine_labels"], s.labels).sum() * d["fine_voxel_mm3"],
-                    "dice": 2 * (t & r).sum() / (t.sum() + r.sum()),
-                })  # fmt: skip
+            rows += subject_rows(i, group, d, atlas, params)
             print(f"subject {i + 1} ({group}) registered", flush=True)
-    print(f"\npreset={args.preset} sloppy={args.sloppy} supersample={args.supersample}")
-    print(f"{'sub':>3s} {'grp':3s} {'structure':9s} {'hemi':4s} {'loss':>6s} {'true':>7s} "
-          f"{'reg':>7s} {'fine':>7s} {'dice':>6s} {'err':>7s} {'err_fine':>8s}")  # fmt: skip
+    print(
+        f"\npreset={args.preset} sloppy={args.sloppy} supersample={args.supersample} "
+        f"seeds={args.seed_base}-{args.seed_base + len(COHORT) - 1}"
+    )
+    if params is not None:
+        print(f"partial-volume parameters: {params.as_dict()}")
+    print(
+        f"{'sub':>3s} {'grp':3s} {'structure':9s} {'hemi':4s} {'loss':>6s} {'true':>7s} "
+        f"{'reg':>7s} {'fine':>7s} {'dice':>6s} {'err':>7s} {'err_fine':>8s} {'pve':>7s} "
+        f"{'err_pve':>7s}"
+    )
     for r in rows:
         e, ef = r["reg"] / r["true"] - 1, r["reg_fine"] / r["true"] - 1
-        r["err"], r["err_fine"] = e, ef
-        print(f"{r['subject']:3d} {r['group']:3s} {r['structure']:9s} {r['hemisphere']:4s} "
-              f"{r['loss']:6.3f} {r['true']:7.0f} {r['reg']:7.0f} {r['reg_fine']:7.0f} "
-              f"{r['dice']:6.3f} {e:+7.3f} {ef:+8.3f}")  # fmt: skip
-    for grp in ("HC", "MS"):
-        sel = [r for r in rows if r["group"] == grp]
-        print(f"{grp}: mean error {np.mean([r['err'] for r in sel]):+.3f}, largest |error| "
-              f"{max(abs(r['err']) for r in sel):.3f} (supersampled "
-              f"{max(abs(r['err_fine']) for r in sel):.3f}), mean loss "
-              f"{np.mean([r['loss'] for r in sel]):.3f}")  # fmt: skip
+        print(
+            f"{r['subject']:3d} {r['group']:3s} {r['structure']:9s} {r['hemisphere'][:4]:4s} "
+            f"{r['loss']:6.3f} {r['true']:7.0f} {r['reg']:7.0f} {r['reg_fine']:7.0f} "
+            f"{r['dice']:6.3f} {e:+7.3f} {ef:+8.3f} {r['pve']:7.0f} "
+            f"{r['pve'] / r['true'] - 1:+7.3f}"
+        )
+    print("registered labels (volume_mm3):")
+    print("\n".join(summary(rows, "reg")))
+    if params is not None:
+        cpu = sorted({(r["subject"], r["pve_cpu_s"]) for r in rows})
+        print(
+            f"partial-volume model (CPU {min(c for _, c in cpu):.1f}-"
+            f"{max(c for _, c in cpu):.1f} s per subject, all structures):"
+        )
+        print("\n".join(summary(rows, "pve")))
     return 0
 
 
