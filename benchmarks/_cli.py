@@ -14,3 +14,14 @@ def seeds_parser(doc: str, preset: str = "full", threads: int = 2) -> argparse.A
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=threads)
     return ap
+
+
+def cached_cohort_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser for the benchmarks that re-read a ``bench_swi.py --cache`` cohort: ``--cache``
+    (required), ``--preset``, ``--seed`` and ``--n-controls``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--cache", required=True, help="the --cache DIR of bench_swi.py")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-controls", type=int, default=20)
+    return ap

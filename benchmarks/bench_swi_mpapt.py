@@ -25,7 +25,6 @@ r(peer MP-APT at the control mean) in the pallidum.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import cached_cohort_parser
 from bench_swi import KEY, _r
 
 Stat = Callable[[list[np.ndarray]], list[float]]
@@ -92,11 +92,7 @@ def _values(s: dict, who: str, name: str) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", required=True)
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-controls", type=int, default=20)
+    ap = cached_cohort_parser(__doc__)
     ap.add_argument("--tag", default="", help="cache name tag, e.g. _rc-0p5")
     args = ap.parse_args(argv)
     hc = load_controls(Path(args.cache), args.preset, args.seed, args.n_controls, args.tag)

@@ -25,7 +25,6 @@ field noise SD for 4 echoes at 4-22 ms in deep gray matter. Benchmark only (A/B)
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import pickle
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import cached_cohort_parser
 from bench_swi import KEY, _mpapt, _r, _threshold
 
 
@@ -194,11 +194,7 @@ def summarise(hc: list[dict], ms: list[dict], peer: list[dict | None]) -> list[d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", required=True)
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-controls", type=int, default=20)
+    ap = cached_cohort_parser(__doc__)
     ap.add_argument("--n-patients", type=int, default=0)
     ap.add_argument("--sigmas", nargs="+", default=["2,2,0", "2,2,2", "3,3,0", "1.5,1.5,0"])
     ap.add_argument("--oracle-only", action="store_true")
