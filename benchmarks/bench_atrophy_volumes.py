@@ -73,26 +73,48 @@ def registered_subject(preset: str, i: int, group: str, edss: float, args, cache
     from bids_qsm.simulate import simulate_subject
 
     atlas = load_atlas()
-    sim = simulate_subject(preset, args.seed_base + i, group=group, edss=edss, atrophy=True,
-                           null_effect=True, participant_label=f"{i + 1:02d}")  # fmt: skip
-    q = reconstruct_qsm(sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size,
-                        sim.b0_dir, threads=args.threads)  # fmt: skip
+    sim = simulate_subject(
+        preset,
+        args.seed_base + i,
+        group=group,
+        edss=edss,
+        atrophy=True,
+        null_effect=True,
+        participant_label=f"{i + 1:02d}",
+    )
+    q = reconstruct_qsm(
+        sim.mag, sim.phase, sim.te_s, sim.b0_tesla, sim.voxel_size, sim.b0_dir, threads=args.threads
+    )
     reg = register_atlas(
-        nib.Nifti1Image(sim.mag, sim.affine), nib.Nifti1Image(q.brain_mask.astype(np.uint8),
-        sim.affine), atlas, path.with_suffix(""), "s", threads=args.threads,
-        params=registration_params(args.sloppy), iron=nib.Nifti1Image(q.chi_ppm, sim.affine),
-    )  # fmt: skip
+        nib.Nifti1Image(sim.mag, sim.affine),
+        nib.Nifti1Image(q.brain_mask.astype(np.uint8), sim.affine),
+        atlas,
+        path.with_suffix(""),
+        "s",
+        threads=args.threads,
+        params=registration_params(args.sloppy),
+        iron=nib.Nifti1Image(q.chi_ppm, sim.affine),
+    )
     fine, fine_vox = supersampled_labels(
         atlas, reg, q.brain_mask, sim.affine, float(sim.voxel_size[0]), args.supersample
     )
     out = {
-        "mag": sim.mag, "te_s": np.asarray(sim.te_s), "affine": sim.affine,
-        "voxel_size": np.asarray(sim.voxel_size), "chi_ppm": q.chi_ppm, "qsm_mask": q.mask,
-        "brain_mask": q.brain_mask, "r2star_hz": q.r2star_hz, "combined_mag": q.combined_mag,
-        "true_labels": sim.labels, "true_chi_ppm": sim.chi_ppm, "reg_labels": reg.labels,
-        "fine_labels": fine, "fine_voxel_mm3": np.float64(fine_vox),
+        "mag": sim.mag,
+        "te_s": np.asarray(sim.te_s),
+        "affine": sim.affine,
+        "voxel_size": np.asarray(sim.voxel_size),
+        "chi_ppm": q.chi_ppm,
+        "qsm_mask": q.mask,
+        "brain_mask": q.brain_mask,
+        "r2star_hz": q.r2star_hz,
+        "combined_mag": q.combined_mag,
+        "true_labels": sim.labels,
+        "true_chi_ppm": sim.chi_ppm,
+        "reg_labels": reg.labels,
+        "fine_labels": fine,
+        "fine_voxel_mm3": np.float64(fine_vox),
         "loss": json.dumps(sim.structure_loss),
-    }  # fmt: skip
+    }
     np.savez_compressed(path, **out)
     out["loss"] = dict(sim.structure_loss)
     return out
@@ -103,10 +125,10 @@ def pve_volumes(d: dict, atlas, params) -> tuple[dict, float]:
     cached subject and the CPU seconds they took."""
     import time
 
-    from bids_qsm.stats.regional import _structure_groups
+    from bids_qsm.stats.regional import structure_groups
     from bids_qsm.stats.volumetry import structure_volumes
 
-    groups, _ = _structure_groups(atlas.structures)
+    groups, _ = structure_groups(atlas.structures)
     t0 = time.process_time()
     vols = structure_volumes(
         d["chi_ppm"],
@@ -127,14 +149,15 @@ def subject_rows(i: int, group: str, d: dict, atlas, params) -> list[dict]:
     supersampled) volumes, Dice and, with ``params``, the partial-volume volume."""
     import numpy as np
 
+    from bids_qsm.stats.regional import structure_groups
+
     vox = float(np.prod(d["voxel_size"]))
     pve, cpu = pve_volumes(d, atlas, params) if params is not None else ({}, 0.0)
+    groups, _ = structure_groups(atlas.structures)
     rows = []
     for name in NAMES:
-        sides = [s for s in atlas.structures if s.name == name]
-        for hemi, ids in [(s.hemisphere, s.labels) for s in sides] + [
-            ("bilateral", tuple(v for s in sides for v in s.labels))
-        ]:
+        for hemi in ("L", "R", "bilateral"):
+            ids = sorted(groups[(name, hemi)])
             t, r = np.isin(d["true_labels"], ids), np.isin(d["reg_labels"], ids)
             rows.append(
                 {

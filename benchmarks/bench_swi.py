@@ -97,30 +97,46 @@ def _simulate(
     return d
 
 
+def swi_code_digest(key: str) -> str:
+    """12 hex digits of SHA-1 over ``key`` and the source of ``bids_qsm.swi``: a cache name
+    that changes with the options and with the code."""
+    import hashlib
+
+    import bids_qsm.swi as swi_pkg
+
+    src = b"".join(p.read_bytes() for p in sorted(Path(swi_pkg.__file__).parent.glob("*.py")))
+    return hashlib.sha1(key.encode() + src).hexdigest()[:12]
+
+
+def pickle_cached(path: Path | None, compute: Callable[[], dict]) -> dict:
+    """``compute()``, read from / written to the pickle ``path`` when one is given."""
+    import pickle
+
+    if path is not None and path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    out = compute()
+    if path is not None:
+        with open(path, "wb") as fh:
+            pickle.dump(out, fh)
+    return out
+
+
 def _measured(
     preset: str, i: int, group: str, sd: Any, seed: int, cache: Path | None, tag: str,
     options: Any, dominance: float | None, mpapt_roi: bool,
 ) -> dict:  # fmt: skip
     """:func:`subject_measures` of one simulated subject, cached beside the simulation (pickle
     keyed by the options and the code version of bids_qsm.swi) when ``cache`` is given."""
-    import hashlib
-    import pickle
-
-    import bids_qsm.swi as swi_pkg
-
     key = json.dumps([options.to_dict(), dominance, mpapt_roi], sort_keys=True, default=str)
-    src = b"".join(p.read_bytes() for p in sorted(Path(swi_pkg.__file__).parent.glob("*.py")))
-    digest = hashlib.sha1(key.encode() + src).hexdigest()[:12]
+    digest = swi_code_digest(key)
     path = None if cache is None else cache / f"{preset}_{group}_{seed}_{i:02d}{tag}_m-{digest}.pkl"
-    if path is not None and path.is_file():
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
-    out = subject_measures(_simulate(preset, i, group, sd, seed, cache, tag), options, dominance,
-                           mpapt_roi)  # fmt: skip
-    if path is not None:
-        with open(path, "wb") as fh:
-            pickle.dump(out, fh)
-    return out
+
+    def compute() -> dict:
+        sim = _simulate(preset, i, group, sd, seed, cache, tag)
+        return subject_measures(sim, options, dominance, mpapt_roi)
+
+    return pickle_cached(path, compute)
 
 
 def _peer_phase_iron(phase: np.ndarray, te_echo: float, ref_te: float) -> np.ndarray:

@@ -25,7 +25,6 @@ field noise SD for 4 echoes at 4-22 ms in deep gray matter. Benchmark only (A/B)
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import sys
@@ -36,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cli import cached_cohort_parser
-from bench_swi import KEY, _mpapt, _r, _threshold
+from bench_swi import KEY, _mpapt, _r, _threshold, pickle_cached, swi_code_digest
 
 
 def fit_field(
@@ -142,21 +141,15 @@ def _ref_te(te: np.ndarray) -> float:
 
 
 def _cached(cache: Path, name: str, sigma: tuple, oracle_only: bool, field: str) -> dict:
-    import bids_qsm.swi as swi_pkg
+    key = repr((sigma, oracle_only) + (() if field == "pairs" else (field,)))
 
-    src = b"".join(p.read_bytes() for p in sorted(Path(swi_pkg.__file__).parent.glob("*.py")))
-    key = repr((sigma, oracle_only) + (() if field == "pairs" else (field,))).encode()
-    digest = hashlib.sha1(key + src).hexdigest()[:12]
-    path = cache / f"{name}_sweep-{digest}.pkl"
-    if path.is_file():
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
-    d = dict(np.load(cache / f"{name}.npz", allow_pickle=True))
-    out = _sub_values(d, sigma, oracle_only, field)
-    out["truth"] = dict(zip(d["truth_names"].tolist(), d["truth_chi"].tolist(), strict=True))
-    with open(path, "wb") as fh:
-        pickle.dump(out, fh)
-    return out
+    def compute() -> dict:
+        d = dict(np.load(cache / f"{name}.npz", allow_pickle=True))
+        out = _sub_values(d, sigma, oracle_only, field)
+        out["truth"] = dict(zip(d["truth_names"].tolist(), d["truth_chi"].tolist(), strict=True))
+        return out
+
+    return pickle_cached(cache / f"{name}_sweep-{swi_code_digest(key)}.pkl", compute)
 
 
 def _peer(cache: Path, name: str) -> dict | None:

@@ -135,7 +135,7 @@ def _label_box(*label_maps: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def _structure_groups(
+def structure_groups(
     structures: Sequence[StructureDef],
 ) -> tuple[dict[tuple[str, str], set[int]], list[str]]:
     """(structure, hemisphere) -> label values (bilateral = L and R united) and the structure
@@ -212,7 +212,7 @@ def regional_table(
     # the structures' rows on the bounding box of all labels: the same voxels in the same
     # (C) order as on the whole grid, so the same sums, in a fraction of the passes
     box = _label_box(labels, plabels)
-    groups, order = _structure_groups(structures)
+    groups, order = structure_groups(structures)
 
     rows: list[dict[str, object]] = []
     keys = [

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from bids_qsm.qsm.grid import bounding_box
+
 
 @dataclass(frozen=True)
 class PVEParams:
@@ -182,14 +184,6 @@ def gray_matter(
     return conf
 
 
-def _sub_box(mask: np.ndarray, margin_vox: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of ``mask`` grown by ``margin_vox`` voxels per axis (clipped)."""
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - margin_vox, 0)
-    hi = np.minimum(idx.max(0) + margin_vox + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-
-
 def _weights(cov_a: np.ndarray, cov_b: np.ndarray) -> tuple[np.ndarray, ...]:
     """Noise precision of a two-class mixture (mean of the two covariances) and its log
     determinant, with all channels and without the first (susceptibility undefined outside
@@ -300,7 +294,7 @@ def structure_volume(
     if not region_all.any():
         return 0.0
     margin = np.ceil((params.band_mm + 3 * params.sigma_mm) / voxel_mm).astype(int)
-    box = _sub_box(region_all, margin)
+    box = bounding_box(region_all, tuple(int(m) for m in margin))
     lab, region, x = labels[box], region_all[box], channels[(slice(None), *box)]
     inside = ndi.distance_transform_edt(region, sampling=voxel_mm)
     outside = ndi.distance_transform_edt(~region, sampling=voxel_mm)
