@@ -11,11 +11,14 @@ relative errors. Then the largest relative error and the mean error of controls 
 
     .venv/bin/python benchmarks/bench_atrophy_volumes.py [--preset tiny] [--sloppy] [--threads 1]
         [--cache DIR] [--seed-base 100] [--pve [--pve-params JSON]]
+        [--boundary [--boundary-params JSON]]
 
 ``--cache DIR`` keeps each subject's arrays (magnitude, chi, R2*, masks, true and registered
 labels) and transforms, so a rerun only recomputes the volumes (``--seed-base`` other than 100
 adds ``_s<seed>`` to the file names). ``--pve`` adds the experimental partial-volume volume
-(:mod:`bids_qsm.stats.volumetry`) per hemisphere and bilateral, with the same summary.
+(:mod:`bids_qsm.stats.volumetry`) per hemisphere and bilateral, with the same summary;
+``--boundary`` the experimental template-relative boundary-shift volume
+(``benchmarks/boundary_shift.py``; ``--boundary-params`` overrides its ``BoundaryParams``).
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ def registered_subject(preset: str, i: int, group: str, edss: float, args, cache
         with np.load(path) as z:
             out = {k: z[k] for k in z.files}
         out["loss"] = json.loads(str(out["loss"]))
+        out["xfm"] = str(next(path.with_suffix("").glob("*_to-GRE_mode-image_xfm.h5")))
         return out
-    from bids_qsm.atlas.registration import register_atlas
+    from bids_qsm.atlas.registration import KEY_FROM_TEMPLATE, register_atlas
     from bids_qsm.atlas.registry import load_atlas
     from bids_qsm.atlas.stages import registration_params
     from bids_qsm.qsm.pipeline import reconstruct_qsm
@@ -117,6 +121,7 @@ def registered_subject(preset: str, i: int, group: str, edss: float, args, cache
     }
     np.savez_compressed(path, **out)
     out["loss"] = dict(sim.structure_loss)
+    out["xfm"] = str(reg.transforms[KEY_FROM_TEMPLATE])
     return out
 
 
@@ -144,16 +149,22 @@ def pve_volumes(d: dict, atlas, params) -> tuple[dict, float]:
     return vols, time.process_time() - t0
 
 
-def subject_rows(i: int, group: str, d: dict, atlas, params) -> list[dict]:
+def subject_rows(i: int, group: str, d: dict, atlas, params, bparams) -> list[dict]:
     """Per structure and hemisphere (L, R, bilateral): loss, true, registered (and
-    supersampled) volumes, Dice and, with ``params``, the partial-volume volume."""
+    supersampled) volumes, Dice and, with ``params``, the partial-volume volume, with
+    ``bparams`` the boundary-shift volume."""
     import numpy as np
+    from boundary_shift import boundary_volumes
 
     from bids_qsm.stats.regional import structure_groups
 
     vox = float(np.prod(d["voxel_size"]))
     pve, cpu = pve_volumes(d, atlas, params) if params is not None else ({}, 0.0)
     groups, _ = structure_groups(atlas.structures)
+    bsv = boundary_volumes(d, atlas, d["xfm"], NAMES, bparams) if bparams is not None else {}
+    for name in NAMES:
+        if bsv:
+            bsv[(name, "bilateral")] = (np.nan, bsv[(name, "L")][1] + bsv[(name, "R")][1], ())
     rows = []
     for name in NAMES:
         for hemi in ("L", "R", "bilateral"):
@@ -172,6 +183,9 @@ def subject_rows(i: int, group: str, d: dict, atlas, params) -> list[dict]:
                     "dice": 2 * (t & r).sum() / (t.sum() + r.sum()),
                     "pve": pve.get((name, hemi), np.nan),
                     "pve_cpu_s": cpu,
+                    "bsv": bsv.get((name, hemi), (np.nan, np.nan, ()))[1],
+                    "shift_mm": bsv.get((name, hemi), (np.nan, np.nan, ()))[0],
+                    "shifts": bsv.get((name, hemi), (np.nan, np.nan, ()))[2],
                 }
             )
     return rows
@@ -191,6 +205,12 @@ def summary(rows: list[dict], key: str) -> list[str]:
             f"  {grp}: mean error {np.mean(hemi):+.3f} (per hemisphere), largest |error| "
             f"{max(abs(e) for e in err):.3f}; rows beyond 10 %: "
             f"{sum(abs(e) > 0.10 for e in err)} of {len(err)}"
+        )
+        bil = [r[key] / r["true"] - 1 for r in sel if r["hemisphere"] == "bilateral"]
+        out.append(
+            f"      bilateral rows (the test's): mean {np.mean(bil):+.3f}, largest |error| "
+            f"{max(abs(e) for e in bil):.3f}, beyond 10 %: {sum(abs(e) > 0.10 for e in bil)} "
+            f"of {len(bil)}"
         )
     for name in NAMES:
         bil = [r for r in rows if r["structure"] == name and r["hemisphere"] == "bilateral"]
@@ -216,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-base", type=int, default=100, help="simulator seed of subject 1")
     ap.add_argument("--pve", action="store_true", help="also the partial-volume volumes")
     ap.add_argument("--pve-params", default="{}", help="PVEParams overrides (JSON)")
+    ap.add_argument("--boundary", action="store_true", help="also the boundary-shift volumes")
+    ap.add_argument("--boundary-params", default="{}", help="BoundaryParams overrides (JSON)")
     args = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
 
@@ -225,14 +247,22 @@ def main(argv: list[str] | None = None) -> int:
     from bids_qsm.stats.volumetry import PVEParams
 
     atlas = load_atlas()
+    from boundary_shift import BoundaryParams
+
     params = PVEParams(**json.loads(args.pve_params)) if args.pve else None
+    bparams = None
+    if args.boundary:
+        over = json.loads(args.boundary_params)
+        bparams = BoundaryParams(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}
+        )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
         for i, (group, edss) in enumerate(COHORT):
             d = registered_subject(args.preset, i, group, edss, args, cache)
-            rows += subject_rows(i, group, d, atlas, params)
+            rows += subject_rows(i, group, d, atlas, params, bparams)
             print(f"subject {i + 1} ({group}) registered", flush=True)
     print(
         f"\npreset={args.preset} sloppy={args.sloppy} supersample={args.supersample} "
@@ -243,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'sub':>3s} {'grp':3s} {'structure':9s} {'hemi':4s} {'loss':>6s} {'true':>7s} "
         f"{'reg':>7s} {'fine':>7s} {'dice':>6s} {'err':>7s} {'err_fine':>8s} {'pve':>7s} "
-        f"{'err_pve':>7s}"
+        f"{'err_pve':>7s} {'bsv':>7s} {'err_bsv':>7s} {'shift':>6s} shift per channel"
     )
     for r in rows:
         e, ef = r["reg"] / r["true"] - 1, r["reg_fine"] / r["true"] - 1
@@ -251,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['subject']:3d} {r['group']:3s} {r['structure']:9s} {r['hemisphere'][:4]:4s} "
             f"{r['loss']:6.3f} {r['true']:7.0f} {r['reg']:7.0f} {r['reg_fine']:7.0f} "
             f"{r['dice']:6.3f} {e:+7.3f} {ef:+8.3f} {r['pve']:7.0f} "
-            f"{r['pve'] / r['true'] - 1:+7.3f}"
+            f"{r['pve'] / r['true'] - 1:+7.3f} {r['bsv']:7.0f} {r['bsv'] / r['true'] - 1:+7.3f} "
+            f"{r['shift_mm']:+6.2f} {' '.join(f'{x:+.2f}' for x in r['shifts'])}"
         )
     print("registered labels (volume_mm3):")
     print("\n".join(summary(rows, "reg")))
@@ -262,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{max(c for _, c in cpu):.1f} s per subject, all structures):"
         )
         print("\n".join(summary(rows, "pve")))
+    if bparams is not None:
+        print(f"boundary-shift volumes ({bparams}):")
+        print("\n".join(summary(rows, "bsv")))
     return 0
 
 
