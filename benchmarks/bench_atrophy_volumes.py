@@ -37,6 +37,7 @@ def supersampled_labels(atlas, reg, mask, affine, voxel_mm: float, factor: int):
     """Registered labels on a grid ``factor`` times finer over the brain's bounding box."""
     import nibabel as nib
     import numpy as np
+    from boundary_shift import fine_affine
 
     from bids_qsm.atlas.antsutil import bbox, box_shape, labels_at, template_coords
     from bids_qsm.atlas.registration import KEY_FROM_TEMPLATE
@@ -44,9 +45,7 @@ def supersampled_labels(atlas, reg, mask, affine, voxel_mm: float, factor: int):
 
     sub, saff = bbox(mask, affine, margin_mm=0.0)
     shape = tuple(n * factor for n in box_shape(sub))
-    fine = saff.copy()
-    fine[:3, :3] = saff[:3, :3] / factor
-    fine[:3, 3] = saff[:3, 3] - saff[:3, :3] @ np.full(3, (factor - 1) / (2 * factor))
+    fine = fine_affine(saff, factor)
     ref = nib_to_ants(nib.Nifti1Image(np.zeros(shape, np.float32), fine))
     xfm = [str(reg.transforms[KEY_FROM_TEMPLATE])]
     coords, inside = template_coords(atlas, ref, fine, xfm)
@@ -162,14 +161,16 @@ def subject_rows(i: int, group: str, d: dict, atlas, params, bparams) -> list[di
     pve, cpu = pve_volumes(d, atlas, params) if params is not None else ({}, 0.0)
     groups, _ = structure_groups(atlas.structures)
     bsv = boundary_volumes(d, atlas, d["xfm"], NAMES, bparams) if bparams is not None else {}
-    for name in NAMES:
-        if bsv:
+    if bsv:
+        for name in NAMES:
             bsv[(name, "bilateral")] = (np.nan, bsv[(name, "L")][1] + bsv[(name, "R")][1], ())
+    nan_fit = (np.nan, np.nan, ())
     rows = []
     for name in NAMES:
         for hemi in ("L", "R", "bilateral"):
             ids = sorted(groups[(name, hemi)])
             t, r = np.isin(d["true_labels"], ids), np.isin(d["reg_labels"], ids)
+            fit = bsv.get((name, hemi), nan_fit)
             rows.append(
                 {
                     "subject": i + 1,
@@ -183,9 +184,9 @@ def subject_rows(i: int, group: str, d: dict, atlas, params, bparams) -> list[di
                     "dice": 2 * (t & r).sum() / (t.sum() + r.sum()),
                     "pve": pve.get((name, hemi), np.nan),
                     "pve_cpu_s": cpu,
-                    "bsv": bsv.get((name, hemi), (np.nan, np.nan, ()))[1],
-                    "shift_mm": bsv.get((name, hemi), (np.nan, np.nan, ()))[0],
-                    "shifts": bsv.get((name, hemi), (np.nan, np.nan, ()))[2],
+                    "shift_mm": fit[0],
+                    "bsv": fit[1],
+                    "shifts": fit[2],
                 }
             )
     return rows
@@ -243,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import json
 
+    from boundary_shift import BoundaryParams
+
     from bids_qsm.atlas.registry import load_atlas
     from bids_qsm.stats.volumetry import PVEParams
 
     atlas = load_atlas()
-    from boundary_shift import BoundaryParams
-
     params = PVEParams(**json.loads(args.pve_params)) if args.pve else None
     bparams = None
     if args.boundary:

@@ -37,11 +37,11 @@ class BoundaryParams:
     channels: tuple[str, ...] = ("chi_ppm", "combined_mag", "r2star_hz")
 
 
-def block_mean(a: np.ndarray, k: int) -> np.ndarray:
-    """Mean over non-overlapping k x k x k blocks of the last three axes (cropped)."""
-    n = tuple(x // k for x in a.shape[-3:])
-    a = a[..., : n[0] * k, : n[1] * k, : n[2] * k]
-    return a.reshape(*a.shape[:-3], n[0], k, n[1], k, n[2], k).mean(axis=(-5, -3, -1))
+def stack_block_mean(a: np.ndarray, k: int) -> np.ndarray:
+    """:func:`bids_qsm.simulate.subject.block_mean` of every map of a stack (C, X, Y, Z)."""
+    from bids_qsm.simulate.subject import block_mean
+
+    return np.stack([block_mean(x, k) for x in a])
 
 
 def shifted_fractions(
@@ -118,7 +118,12 @@ def fit_offset(
     near = s_parts[:, i_in[0], i_in[1], i_in[2]]
     near_in = near / np.maximum(near.sum(0), 1e-6)
     free = (1.0 - classes[:-3].sum(0)) * ~inside
-    band = block_mean(((d_out <= params.window_mm) & (d_in <= params.window_mm)) * 1.0, k) > 0
+    band = (
+        stack_block_mean(((d_out <= params.window_mm) & (d_in <= params.window_mm))[None] * 1.0, k)[
+            0
+        ]
+        > 0
+    )
     valid = [v & band for v in valid]
     n = np.array([v.sum() for v in valid], float)
     m = params.max_shift_mm
@@ -128,7 +133,7 @@ def fit_offset(
         parts, other, soft = shifted_fractions(
             float(d), inside, sdf, fine_mm, s_parts, classes, near_out, near_in, free
         )
-        design = np.concatenate([block_mean(parts, k), block_mean(other, k)])
+        design = np.concatenate([stack_block_mean(parts, k), stack_block_mean(other, k)])
         rss = channel_rss(design, chans, valid, params.sigmas_vox)
         loglik.append(float((n * np.log(np.maximum(rss, 1e-30))).sum()))
         rss_all.append(rss)
@@ -144,20 +149,27 @@ def fit_offset(
 
 
 def template_fraction_images(atlas) -> tuple:
-    """The template's CSF and white matter fractions and brain mask (NIfTI images), by
-    linear mixing of the T1 intensity as the iron template does."""
+    """The template's CSF and white matter fractions and brain mask (NIfTI images), from
+    :func:`bids_qsm.atlas.iron.template_tissue_fractions` (as the iron template)."""
     import nibabel as nib
 
-    t1 = np.asarray(atlas.template_img.dataobj, np.float32)
-    brain = atlas.template_mask()
-    i_csf, i_wm = np.percentile(t1[brain], [2, 90])
-    i_gm = i_csf + 0.61 * (i_wm - i_csf)
-    f_wm = np.clip((t1 - i_gm) / (i_wm - i_gm), 0, 1) * brain
-    f_csf = np.clip((i_gm - t1) / (i_gm - i_csf), 0, 1) * brain
+    from bids_qsm.atlas.iron import template_tissue_fractions
+
+    f_csf, _, f_wm = template_tissue_fractions(atlas)
     aff = atlas.template_img.affine
     return tuple(
-        nib.Nifti1Image(np.asarray(f, np.float32), aff) for f in (f_csf, f_wm, brain * 1.0)
+        nib.Nifti1Image(np.asarray(f, np.float32), aff)
+        for f in (f_csf, f_wm, atlas.template_mask() * 1.0)
     )
+
+
+def fine_affine(box_affine: np.ndarray, k: int) -> np.ndarray:
+    """Voxel -> world affine of a grid ``k`` times finer than ``box_affine``'s, aligned so
+    that fine voxels ``k j .. k j + k - 1`` tile coarse voxel ``j``."""
+    fine = np.array(box_affine, dtype=float)
+    fine[:3, :3] = box_affine[:3, :3] / k
+    fine[:3, 3] = box_affine[:3, 3] - box_affine[:3, :3] @ np.full(3, (k - 1) / (2 * k))
+    return fine
 
 
 def fine_samples(atlas, xfm: str, sub: tuple[slice, ...], affine: np.ndarray, k: int) -> dict:
@@ -172,9 +184,7 @@ def fine_samples(atlas, xfm: str, sub: tuple[slice, ...], affine: np.ndarray, k:
     start = np.array([s.start for s in sub], float)
     saff = affine.copy()
     saff[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
-    fine = saff.copy()
-    fine[:3, :3] = saff[:3, :3] / k
-    fine[:3, 3] = saff[:3, 3] - saff[:3, :3] @ np.full(3, (k - 1) / (2 * k))
+    fine = fine_affine(saff, k)
     shape = tuple((s.stop - s.start) * k for s in sub)
     ref = nib_to_ants(nib.Nifti1Image(np.zeros(shape, np.float32), fine))
     coords, inside = template_coords(atlas, ref, fine, [xfm])

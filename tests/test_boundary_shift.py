@@ -14,7 +14,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from boundary_shift import BoundaryParams, block_mean, fit_offset
+from boundary_shift import BoundaryParams, fit_offset
+
+from bids_qsm.simulate.subject import block_mean
 
 VOX_MM, N, FACTOR = 3.0, 20, 3
 

@@ -79,6 +79,23 @@ def iron_values(atlas: Atlas) -> dict[int, float]:
     return out
 
 
+def template_tissue_fractions(atlas: Atlas) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """CSF, gray and white matter fractions (float64, 0 outside the brain) of the atlas
+    template, by linear mixing of its T1 intensity between the class modes (CSF = 2nd
+    percentile, white matter = 90th percentile of the brain, gray matter 61 % of the way);
+    None without a brain mask."""
+    t1 = np.asarray(atlas.template_img.dataobj, dtype=np.float32)
+    brain = atlas.template_mask()
+    if not brain.any():
+        return None
+    i_csf, i_wm = np.percentile(t1[brain], [2, 90])
+    i_gm = i_csf + 0.61 * (i_wm - i_csf)
+    f_wm = np.clip((t1 - i_gm) / max(i_wm - i_gm, 1e-6), 0, 1)
+    f_csf = np.clip((i_gm - t1) / max(i_gm - i_csf, 1e-6), 0, 1)
+    f_gm = 1.0 - f_wm - f_csf
+    return f_csf * brain, f_gm * brain, f_wm * brain
+
+
 def synthesise_iron_template(atlas: Atlas) -> nib.Nifti1Image:
     """The iron template (ppm, float32) on the atlas template grid (not cached)."""
     labels = atlas.labels()
@@ -87,18 +104,11 @@ def synthesise_iron_template(atlas: Atlas) -> nib.Nifti1Image:
     for v, chi in values.items():
         if v < lut.size:
             lut[v] = chi
-    t1 = np.asarray(atlas.template_img.dataobj, dtype=np.float32)
-    brain = atlas.template_mask()
     chi = np.zeros(labels.shape, np.float32)
-    if brain.any():
-        i_csf, i_wm = np.percentile(t1[brain], [2, 90])
-        i_gm = i_csf + 0.61 * (i_wm - i_csf)
-        f_wm = np.clip((t1 - i_gm) / max(i_wm - i_gm, 1e-6), 0, 1)
-        f_csf = np.clip((i_gm - t1) / max(i_gm - i_csf, 1e-6), 0, 1)
-        f_gm = 1.0 - f_wm - f_csf
-        chi = (
-            f_gm * TISSUE_PPM["gm"] + f_wm * TISSUE_PPM["wm"] + f_csf * TISSUE_PPM["csf"]
-        ) * brain
+    fractions = template_tissue_fractions(atlas)
+    if fractions is not None:
+        f_csf, f_gm, f_wm = fractions
+        chi = f_gm * TISSUE_PPM["gm"] + f_wm * TISSUE_PPM["wm"] + f_csf * TISSUE_PPM["csf"]
     structure = np.isin(labels, list(values))
     chi[structure] = lut[labels[structure]]
     chi = chi.astype(np.float32)
